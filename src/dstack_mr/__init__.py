@@ -1,0 +1,95 @@
+"""Expected Intel TDX measurements (MRTD, RTMR0-2) of dstack confidential VMs.
+
+Quick start::
+
+    from dstack_mr import Machine, AcpiTablesFile
+    m = Machine(cpu_count=2, memory_size=2 << 30, firmware="ovmf.fd", kernel="bzImage",
+                initrd="initramfs.cpio.gz", kernel_cmdline="console=ttyS0 initrd=initrd")
+    details = m.measure_with_logs(acpi=AcpiTablesFile("tables.bin"))
+    print(details.measurements.to_dict())
+"""
+
+from __future__ import annotations
+
+from .acpi import (
+    AcpiDumper,
+    AcpiSource,
+    AcpiTables,
+    AcpiTablesBlob,
+    AcpiTablesFile,
+    CachedAcpiSource,
+    DumperInvocation,
+)
+from .config import (
+    ImageInfo,
+    OvmfVariant,
+    VmConfig,
+    extract_version_from_image_name,
+    ovmf_variant_for_image,
+    ovmf_variant_for_version,
+)
+from .errors import (
+    AcpiError,
+    ConfigError,
+    DstackMrError,
+    DumperError,
+    DumperFailedError,
+    DumperNotFoundError,
+    DumperOutputError,
+    DumperTimeoutError,
+    EventLogError,
+    EvidenceError,
+    FirmwareError,
+    ImageError,
+    KernelError,
+    PathEscapeError,
+    QuoteError,
+)
+from .machine import (
+    Machine,
+    MeasuredEvent,
+    MeasurementDetails,
+    RtmrLog,
+    TdxMeasurements,
+    VersionedOptions,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AcpiDumper",
+    "AcpiError",
+    "AcpiSource",
+    "AcpiTables",
+    "AcpiTablesBlob",
+    "AcpiTablesFile",
+    "CachedAcpiSource",
+    "ConfigError",
+    "DstackMrError",
+    "DumperError",
+    "DumperFailedError",
+    "DumperInvocation",
+    "DumperNotFoundError",
+    "DumperOutputError",
+    "DumperTimeoutError",
+    "EventLogError",
+    "EvidenceError",
+    "FirmwareError",
+    "ImageError",
+    "ImageInfo",
+    "KernelError",
+    "Machine",
+    "MeasuredEvent",
+    "MeasurementDetails",
+    "OvmfVariant",
+    "PathEscapeError",
+    "QuoteError",
+    "RtmrLog",
+    "TdxMeasurements",
+    "VersionedOptions",
+    "VmConfig",
+    "__version__",
+    "extract_version_from_image_name",
+    "ovmf_variant_for_image",
+    "ovmf_variant_for_version",
+]

@@ -1,0 +1,49 @@
+"""The one bounds-checked binary reader every parser in this package uses.
+
+Python slicing silently truncates where the reference (Rust) would panic or fail, and a
+truncated read can turn into a plausible but wrong digest. Every read therefore goes through
+these helpers, which raise the caller's error type with the offset and what was being read.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import DstackMrError
+
+Buffer = bytes | bytearray | memoryview
+
+_FORMATS = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
+
+
+def take(data: Buffer, offset: int, length: int, what: str, error: type[DstackMrError]) -> bytes:
+    """Return exactly ``length`` bytes at ``offset`` or raise ``error``."""
+    if offset < 0 or length < 0 or offset + length > len(data):
+        raise error(
+            f"{what}: need {length} bytes at offset {offset:#x}, "
+            f"but the data is only {len(data)} bytes long (truncated or corrupt)"
+        )
+    return bytes(data[offset : offset + length])
+
+
+def uint(data: Buffer, offset: int, size: int, what: str, error: type[DstackMrError]) -> int:
+    """Read a little-endian unsigned integer of ``size`` bytes (1, 2, 4 or 8)."""
+    if offset < 0 or offset + size > len(data):
+        raise error(
+            f"{what}: need a {size}-byte integer at offset {offset:#x}, "
+            f"but the data is only {len(data)} bytes long (truncated or corrupt)"
+        )
+    value: int = struct.unpack_from(_FORMATS[size], data, offset)[0]
+    return value
+
+
+def u16(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int:
+    return uint(data, offset, 2, what, error)
+
+
+def u32(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int:
+    return uint(data, offset, 4, what, error)
+
+
+def u64(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int:
+    return uint(data, offset, 8, what, error)

@@ -1,0 +1,266 @@
+"""Configuration types shared with dstack: ``OvmfVariant``, ``VmConfig`` and ``ImageInfo``.
+
+Field names, defaults and JSON shapes follow the Rust serde types of ``dstack-types`` so a
+``VmConfig`` taken from a KMS request or a ``metadata.json`` from an image directory loads
+unchanged. Loading is strict where serde is strict (a string is not a number, a number must
+fit its Rust integer type) and lenient where serde is lenient (unknown keys are ignored).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any, NewType, TypeVar
+
+import attrs
+import cattrs
+
+from .errors import ConfigError, DstackMrError, ImageError
+
+U32 = NewType("U32", int)
+U64 = NewType("U64", int)
+
+U32_MAX = 0xFFFF_FFFF
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class OvmfVariant(str, enum.Enum):
+    """Which OVMF build, and so which RTMR0 event layout, the guest image carries."""
+
+    #: OVMF before edk2-stable202505: 13 RTMR0 events.
+    PRE202505 = "pre202505"
+    #: edk2-stable202505 and later: 17 RTMR0 events.
+    STABLE202505 = "stable202505"
+
+    @property
+    def rust_name(self) -> str:
+        """The name the reference prints with ``{:?}`` (``Pre202505`` / ``Stable202505``)."""
+        return "Pre202505" if self is OvmfVariant.PRE202505 else "Stable202505"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_rust_u32(text: str) -> int | None:
+    """Parse like Rust's ``str::parse::<u32>``: optional ``+``, ASCII digits, no overflow."""
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    value = int(digits)
+    return value if value <= U32_MAX else None
+
+
+def parse_version_triple(text: str) -> tuple[int, int, int]:
+    """Parse ``MAJOR.MINOR.PATCH`` with the reference's rules; raise ConfigError otherwise."""
+    parts = text.split(".")
+    numbers = [parse_rust_u32(p) for p in parts]
+    for part, number in zip(parts, numbers, strict=True):
+        if number is None:
+            raise ConfigError(
+                f"invalid version {text!r}: component {part!r} is not a number "
+                "(expected MAJOR.MINOR.PATCH, e.g. 9.1.0)"
+            )
+    if len(numbers) != 3:
+        raise ConfigError(
+            f"invalid version {text!r}: expected exactly 3 parts (MAJOR.MINOR.PATCH), "
+            f"got {len(numbers)}"
+        )
+    a, b, c = (n for n in numbers if n is not None)
+    return (a, b, c)
+
+
+def ovmf_variant_for_version(version: str) -> OvmfVariant:
+    """OVMF layout of a dstack OS version: 0.5.10 <= v < 0.6.0 and v >= 0.6.1 are stable202505.
+
+    Raises ConfigError for anything that is not ``MAJOR.MINOR.PATCH``.
+    """
+    v = parse_version_triple(version)
+    stable = (0, 5, 10) <= v < (0, 6, 0) or v >= (0, 6, 1)
+    return OvmfVariant.STABLE202505 if stable else OvmfVariant.PRE202505
+
+
+def extract_version_from_image_name(image: str) -> str | None:
+    """``X.Y.Z`` from an image name shaped ``<prefix>-X.Y.Z[.SUFFIX]``, else None.
+
+    ``dstack-dev-0.6.1.dev`` gives ``0.6.1``; ``dstack-0.5``, ``dstack-0.5.10.`` and
+    ``dstack-0.5.10.1.2`` give None.
+    """
+    tail = image.rsplit("-", 1)[-1]
+    parts = tail.split(".")
+    if not 3 <= len(parts) <= 4:
+        return None
+    if any(parse_rust_u32(p) is None for p in parts[:3]):
+        return None
+    if len(parts) == 4 and not parts[3]:
+        return None
+    return ".".join(parts[:3])
+
+
+def ovmf_variant_for_image(image: str | None) -> OvmfVariant:
+    """Variant from an image name; the default (pre202505) when it carries no valid version."""
+    if image is None:
+        return OvmfVariant.PRE202505
+    version = extract_version_from_image_name(image)
+    if version is None:
+        return OvmfVariant.PRE202505
+    try:
+        return ovmf_variant_for_version(version)
+    except ConfigError:
+        return OvmfVariant.PRE202505
+
+
+@attrs.frozen
+class VmConfig:
+    """The VMM's ``VmConfig`` (dstack-types), as carried in KMS requests and quotes' evidence."""
+
+    os_image_hash: bytes = b""
+    cpu_count: U32 = U32(0)
+    memory_size: U64 = U64(0)
+    #: Passed unchanged as ``two_pass_add_pages`` by the reference and the dstack verifier.
+    qemu_single_pass_add_pages: bool | None = None
+    pic: bool | None = None
+    qemu_version: str | None = None
+    pci_hole64_size: U64 = U64(0)
+    hugepages: bool = False
+    num_gpus: U32 = U32(0)
+    num_nvswitches: U32 = U32(0)
+    hotplug_off: bool = False
+    image: str | None = None
+    host_share_mode: str = ""
+    ovmf_variant: OvmfVariant | None = None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> VmConfig:
+        return _load_json(text, cls, ConfigError, "VmConfig")
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> VmConfig:
+        return _structure(obj, cls, ConfigError, "VmConfig")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _unstructure(self)
+
+
+@attrs.frozen
+class ImageInfo:
+    """An image directory's ``metadata.json`` (dstack-types ``ImageInfo``)."""
+
+    cmdline: str
+    kernel: str
+    initrd: str
+    bios: str
+    version: str = ""
+    ovmf_variant: OvmfVariant | None = None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ImageInfo:
+        return _load_json(text, cls, ImageError, "image metadata")
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> ImageInfo:
+        return _structure(obj, cls, ImageError, "image metadata")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _unstructure(self)
+
+
+# --- strict (un)structuring --------------------------------------------------------------
+
+_converter = cattrs.Converter(forbid_extra_keys=False, omit_if_default=False)
+
+
+def _strict_int(lo: int, hi: int, rust: str) -> Any:
+    def hook(value: Any, _type: Any) -> int:
+        # bool is an int in Python but never a number in JSON/serde.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer ({rust}), got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} does not fit {rust} ({lo}..={hi})")
+        return value
+
+    return hook
+
+
+def _strict_bool(value: Any, _type: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _strict_str(value: Any, _type: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _hex_bytes(value: Any, _type: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a hex string, got {type(value).__name__}")
+    text = value[2:] if value[:2] in ("0x", "0X") else value
+    try:
+        return bytes.fromhex(text) if text.isascii() and " " not in text else _bad_hex(value)
+    except ValueError:
+        return _bad_hex(value)
+
+
+def _bad_hex(value: str) -> bytes:
+    raise ValueError(f"not a hex string: {value[:40]!r}")
+
+
+def _variant(value: Any, _type: Any) -> OvmfVariant:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    try:
+        return OvmfVariant(value)
+    except ValueError:
+        raise ValueError(
+            f"unknown OVMF variant {value!r} (expected 'pre202505' or 'stable202505')"
+        ) from None
+
+
+_converter.register_structure_hook(U32, _strict_int(0, U32_MAX, "u32"))
+_converter.register_structure_hook(U64, _strict_int(0, U64_MAX, "u64"))
+_converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook(bytes, _hex_bytes)
+_converter.register_structure_hook(OvmfVariant, _variant)
+_converter.register_unstructure_hook(bytes, lambda b: b.hex())
+_converter.register_unstructure_hook(OvmfVariant, lambda v: v.value)
+
+T = TypeVar("T")
+
+
+def _structure(obj: Any, cls: type[T], error: type[DstackMrError], what: str) -> T:
+    if not isinstance(obj, Mapping):
+        raise error(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    try:
+        return _converter.structure(obj, cls)
+    except Exception as exc:
+        details = "; ".join(cattrs.transform_error(exc, path=what, format_exception=_why))
+        raise error(f"invalid {what}: {details}") from None
+
+
+def _why(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+    return _structure(obj, cls, error, what)
+
+
+def _unstructure(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = _converter.unstructure(value)
+    # serde skips these when None; mirror it so round-trips are byte-identical.
+    for key in ("qemu_single_pass_add_pages", "pic", "qemu_version", "image", "ovmf_variant"):
+        if key in out and out[key] is None:
+            del out[key]
+    return out

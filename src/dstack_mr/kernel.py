@@ -1,0 +1,160 @@
+"""RTMR1's first event: the Authenticode digest of the kernel as QEMU patched it in memory.
+
+QEMU's ``-kernel`` loader writes boot-protocol fields into the bzImage setup header (loader
+type, heap end, command-line pointer, initrd address and size) before OVMF measures the
+image, so the digest depends on the initrd size and the guest's memory size, not only on the
+kernel file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._binary import Buffer, take, u16, u32
+from .errors import KernelError
+
+#: Bytes QEMU reserves for ACPI data at the top of low memory (its ``acpi_data_size``).
+ACPI_DATA_SIZE = 0x28000
+#: At and above this memory size QEMU's low-memory layout (and so the initrd address) is fixed.
+STABLE_MIN_MEMORY = 0xB000_0000
+MIN_KERNEL_LEN = 0x1000
+_U32_MAX = 0xFFFF_FFFF
+_PE_SIGNATURE = 0x0000_4550  # "PE\0\0"
+_CERT_DIR_INDEX = 4
+
+
+def initrd_address(
+    kernel: Buffer, initrd_size: int, memory_size: int, acpi_data_size: int = ACPI_DATA_SIZE
+) -> int:
+    """Where QEMU places the initrd (``ramdisk_image``); raise KernelError if it cannot."""
+    protocol = u16(kernel, 0x206, "boot protocol version", KernelError)
+    if protocol < 0x200:
+        raise KernelError(
+            f"kernel boot protocol {protocol:#x} is older than 2.00 and cannot take an initrd"
+        )
+    if protocol >= 0x20C:
+        xloadflags = u16(kernel, 0x236, "xloadflags", KernelError)
+        initrd_max = _U32_MAX if xloadflags & 0x40 else 0x37FF_FFFF
+    elif protocol >= 0x203:
+        initrd_max = u32(kernel, 0x22C, "initrd_addr_max", KernelError) or 0x37FF_FFFF
+    else:
+        initrd_max = 0x37FF_FFFF
+
+    lowmem = STABLE_MIN_MEMORY if memory_size < STABLE_MIN_MEMORY else 0x8000_0000
+    below_4g = lowmem if memory_size >= lowmem else memory_size
+    if acpi_data_size > below_4g:
+        raise KernelError(
+            f"memory_size {memory_size:#x} leaves no room below 4 GiB for QEMU's "
+            f"{acpi_data_size:#x} bytes of ACPI data"
+        )
+    available = below_4g - acpi_data_size
+    if initrd_max >= available:
+        initrd_max = max(available - 1, 0)
+    if initrd_size >= initrd_max:
+        raise KernelError(
+            f"initrd of {initrd_size} bytes does not fit below {initrd_max:#x} "
+            f"with memory_size {memory_size:#x}"
+        )
+    return (initrd_max - initrd_size) & ~0xFFF & _U32_MAX
+
+
+def patch(
+    kernel: bytes, initrd_size: int, memory_size: int, acpi_data_size: int = ACPI_DATA_SIZE
+) -> bytearray:
+    """The kernel image after QEMU's setup-header patches (a copy; the input is untouched)."""
+    if len(kernel) < MIN_KERNEL_LEN:
+        raise KernelError(
+            f"kernel image is {len(kernel)} bytes; a bzImage is at least {MIN_KERNEL_LEN:#x}"
+        )
+    if not 0 <= initrd_size <= _U32_MAX:
+        raise KernelError(
+            f"initrd of {initrd_size} bytes is too large: QEMU's boot protocol holds a 32-bit size"
+        )
+    kd = bytearray(kernel)
+    protocol = int.from_bytes(kd[0x206:0x208], "little")
+    if protocol < 0x200 or not kd[0x211] & 0x01:
+        real_addr, cmdline_addr = 0x90000, 0x9A000
+    else:
+        real_addr, cmdline_addr = 0x10000, 0x20000
+
+    if protocol >= 0x200:
+        kd[0x210] = 0xB0  # type_of_loader: QEMU
+    if protocol >= 0x201:
+        kd[0x211] |= 0x80  # loadflags: CAN_USE_HEAP
+        heap_end = max(cmdline_addr - real_addr - 0x200, 0)
+        kd[0x224:0x228] = heap_end.to_bytes(4, "little")
+    if protocol >= 0x202:
+        kd[0x228:0x22C] = cmdline_addr.to_bytes(4, "little")
+    else:
+        kd[0x20:0x22] = (0xA33F).to_bytes(2, "little")
+        kd[0x22:0x24] = ((cmdline_addr - real_addr) & 0xFFFF).to_bytes(2, "little")
+
+    if initrd_size > 0:
+        addr = initrd_address(kd, initrd_size, memory_size, acpi_data_size)
+        kd[0x218:0x21C] = addr.to_bytes(4, "little")
+        kd[0x21C:0x220] = initrd_size.to_bytes(4, "little")
+    return kd
+
+
+def authenticode_sha384(image: Buffer) -> bytes:
+    """PE/COFF Authenticode SHA-384, with OVMF's zero padding of the size to 8 bytes.
+
+    Odd but well-defined inputs get the reference's result: a section whose raw data runs
+    past the end of the file is hashed up to the end of the file and still counted in full.
+    """
+    data = memoryview(image)
+    size = len(data)
+
+    def err(what: str) -> KernelError:
+        return KernelError(f"kernel PE/COFF header: {what}")
+
+    pe = u32(data, 0x3C, "PE header offset (e_lfanew)", KernelError)
+    if u32(data, pe, "PE signature", KernelError) != _PE_SIGNATURE:
+        raise err(f"no PE signature at offset {pe:#x}: not an EFI-stub kernel")
+    coff = pe + 4
+    num_sections = u16(data, coff + 2, "number of sections", KernelError)
+    opt_size = u16(data, coff + 16, "optional header size", KernelError)
+    opt = coff + 20
+    pe32_plus = u16(data, opt, "optional header magic", KernelError) == 0x20B
+    checksum = opt + 64
+    cert_dir = opt + (112 if pe32_plus else 96) + 8 * _CERT_DIR_INDEX
+    headers_end = u32(data, opt + 60, "SizeOfHeaders", KernelError)
+    cert_addr = u32(data, cert_dir, "certificate table address", KernelError)
+    cert_size = u32(data, cert_dir + 4, "certificate table size", KernelError)
+    if not (checksum + 4 <= cert_dir and cert_dir + 8 <= headers_end <= size):
+        raise err(
+            f"SizeOfHeaders {headers_end:#x} does not cover the data directories "
+            f"(certificate entry at {cert_dir:#x}) or exceeds the file ({size:#x} bytes)"
+        )
+
+    h = hashlib.sha384()
+    h.update(data[:checksum])
+    h.update(data[checksum + 4 : cert_dir])
+    h.update(data[cert_dir + 8 : headers_end])
+    hashed = headers_end
+
+    table = opt + opt_size
+    take(data, table, 40 * num_sections, f"section table ({num_sections} entries)", KernelError)
+    sections = []
+    for i in range(num_sections):
+        raw_size = u32(data, table + 40 * i + 16, "SizeOfRawData", KernelError)
+        raw_ptr = u32(data, table + 40 * i + 20, "PointerToRawData", KernelError)
+        if raw_size:
+            sections.append((raw_ptr, raw_size))
+    sections.sort(key=lambda s: s[0])
+    for ptr, raw_size in sections:
+        h.update(data[ptr : min(ptr + raw_size, size)])
+        hashed += raw_size
+
+    if cert_addr and cert_size and size > hashed:
+        trailing = size - hashed
+        if trailing > cert_size:
+            h.update(data[hashed : hashed + trailing - cert_size])
+    if size % 8:
+        h.update(bytes(8 - size % 8))
+    return h.digest()
+
+
+def patched_kernel_digest(kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
+    """RTMR1 event 0 for this kernel, initrd size and guest memory size."""
+    return authenticode_sha384(patch(kernel, initrd_size, memory_size))

@@ -1,0 +1,326 @@
+"""A dstack CVM's launch configuration and its expected TDX measurements.
+
+:class:`Machine` carries every setting the reference's ``Machine`` has. ``measure()`` and
+``measure_with_logs()`` read the image files and return MRTD and RTMR0-2, the latter with
+every event digest, labelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from . import acpi as acpi_mod
+from . import kernel as kernel_mod
+from . import tdvf as tdvf_mod
+from .acpi import AcpiSource, AcpiTables, DumperInvocation
+from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
+from .digest import replay
+from .errors import ConfigError, ImageError
+from .uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT, EventSpec, cmdline_digest
+
+DEFAULT_QEMU_VERSION = (9, 1, 0)
+MIN_QEMU_VERSION = (8, 0, 0)
+MIB = 1024 * 1024
+_READ_CHUNK = 1 << 20
+
+
+def _u32(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U32_MAX:
+            raise ConfigError(f"{name} must be an integer in 0..={U32_MAX} (u32), got {value!r}")
+
+    return check
+
+
+def _u64(name: str, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if optional and value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+            raise ConfigError(f"{name} must be an integer in 0..={U64_MAX} (u64), got {value!r}")
+
+    return check
+
+
+def _path(value: str | os.PathLike[str]) -> str:
+    return os.fspath(value)
+
+
+@attrs.frozen
+class VersionedOptions:
+    """Settings whose defaults follow the QEMU version (8.x: pic on, two-pass page add)."""
+
+    version: tuple[int, int, int]
+    pic: bool
+    two_pass_add_pages: bool
+
+    @property
+    def version_str(self) -> str:
+        return "{}.{}.{}".format(*self.version)
+
+
+@attrs.frozen
+class Machine:
+    """Everything that determines a dstack CVM's MRTD and RTMR0-2 (the reference's Machine).
+
+    ``firmware``, ``kernel`` and ``initrd`` are paths; ``kernel_cmdline`` is measured as is
+    (the CLI appends `` initrd=initrd`` to the image's cmdline, like the reference).
+    ``None`` means "not set": the value then follows from ``qemu_version`` (default 9.1.0).
+    """
+
+    cpu_count: int = attrs.field(validator=_u32("cpu_count"))
+    memory_size: int = attrs.field(validator=_u64("memory_size"))
+    firmware: str = attrs.field(converter=_path)
+    kernel: str = attrs.field(converter=_path)
+    initrd: str = attrs.field(converter=_path)
+    kernel_cmdline: str
+    two_pass_add_pages: bool | None = None
+    pic: bool | None = None
+    qemu_version: str | None = None
+    smm: bool = False
+    pci_hole64_size: int | None = attrs.field(default=None, validator=_u64("pci_hole64_size", True))
+    hugepages: bool = False
+    num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
+    num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
+    hotplug_off: bool = False
+    root_verity: bool = True
+    host_share_mode: str = ""
+    ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=OvmfVariant)
+
+    def versioned_options(self) -> VersionedOptions:
+        """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
+        version = DEFAULT_QEMU_VERSION
+        if self.qemu_version is not None:
+            try:
+                version = parse_version_triple(self.qemu_version)
+            except ConfigError as exc:
+                raise ConfigError(f"invalid qemu_version: {exc}") from None
+        if version < MIN_QEMU_VERSION:
+            raise ConfigError(
+                "unsupported QEMU version {}.{}.{}: dstack-mr models QEMU 8.0.0 and later".format(
+                    *version
+                )
+            )
+        qemu8 = MIN_QEMU_VERSION <= version < (9, 0, 0)
+        return VersionedOptions(
+            version=version,
+            pic=qemu8 if self.pic is None else self.pic,
+            two_pass_add_pages=qemu8
+            if self.two_pass_add_pages is None
+            else self.two_pass_add_pages,
+        )
+
+    def dumper_invocation(self) -> DumperInvocation:
+        """The exact argv and ``QEMU_ACPI_COMPAT_VER`` the reference gives the dumper."""
+        opts = self.versioned_options()
+        return acpi_mod.dumper_invocation(
+            cpu_count=self.cpu_count,
+            memory_size=self.memory_size,
+            firmware=self.firmware,
+            kernel=self.kernel,
+            root_verity=self.root_verity,
+            smm=self.smm,
+            pic=opts.pic,
+            qemu_version=opts.version,
+            hugepages=self.hugepages,
+            num_gpus=self.num_gpus,
+            num_nvswitches=self.num_nvswitches,
+            hotplug_off=self.hotplug_off,
+            pci_hole64_size=self.pci_hole64_size,
+            host_share_mode=self.host_share_mode,
+        )
+
+    def check_memory(self) -> None:
+        if self.memory_size < MIB or self.memory_size % MIB:
+            raise ConfigError(
+                f"memory_size {self.memory_size} must be a positive whole number of MiB "
+                "(QEMU is given -m in MiB)"
+            )
+
+    def measure(self, acpi: AcpiSource | None = None) -> TdxMeasurements:
+        return self.measure_with_logs(acpi).measurements
+
+    def measure_with_logs(self, acpi: AcpiSource | None = None) -> MeasurementDetails:
+        """Read the image files and compute every register and event.
+
+        ``acpi`` supplies the ACPI tables; by default the ``dstack-acpi-tables`` dumper runs.
+        """
+        firmware = read_file(self.firmware, "firmware")
+        kernel = read_file(self.kernel, "kernel")
+        initrd_size, initrd_digest = hash_file(self.initrd, "initrd")
+        return compute(
+            self,
+            tdvf_mod.parse(firmware),
+            kernel,
+            initrd_size,
+            initrd_digest,
+            acpi if acpi is not None else acpi_mod.AcpiDumper(),
+        )
+
+
+@attrs.frozen
+class TdxMeasurements:
+    mrtd: bytes
+    rtmr0: bytes
+    rtmr1: bytes
+    rtmr2: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        """Hex strings under the reference's JSON keys."""
+        return {k: getattr(self, k).hex() for k in ("mrtd", "rtmr0", "rtmr1", "rtmr2")}
+
+    def _repr_html_(self) -> str:
+        from .render import measurements_html
+
+        return measurements_html(self)
+
+
+@attrs.frozen
+class MeasuredEvent:
+    """One expected RTMR event: position, label, what it varies with, digest."""
+
+    index: int
+    label: str
+    varies_with: str
+    digest: bytes
+
+    @property
+    def fixed(self) -> bool:
+        return self.varies_with.startswith("fixed")
+
+
+@attrs.frozen
+class RtmrLog:
+    rtmr: int
+    events: tuple[MeasuredEvent, ...]
+
+    @property
+    def value(self) -> bytes:
+        return replay(e.digest for e in self.events)
+
+    @property
+    def digests(self) -> list[bytes]:
+        return [e.digest for e in self.events]
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def _repr_html_(self) -> str:
+        from .render import rtmr_log_html
+
+        return rtmr_log_html(self)
+
+
+@attrs.frozen
+class MeasurementDetails:
+    """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
+
+    measurements: TdxMeasurements
+    rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog]
+    acpi_tables: AcpiTables
+    invocation: DumperInvocation
+    options: VersionedOptions
+    ovmf_variant: OvmfVariant
+
+    def _repr_html_(self) -> str:
+        from .render import details_html
+
+        return details_html(self)
+
+
+def _log(rtmr: int, specs: Sequence[EventSpec], digests: Sequence[bytes]) -> RtmrLog:
+    events = tuple(
+        MeasuredEvent(i, spec.label, spec.varies_with, d)
+        for i, (spec, d) in enumerate(zip(specs, digests, strict=True))
+    )
+    return RtmrLog(rtmr, events)
+
+
+def rtmr0_digests(variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables) -> list[bytes]:
+    per_machine = {
+        "td_hob": td_hob_digest,
+        "acpi_loader": tables.loader_digest,
+        "acpi_rsdp": tables.rsdp_digest,
+        "acpi_tables": tables.tables_digest,
+    }
+    return [
+        s.digest if s.digest is not None else per_machine[s.label] for s in RTMR0_LAYOUTS[variant]
+    ]
+
+
+def compute(
+    machine: Machine,
+    tdvf: tdvf_mod.Tdvf,
+    kernel: bytes,
+    initrd_size: int,
+    initrd_digest: bytes,
+    acpi: AcpiSource,
+    *,
+    mrtd: bytes | None = None,
+    cmdline_sha384: bytes | None = None,
+) -> MeasurementDetails:
+    """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests)."""
+    opts = machine.versioned_options()
+    if mrtd is None:
+        mrtd = tdvf.mrtd(opts.two_pass_add_pages)
+    machine.check_memory()
+    td_hob = tdvf.td_hob_digest(machine.memory_size)
+    invocation = machine.dumper_invocation()
+    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    rtmr0 = _log(
+        0, RTMR0_LAYOUTS[machine.ovmf_variant], rtmr0_digests(machine.ovmf_variant, td_hob, tables)
+    )
+
+    kernel_digest = kernel_mod.patched_kernel_digest(kernel, initrd_size, machine.memory_size)
+    rtmr1 = _log(
+        1, RTMR1_LAYOUT, [kernel_digest, *(s.digest for s in RTMR1_LAYOUT[1:] if s.digest)]
+    )
+
+    if cmdline_sha384 is None:
+        cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
+    rtmr2 = _log(2, RTMR2_LAYOUT, [cmdline_sha384, initrd_digest])
+
+    return MeasurementDetails(
+        measurements=TdxMeasurements(mrtd, rtmr0.value, rtmr1.value, rtmr2.value),
+        rtmr_logs=(rtmr0, rtmr1, rtmr2),
+        acpi_tables=tables,
+        invocation=invocation,
+        options=opts,
+        ovmf_variant=machine.ovmf_variant,
+    )
+
+
+def checked_cmdline_digest(cmdline: str) -> bytes:
+    try:
+        return cmdline_digest(cmdline)
+    except UnicodeEncodeError:
+        raise ConfigError(
+            "kernel command line contains a lone UTF-16 surrogate; it cannot be measured"
+        ) from None
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ImageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def hash_file(path: str, what: str) -> tuple[int, bytes]:
+    """(size, SHA-384) of a file, read in chunks so a huge initrd never sits in memory."""
+    h = hashlib.sha384()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise ImageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return size, h.digest()

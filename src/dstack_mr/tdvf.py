@@ -1,0 +1,294 @@
+"""TDVF (TDX OVMF) metadata, MRTD and the TD HOB event of RTMR0.
+
+The firmware carries a descriptor of the sections the TDX module loads before the guest runs;
+MRTD is a SHA-384 over the TDH.MEM.PAGE.ADD / TDH.MR.EXTEND records of those sections, and the
+TD HOB that OVMF measures first into RTMR0 is derived from the same sections and the guest's
+memory size.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+
+import attrs
+
+from ._binary import Buffer, take, u16, u32, u64
+from .digest import sha384
+from .errors import ConfigError, FirmwareError
+
+PAGE_SIZE = 0x1000
+MR_EXTEND_CHUNK = 0x100
+#: Default TD HOB base when the firmware has no TD_HOB section (what OVMF uses).
+DEFAULT_TD_HOB_BASE = 0x809000
+#: At or above this guest memory size, QEMU splits RAM at 2 GiB and maps the rest at 4 GiB.
+HIGH_MEMORY_THRESHOLD = 0xB000_0000
+#: More MEM.PAGE.ADD records than 4 GiB of pages means a corrupt or hostile descriptor; the
+#: cap keeps a bogus memory_data_size from turning MRTD into a near-endless loop.
+MAX_ADDED_PAGES = 1 << 20
+
+_FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
+_METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2").bytes_le
+_BYTES_AFTER_FOOTER = 32
+_U64_MAX = (1 << 64) - 1
+
+ATTR_MR_EXTEND = 0x1
+ATTR_PAGE_AUG = 0x2
+
+
+class SectionType(enum.IntEnum):
+    BFV = 0
+    CFV = 1
+    TD_HOB = 2
+    TEMP_MEM = 3
+
+
+@attrs.frozen
+class TdvfSection:
+    data_offset: int
+    raw_data_size: int
+    memory_address: int
+    memory_data_size: int
+    section_type: int
+    attributes: int
+
+    @property
+    def pages(self) -> int:
+        return self.memory_data_size // PAGE_SIZE
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return SectionType(self.section_type).name
+        except ValueError:
+            return f"type {self.section_type}"
+
+
+@attrs.frozen
+class Tdvf:
+    """Parsed TDVF metadata plus the firmware bytes MR.EXTEND reads from."""
+
+    firmware: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    sections: tuple[TdvfSection, ...]
+
+    def mrtd(self, two_pass: bool) -> bytes:
+        """MRTD for QEMU's page-add order: two-pass (QEMU 8.x) or single-pass (9.0+)."""
+        h = hashlib.sha384()
+        fw = memoryview(self.firmware)
+        for s in self.sections:
+            add = not s.attributes & ATTR_PAGE_AUG
+            ext = bool(s.attributes & ATTR_MR_EXTEND)
+            if two_pass:
+                if add:
+                    h.update(
+                        b"".join(
+                            _page_add(s.memory_address + p * PAGE_SIZE) for p in range(s.pages)
+                        )
+                    )
+                if ext:
+                    for p in range(s.pages):
+                        h.update(_page_extend(fw, s, p))
+            else:
+                for p in range(s.pages):
+                    if add:
+                        h.update(_page_add(s.memory_address + p * PAGE_SIZE))
+                    if ext:
+                        h.update(_page_extend(fw, s, p))
+        return h.digest()
+
+    @property
+    def td_hob_base(self) -> int:
+        base = DEFAULT_TD_HOB_BASE
+        for s in self.sections:
+            if s.section_type == SectionType.TD_HOB:
+                base = s.memory_address
+        return base
+
+    def td_hob(self, memory_size: int) -> bytes:
+        """The TD HOB list OVMF measures as RTMR0 event 0, for ``memory_size`` bytes of RAM."""
+        return build_td_hob(self.sections, memory_size, self.td_hob_base)
+
+    def td_hob_digest(self, memory_size: int) -> bytes:
+        return sha384(self.td_hob(memory_size))
+
+
+_ADD_PREFIX = b"MEM.PAGE.ADD".ljust(16, b"\0")
+_EXTEND_PREFIX = b"MR.EXTEND".ljust(16, b"\0")
+_RECORD_TAIL = bytes(128 - 24)
+
+
+def _page_add(gpa: int) -> bytes:
+    return _ADD_PREFIX + gpa.to_bytes(8, "little") + _RECORD_TAIL
+
+
+def _page_extend(fw: memoryview, s: TdvfSection, page: int) -> bytes:
+    gpa = s.memory_address + page * PAGE_SIZE
+    off = s.data_offset + page * PAGE_SIZE
+    parts: list[Buffer] = []
+    for i in range(0, PAGE_SIZE, MR_EXTEND_CHUNK):
+        parts.append(_EXTEND_PREFIX + (gpa + i).to_bytes(8, "little") + _RECORD_TAIL)
+        parts.append(fw[off + i : off + i + MR_EXTEND_CHUNK])
+    return b"".join(parts)
+
+
+def parse(firmware: bytes) -> Tdvf:
+    """Parse the TDVF metadata of an OVMF image; raise FirmwareError if it is malformed."""
+    fw = firmware
+    if len(fw) < _BYTES_AFTER_FOOTER + 18:
+        raise FirmwareError(
+            f"firmware is {len(fw)} bytes: too small to hold the OVMF GUID-ed table footer"
+        )
+    end = len(fw) - _BYTES_AFTER_FOOTER
+    if fw[end - 16 : end] != _FOOTER_GUID:
+        raise FirmwareError(
+            f"no OVMF table footer GUID 96b582de-1fb2-45f7-baea-a366c55a082d at offset "
+            f"{end - 16:#x}: not a TDX-capable OVMF (TDVF) image"
+        )
+    tables_len = u16(fw, end - 18, "OVMF GUID-ed table length", FirmwareError)
+    if tables_len == 0 or tables_len > end - 18:
+        raise FirmwareError(
+            f"OVMF GUID-ed table length {tables_len} at offset {end - 18:#x} is out of range"
+        )
+    tables = fw[end - 18 - tables_len : end - 18]
+
+    # Walk entries from the end: [data][u16 length][GUID]; length covers all three.
+    off = len(tables)
+    entry: bytes | None = None
+    while off >= 18:
+        entry_len = u16(tables, off - 18, "OVMF GUID-ed table entry length", FirmwareError)
+        if entry_len > off - 18:
+            raise FirmwareError(
+                f"OVMF GUID-ed table entry ending at table offset {off:#x} claims "
+                f"{entry_len} bytes, more than the table holds"
+            )
+        if tables[off - 16 : off] == _METADATA_OFFSET_GUID:
+            entry = tables[off - 18 - entry_len : off - 18]
+            break
+        if entry_len == 0:
+            # The reference would loop forever here; no valid table has an empty entry.
+            raise FirmwareError(
+                f"OVMF GUID-ed table entry ending at table offset {off:#x} has length 0"
+            )
+        off -= entry_len
+    if entry is None:
+        raise FirmwareError(
+            "OVMF GUID-ed table has no TDX metadata offset entry "
+            "(GUID e47a6535-984a-4798-865e-4685a7bf8ec2): firmware is not built for TDX"
+        )
+    if len(entry) < 4:
+        raise FirmwareError("TDX metadata offset entry is shorter than 4 bytes")
+    back = u32(entry, len(entry) - 4, "TDVF metadata offset", FirmwareError)
+    if back > len(fw):
+        raise FirmwareError(
+            f"TDVF metadata offset {back:#x} is larger than the firmware ({len(fw):#x} bytes)"
+        )
+    desc = len(fw) - back
+    header = take(fw, desc, 16, "TDVF descriptor", FirmwareError)
+    if header[:4] != b"TDVF":
+        raise FirmwareError(
+            f"no TDVF descriptor signature at offset {desc:#x} (found {header[:4]!r})"
+        )
+    version = u32(header, 8, "TDVF descriptor version", FirmwareError)
+    if version != 1:
+        raise FirmwareError(f"unsupported TDVF descriptor version {version} (expected 1)")
+    count = u32(header, 12, "TDVF section count", FirmwareError)
+    # Check the whole table fits before reading it, so a hostile count allocates nothing.
+    take(fw, desc + 16, 32 * count, f"TDVF section table ({count} sections)", FirmwareError)
+
+    sections = []
+    added_pages = 0
+    for i in range(count):
+        base = desc + 16 + 32 * i
+        s = TdvfSection(
+            data_offset=u32(fw, base, "section data_offset", FirmwareError),
+            raw_data_size=u32(fw, base + 4, "section raw_data_size", FirmwareError),
+            memory_address=u64(fw, base + 8, "section memory_address", FirmwareError),
+            memory_data_size=u64(fw, base + 16, "section memory_data_size", FirmwareError),
+            section_type=u32(fw, base + 24, "section type", FirmwareError),
+            attributes=u32(fw, base + 28, "section attributes", FirmwareError),
+        )
+        where = f"TDVF section {i} ({s.type_name} at {s.memory_address:#x})"
+        if s.memory_address % PAGE_SIZE:
+            raise FirmwareError(f"{where}: memory address is not 4 KiB aligned")
+        if s.memory_data_size < s.raw_data_size:
+            raise FirmwareError(f"{where}: memory_data_size is smaller than raw_data_size")
+        if s.memory_data_size % PAGE_SIZE:
+            raise FirmwareError(f"{where}: memory_data_size is not 4 KiB aligned")
+        if s.memory_address + s.memory_data_size > _U64_MAX:
+            raise FirmwareError(f"{where}: section runs past the end of the address space")
+        if s.attributes & ATTR_MR_EXTEND:
+            # MR.EXTEND hashes memory_data_size bytes of file data, page by page.
+            take_end = s.data_offset + s.memory_data_size
+            if take_end > len(fw):
+                raise FirmwareError(
+                    f"{where}: MR.EXTEND data [{s.data_offset:#x}, {take_end:#x}) runs past "
+                    f"the end of the firmware ({len(fw):#x} bytes): truncated image?"
+                )
+        if not s.attributes & ATTR_PAGE_AUG:
+            added_pages += s.pages
+            if added_pages > MAX_ADDED_PAGES:
+                raise FirmwareError(
+                    f"{where}: sections add more than {MAX_ADDED_PAGES} pages; "
+                    "the descriptor is corrupt"
+                )
+        sections.append(s)
+    return Tdvf(firmware=bytes(fw), sections=tuple(sections))
+
+
+def build_td_hob(sections: tuple[TdvfSection, ...], memory_size: int, hob_base: int) -> bytes:
+    """PHIT HOB + resource-descriptor HOBs for [0, memory_size), as OVMF builds it."""
+    if not 0 < memory_size <= _U64_MAX:
+        raise ConfigError(f"memory_size {memory_size} is out of range for the TD HOB")
+    ranges: list[tuple[bool, int, int]] = [(False, 0, memory_size)]
+    for s in sections:
+        if s.section_type in (SectionType.TD_HOB, SectionType.TEMP_MEM):
+            ranges = _accept(ranges, s.memory_address, s.memory_address + s.memory_data_size)
+
+    hob = bytearray()
+    hob += (1).to_bytes(2, "little") + (56).to_bytes(2, "little") + bytes(4)
+    hob += (9).to_bytes(4, "little") + bytes(4 + 8 * 5)
+
+    def resource(kind: int, start: int, length: int) -> None:
+        hob.extend((3).to_bytes(2, "little") + (48).to_bytes(2, "little") + bytes(4 + 16))
+        hob.extend(bytes([kind, 0, 0, 0]) + (7).to_bytes(4, "little"))
+        hob.extend(start.to_bytes(8, "little") + length.to_bytes(8, "little"))
+
+    *body, (_, last_start, last_end) = ranges
+    for accepted, start, end in body:
+        if end < start:
+            raise FirmwareError("TDVF sections produce an inverted memory range")
+        resource(0x00 if accepted else 0x07, start, end - start)
+    if last_end < last_start:
+        raise FirmwareError("TDVF sections produce an inverted memory range")
+    if memory_size >= HIGH_MEMORY_THRESHOLD:
+        if last_start < 0x8000_0000:
+            resource(0x07, last_start, 0x8000_0000 - last_start)
+        if last_end > 0x8000_0000:
+            resource(0x07, 0x1_0000_0000, last_end - 0x8000_0000)
+    else:
+        resource(0x07, last_start, last_end - last_start)
+
+    end_of_hob_list = hob_base + len(hob) + 8
+    hob[48:56] = (end_of_hob_list & _U64_MAX).to_bytes(8, "little")
+    return bytes(hob)
+
+
+def _accept(
+    ranges: list[tuple[bool, int, int]], start: int, end: int
+) -> list[tuple[bool, int, int]]:
+    """Mark [start, end) accepted, splitting unaccepted ranges around it; keep sorted."""
+    if start >= end:
+        return ranges
+    out: list[tuple[bool, int, int]] = []
+    for accepted, r_start, r_end in ranges:
+        if accepted or r_end <= start or r_start >= end:
+            out.append((accepted, r_start, r_end))
+            continue
+        if r_start < start:
+            out.append((False, r_start, start))
+        if r_end > end:
+            out.append((False, end, r_end))
+    out.append((True, start, end))
+    out.sort(key=lambda r: r[1])  # stable, like the reference's sort_by_key
+    return out

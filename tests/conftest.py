@@ -1,0 +1,64 @@
+"""Shared fixtures: the ../shared test data and the recording test dumper."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS_BIN = Path(__file__).resolve().parent / "bin"
+_SHARED = Path(os.environ.get("DSTACK_MR_SHARED", "../shared"))
+SHARED = _SHARED if _SHARED.is_absolute() else (ROOT / _SHARED).resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when the data set is absent."""
+    if not (SHARED / "vectors").is_dir():
+        pytest.skip(f"shared test data not present at {SHARED} (set DSTACK_MR_SHARED)")
+    return SHARED.joinpath(*parts)
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_path()
+
+
+def load_vectors() -> list[dict[str, object]]:
+    path = SHARED / "vectors" / "measure.json"
+    if not path.is_file():
+        return []
+    vectors: list[dict[str, object]] = json.loads(path.read_text())
+    return vectors
+
+
+class FakeDumper:
+    """Controls tests/bin/dstack-acpi-tables: which blob it prints, what it was called with."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+
+    def serve(self, blob: Path) -> None:
+        os.environ["FAKE_DUMPER_BLOB"] = str(blob)
+
+    def calls(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def reset(self) -> None:
+        self.record.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def fake_dumper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDumper]:
+    """Put the recording dumper first on PATH, where users' dumpers are found."""
+    monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
+    monkeypatch.setenv("PATH", f"{TESTS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    record = tmp_path / "dumper-calls.jsonl"
+    monkeypatch.setenv("FAKE_DUMPER_RECORD", str(record))
+    monkeypatch.setenv("FAKE_DUMPER_BLOB", "/nonexistent")
+    yield FakeDumper(record)

@@ -1,0 +1,61 @@
+"""Every golden vector of ../shared/vectors/measure.json, field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FakeDumper, load_vectors, shared_path
+from dstack_mr import DstackMrError, Machine
+
+VECTORS = load_vectors()
+
+
+def _machine(vector: dict[str, Any], inputs: Path) -> Machine:
+    files = vector["inputs"]
+    return Machine(
+        firmware=str(inputs / files["firmware"]),
+        kernel=str(inputs / files["kernel"]),
+        initrd=str(inputs / files["initrd"]),
+        kernel_cmdline=vector["cmdline"],
+        **vector["machine"],
+    )
+
+
+def test_vectors_present() -> None:
+    shared_path("vectors", "measure.json")
+    assert len(VECTORS) >= 30
+    assert any("expected_error" in v for v in VECTORS)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[str(v["name"]) for v in VECTORS])
+def test_vector(vector: dict[str, Any], fake_dumper: FakeDumper) -> None:
+    inputs = shared_path("inputs")
+    machine = _machine(vector, inputs)
+    fake_dumper.serve(inputs / vector["inputs"]["acpi_tables"])
+
+    if "expected_error" in vector:
+        with pytest.raises(DstackMrError):
+            machine.measure_with_logs()
+        return
+
+    details = machine.measure_with_logs()
+    want = vector["expected"]
+    got = details.measurements.to_dict()
+    assert got == {k: want[k] for k in ("mrtd", "rtmr0", "rtmr1", "rtmr2")}
+    for rtmr, (log, want_log) in enumerate(zip(details.rtmr_logs, want["rtmr_logs"], strict=True)):
+        assert [d.hex() for d in log.digests] == want_log, f"RTMR{rtmr} events"
+        assert log.value.hex() == want[f"rtmr{rtmr}"]
+    assert details.acpi_tables.tables_digest.hex() == want["acpi"]["tables_sha384"]
+    assert details.acpi_tables.rsdp.hex() == want["acpi"]["rsdp"]
+    assert details.acpi_tables.loader_digest.hex() == want["acpi"]["loader_sha384"]
+
+    placeholders = {"{firmware}": machine.firmware, "{kernel}": machine.kernel}
+    expected_calls = [
+        {"argv": [placeholders.get(a, a) for a in call["argv"]], "compat_ver": call["compat_ver"]}
+        for call in want["dumper_calls"]
+    ]
+    assert fake_dumper.calls() == expected_calls
+    assert list(details.invocation.argv) == expected_calls[0]["argv"]
