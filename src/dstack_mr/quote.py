@@ -1,0 +1,217 @@
+"""Parsing of Intel TDX quotes (v4 and v5) down to the measurement registers.
+
+Only the fields a measurement comparison needs are decoded; the signature data is located and
+length-checked (so a truncated quote is rejected) but not verified: that is a DCAP verifier's
+job, and comparing measurements of an unverified quote is still useful for diagnosis.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from ._binary import take, u16, u32
+from .errors import QuoteError
+
+__all__ = [
+    "TDX_TEE_TYPE",
+    "TdxQuote",
+    "parse_quote",
+]
+
+TDX_TEE_TYPE = 0x81
+
+_HEADER_LEN = 48
+_TD10_BODY_LEN = 584
+_TD15_BODY_LEN = 648
+# v5 body types; 1 is an SGX enclave report, which cannot carry TD measurements.
+_V5_BODY_TYPES = {2: ("td10", _TD10_BODY_LEN), 3: ("td15", _TD15_BODY_LEN)}
+
+# Offsets inside the TD report body (TDREPORT's TDINFO + TEE_TCB_INFO subset that quotes carry).
+_B_TEE_TCB_SVN = 0
+_B_MRSEAM = 16
+_B_MRSIGNERSEAM = 64
+_B_SEAM_ATTRIBUTES = 112
+_B_TD_ATTRIBUTES = 120
+_B_XFAM = 128
+_B_MRTD = 136
+_B_MRCONFIGID = 184
+_B_MROWNER = 232
+_B_MROWNERCONFIG = 280
+_B_RTMR0 = 328
+_B_REPORT_DATA = 520
+_B_TEE_TCB_SVN2 = 584
+_B_MRSERVICETD = 600
+
+_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_HEX_TEXT_BYTES = frozenset(b"0123456789abcdefABCDEFxX \t\r\n")
+
+
+@attrs.frozen
+class TdxQuote:
+    """The decoded header and TD report body of a TDX quote.
+
+    ``raw`` is the whole input as bytes (hex already decoded), including any zero padding
+    after the signature data; ``signed_length`` is where the quote proper ends.
+    """
+
+    version: int
+    att_key_type: int
+    tee_type: int
+    qe_vendor_id: bytes
+    body_type: str
+    tee_tcb_svn: bytes
+    mrseam: bytes
+    mrsignerseam: bytes
+    seam_attributes: bytes
+    td_attributes: bytes
+    xfam: bytes
+    mrtd: bytes
+    mr_config_id: bytes
+    mr_owner: bytes
+    mr_owner_config: bytes
+    rtmr: tuple[bytes, bytes, bytes, bytes]
+    report_data: bytes
+    tee_tcb_svn2: bytes | None
+    mr_servicetd: bytes | None
+    signature_data: bytes = attrs.field(eq=False, repr=False)
+    signed_length: int = attrs.field(eq=False)
+    raw: bytes = attrs.field(eq=False, repr=False)
+
+    @property
+    def rtmr0(self) -> bytes:
+        return self.rtmr[0]
+
+    @property
+    def rtmr1(self) -> bytes:
+        return self.rtmr[1]
+
+    @property
+    def rtmr2(self) -> bytes:
+        return self.rtmr[2]
+
+    @property
+    def rtmr3(self) -> bytes:
+        return self.rtmr[3]
+
+
+def _decode_hex(text: str) -> bytes:
+    s = "".join(text.split())
+    if s[:2] in ("0x", "0X"):
+        s = s[2:]
+    if not s:
+        raise QuoteError("quote: the hex text is empty")
+    if len(s) % 2:
+        raise QuoteError(f"quote: hex text has an odd number of digits ({len(s)})")
+    m = _HEX_RE.fullmatch(s)
+    if m is None:
+        bad = next(i for i, c in enumerate(s) if c not in "0123456789abcdefABCDEF")
+        raise QuoteError(f"quote: invalid hex character {s[bad]!r} at position {bad}")
+    return bytes.fromhex(s)
+
+
+def _looks_like_hex_text(data: bytes) -> bool:
+    # A binary quote starts with its u16 version (04 00 / 05 00), never an ASCII hex digit,
+    # so "every byte is a hex digit or whitespace" cleanly separates the two encodings.
+    return bool(data.strip()) and all(b in _HEX_TEXT_BYTES for b in data)
+
+
+def _to_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(data, str):
+        return _decode_hex(data)
+    raw = bytes(data)
+    if _looks_like_hex_text(raw):
+        return _decode_hex(raw.decode("ascii"))
+    return raw
+
+
+def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
+    """Parse a TDX quote given as binary or as hex text (optional ``0x``, whitespace ignored).
+
+    Raises :class:`QuoteError` for anything that is not a complete TDX quote v4/v5.
+    """
+    q = _to_bytes(data)
+    if not q:
+        raise QuoteError("quote: no data")
+    version = u16(q, 0, "quote header version", QuoteError)
+    att_key_type = u16(q, 2, "quote header attestation key type", QuoteError)
+    tee_type = u32(q, 4, "quote header TEE type", QuoteError)
+    if version not in (4, 5):
+        raise QuoteError(
+            f"quote: unsupported quote version {version} at offset 0x0 (only TDX v4 and v5)"
+        )
+    if tee_type != TDX_TEE_TYPE:
+        kind = "SGX" if tee_type == 0 else "unknown"
+        raise QuoteError(
+            f"quote: TEE type {tee_type:#x} ({kind}) at offset 0x4 is not TDX ({TDX_TEE_TYPE:#x})"
+        )
+    take(q, 0, _HEADER_LEN, "quote header", QuoteError)
+    qe_vendor_id = take(q, 12, 16, "quote header QE vendor id", QuoteError)
+
+    if version == 4:
+        body_type, body_len, body_off = "td10", _TD10_BODY_LEN, _HEADER_LEN
+    else:
+        type_id = u16(q, _HEADER_LEN, "quote v5 body type", QuoteError)
+        size = u32(q, _HEADER_LEN + 2, "quote v5 body size", QuoteError)
+        if type_id not in _V5_BODY_TYPES:
+            raise QuoteError(
+                f"quote: v5 body type {type_id} at offset {_HEADER_LEN:#x} is not a TD report "
+                "(expected 2 = TD report 1.0 or 3 = TD report 1.5)"
+            )
+        body_type, body_len = _V5_BODY_TYPES[type_id]
+        if size != body_len:
+            raise QuoteError(
+                f"quote: v5 body size {size} at offset {_HEADER_LEN + 2:#x} does not match "
+                f"body type {type_id} ({body_type}, {body_len} bytes)"
+            )
+        body_off = _HEADER_LEN + 6
+
+    body = take(q, body_off, body_len, f"quote TD report body ({body_type})", QuoteError)
+    sig_len_off = body_off + body_len
+    sig_len = u32(q, sig_len_off, "quote signature data length", QuoteError)
+    signature_data = take(q, sig_len_off + 4, sig_len, "quote signature data", QuoteError)
+    signed_length = sig_len_off + 4 + sig_len
+    # The TDX driver hands back a fixed-size buffer, so zero padding after the quote is
+    # normal; anything else there is not part of the signed quote and would be misleading.
+    tail = q[signed_length:]
+    if tail.strip(b"\0"):
+        first = signed_length + next(i for i, b in enumerate(tail) if b)
+        raise QuoteError(
+            f"quote: {len(tail)} bytes after the end of the quote at offset {signed_length:#x} "
+            f"are not zero padding (first non-zero byte at {first:#x})"
+        )
+
+    def field(off: int, n: int) -> bytes:
+        return body[off : off + n]
+
+    is_td15 = body_type == "td15"
+    return TdxQuote(
+        version=version,
+        att_key_type=att_key_type,
+        tee_type=tee_type,
+        qe_vendor_id=qe_vendor_id,
+        body_type=body_type,
+        tee_tcb_svn=field(_B_TEE_TCB_SVN, 16),
+        mrseam=field(_B_MRSEAM, 48),
+        mrsignerseam=field(_B_MRSIGNERSEAM, 48),
+        seam_attributes=field(_B_SEAM_ATTRIBUTES, 8),
+        td_attributes=field(_B_TD_ATTRIBUTES, 8),
+        xfam=field(_B_XFAM, 8),
+        mrtd=field(_B_MRTD, 48),
+        mr_config_id=field(_B_MRCONFIGID, 48),
+        mr_owner=field(_B_MROWNER, 48),
+        mr_owner_config=field(_B_MROWNERCONFIG, 48),
+        rtmr=(
+            field(_B_RTMR0, 48),
+            field(_B_RTMR0 + 48, 48),
+            field(_B_RTMR0 + 96, 48),
+            field(_B_RTMR0 + 144, 48),
+        ),
+        report_data=field(_B_REPORT_DATA, 64),
+        tee_tcb_svn2=field(_B_TEE_TCB_SVN2, 16) if is_td15 else None,
+        mr_servicetd=field(_B_MRSERVICETD, 48) if is_td15 else None,
+        signature_data=signature_data,
+        signed_length=signed_length,
+        raw=q,
+    )
