@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import FakeDumper, load_vectors, shared_path
+
 from dstack_mr import DstackMrError, Machine
 
 VECTORS = load_vectors()

@@ -264,3 +264,47 @@ def _unstructure(value: Any) -> dict[str, Any]:
         if key in out and out[key] is None:
             del out[key]
     return out
+
+
+_SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_memory_size(text: str) -> int:
+    """Parse ``2G`` / ``512M`` / ``4096`` / ``0x80000000`` like dstack's size-parser.
+
+    Suffixes K, M, G, T are binary and case-insensitive; the result must fit a u64.
+    """
+    s = text.strip()
+    if not s:
+        raise ConfigError("empty memory size")
+    if s[:2] in ("0x", "0X"):
+        digits = s[2:].removeprefix("+")
+        if not digits or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise ConfigError(f"invalid hexadecimal memory size {text!r}")
+        value = int(digits, 16)
+    elif s.isascii() and s.isdigit():
+        value = int(s)
+    else:
+        unit = _SIZE_UNITS.get(s[-1].lower()) if s[-1].isascii() else None
+        if unit is None:
+            raise ConfigError(
+                f"invalid memory size {text!r}: expected bytes, 0xHEX, or a number with "
+                "K, M, G or T"
+            )
+        number = s[:-1].removeprefix("+")
+        if not number or not number.isascii() or not number.isdigit():
+            raise ConfigError(f"invalid number in memory size {text!r}")
+        value = int(number) * unit
+    if value > U64_MAX:
+        raise ConfigError(f"memory size {text!r} overflows u64")
+    return value
+
+
+def format_memory_size(size: int) -> str:
+    """``2G``, ``1536M``, ``1.5K`` style, as dstack's size-parser prints sizes."""
+    for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= unit:
+            if size % unit == 0:
+                return f"{size // unit}{suffix}"
+            return f"{size / unit:.1f}{suffix}"
+    return str(size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -263,6 +263,7 @@ def compute(
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
+    kernel_digest: Callable[[bytes, int, int], bytes] = kernel_mod.patched_kernel_digest,
 ) -> MeasurementDetails:
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests)."""
     opts = machine.versioned_options()
@@ -276,9 +277,9 @@ def compute(
         0, RTMR0_LAYOUTS[machine.ovmf_variant], rtmr0_digests(machine.ovmf_variant, td_hob, tables)
     )
 
-    kernel_digest = kernel_mod.patched_kernel_digest(kernel, initrd_size, machine.memory_size)
+    kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     rtmr1 = _log(
-        1, RTMR1_LAYOUT, [kernel_digest, *(s.digest for s in RTMR1_LAYOUT[1:] if s.digest)]
+        1, RTMR1_LAYOUT, [kernel_sha384, *(s.digest for s in RTMR1_LAYOUT[1:] if s.digest)]
     )
 
     if cmdline_sha384 is None:

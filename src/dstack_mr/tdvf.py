@@ -79,6 +79,9 @@ class Tdvf:
         for s in self.sections:
             add = not s.attributes & ATTR_PAGE_AUG
             ext = bool(s.attributes & ATTR_MR_EXTEND)
+            if not add and not ext:
+                # Nothing recorded; don't walk a PAGE_AUG section's (unbounded) page count.
+                continue
             if two_pass:
                 if add:
                     h.update(

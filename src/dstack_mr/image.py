@@ -1,0 +1,260 @@
+"""Image directories: safe path resolution, VmConfig -> Machine, and a per-image cache.
+
+A verifier checks many VMs built from few images. :class:`Image` reads ``metadata.json``
+once, hashes what depends only on the image (TDVF parse, MRTD per page-add order, initrd
+digest and size, cmdline digest) and computes per request only what depends on the
+``VmConfig`` (TD HOB, the patched kernel's Authenticode digest, ACPI tables).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import attrs
+
+from . import kernel as kernel_mod
+from . import tdvf as tdvf_mod
+from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource
+from .config import (
+    ImageInfo,
+    OvmfVariant,
+    VmConfig,
+    ovmf_variant_for_image,
+    ovmf_variant_for_version,
+)
+from .errors import ConfigError, ImageError, PathEscapeError
+from .machine import (
+    Machine,
+    MeasurementDetails,
+    checked_cmdline_digest,
+    compute,
+    hash_file,
+    read_file,
+)
+
+METADATA = "metadata.json"
+#: metadata.json is a few hundred bytes; refuse to parse anything absurdly large.
+MAX_METADATA_SIZE = 1 << 20
+
+
+def resolve_inside(base: str | os.PathLike[str], name: str, what: str) -> str:
+    """``base/name`` as the reference joins it, refusing names that leave ``base``.
+
+    Absolute names, ``..`` components and symlinks that lead out of ``base`` raise
+    PathEscapeError: a verifier must not be made to read a file of the host or of another
+    image. The returned path is the plain join (what the dumper is given), not the resolved
+    one.
+    """
+    if not name or "\0" in name:
+        raise PathEscapeError(f"{what} {name!r} is empty or contains a NUL byte")
+    if os.path.isabs(name) or any(part == ".." for part in Path(name).parts):
+        raise PathEscapeError(
+            f"{what} {name!r} must be a relative path inside {os.fspath(base)!r} "
+            "(no absolute paths, no '..')"
+        )
+    joined = os.path.join(os.fspath(base), name)
+    real_base = os.path.realpath(os.fspath(base) or ".")
+    real = os.path.realpath(joined)
+    if os.path.commonpath([real_base, real]) != real_base:
+        raise PathEscapeError(
+            f"{what} {name!r} resolves to {real}, outside {real_base} (symlink escape)"
+        )
+    return joined
+
+
+def load_image_info(image_dir: str | os.PathLike[str]) -> ImageInfo:
+    path = os.path.join(os.fspath(image_dir), METADATA)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_METADATA_SIZE:
+            raise ImageError(f"{path} is {size} bytes; metadata.json is expected to be small")
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ImageError(f"cannot read image metadata {path}: {exc.strerror or exc}") from None
+    try:
+        return ImageInfo.from_json(text)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+@attrs.frozen
+class ImageFiles:
+    """The three files of an image, as paths joined onto the image directory."""
+
+    directory: str
+    info: ImageInfo
+    firmware: str
+    kernel: str
+    initrd: str
+
+    @property
+    def cmdline(self) -> str:
+        """What is measured: the image cmdline plus ``initrd=initrd``, as the reference does."""
+        return f"{self.info.cmdline} initrd=initrd"
+
+    @classmethod
+    def from_metadata(cls, metadata: str | os.PathLike[str]) -> ImageFiles:
+        directory = os.path.dirname(os.fspath(metadata))
+        try:
+            with open(metadata, "rb") as f:
+                info = ImageInfo.from_json(f.read(MAX_METADATA_SIZE + 1))
+        except OSError as exc:
+            raise ImageError(
+                f"cannot read image metadata {os.fspath(metadata)}: {exc.strerror}"
+            ) from None
+        return cls.from_info(directory, info)
+
+    @classmethod
+    def from_dir(cls, image_dir: str | os.PathLike[str]) -> ImageFiles:
+        return cls.from_info(os.fspath(image_dir), load_image_info(image_dir))
+
+    @classmethod
+    def from_info(cls, directory: str, info: ImageInfo) -> ImageFiles:
+        return cls(
+            directory=directory,
+            info=info,
+            firmware=resolve_inside(directory, info.bios, "metadata 'bios'"),
+            kernel=resolve_inside(directory, info.kernel, "metadata 'kernel'"),
+            initrd=resolve_inside(directory, info.initrd, "metadata 'initrd'"),
+        )
+
+
+def image_dir_for(vm: VmConfig, image_base_dir: str | os.PathLike[str]) -> str:
+    """``image_base_dir/vm.image``, refusing names that leave the base directory."""
+    if not vm.image:
+        raise ConfigError("vm_config.image is empty; pass the image directory directly")
+    return resolve_inside(image_base_dir, vm.image, "vm_config.image")
+
+
+def resolve_ovmf_variant(vm: VmConfig, info: ImageInfo) -> OvmfVariant:
+    """The verifier's order: vm_config.ovmf_variant > metadata ovmf_variant > metadata version
+    (when valid) > version in the image name > pre202505."""
+    if vm.ovmf_variant is not None:
+        return vm.ovmf_variant
+    if info.ovmf_variant is not None:
+        return info.ovmf_variant
+    from_image = ovmf_variant_for_image(vm.image)
+    if info.version:
+        try:
+            return ovmf_variant_for_version(info.version)
+        except ConfigError:
+            return from_image
+    return from_image
+
+
+def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = None) -> Machine:
+    """The Machine the reference's ``diagnose`` and the dstack verifier build from a VmConfig.
+
+    ``qemu_single_pass_add_pages`` is passed unchanged as ``two_pass_add_pages`` (sic): that is
+    what the verifier does, and real VMs are judged by the verifier.
+    """
+    return Machine(
+        cpu_count=vm.cpu_count,
+        memory_size=vm.memory_size,
+        firmware=files.firmware,
+        kernel=files.kernel,
+        initrd=files.initrd,
+        kernel_cmdline=files.cmdline,
+        two_pass_add_pages=vm.qemu_single_pass_add_pages,
+        pic=vm.pic,
+        qemu_version=vm.qemu_version,
+        pci_hole64_size=vm.pci_hole64_size if vm.pci_hole64_size > 0 else None,
+        hugepages=vm.hugepages,
+        num_gpus=vm.num_gpus,
+        num_nvswitches=vm.num_nvswitches,
+        hotplug_off=vm.hotplug_off,
+        root_verity=True,
+        host_share_mode=vm.host_share_mode,
+        ovmf_variant=variant if variant is not None else resolve_ovmf_variant(vm, files.info),
+    )
+
+
+class Image:
+    """An image loaded once and measured for many VmConfigs; safe to share between threads.
+
+    All mutable state is private caches behind one lock; values are immutable, so readers
+    never see a partial result. Computing under contention may happen twice, never wrongly.
+    """
+
+    def __init__(
+        self,
+        files: ImageFiles,
+        acpi: AcpiSource | None = None,
+        *,
+        kernel_cache_size: int = 64,
+        acpi_cache_size: int = 64,
+    ) -> None:
+        self.files = files
+        self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware"))
+        self.kernel = read_file(files.kernel, "kernel")
+        self.initrd_size, self.initrd_digest = hash_file(files.initrd, "initrd")
+        self.cmdline_digest = checked_cmdline_digest(files.cmdline)
+        self.acpi: AcpiSource = CachedAcpiSource(acpi or AcpiDumper(), acpi_cache_size)
+        self._lock = threading.Lock()
+        self._mrtd: dict[bool, bytes] = {}
+        self._kernel_digests: OrderedDict[int, bytes] = OrderedDict()
+        self._kernel_cache_size = kernel_cache_size
+
+    @classmethod
+    def load(cls, image_dir: str | os.PathLike[str], acpi: AcpiSource | None = None) -> Image:
+        """Read ``image_dir/metadata.json`` and the files it names (each checked to stay
+        inside ``image_dir``)."""
+        return cls(ImageFiles.from_dir(image_dir), acpi)
+
+    @property
+    def info(self) -> ImageInfo:
+        return self.files.info
+
+    def mrtd(self, two_pass: bool) -> bytes:
+        with self._lock:
+            cached = self._mrtd.get(two_pass)
+        if cached is None:
+            cached = self.tdvf.mrtd(two_pass)
+            with self._lock:
+                self._mrtd[two_pass] = cached
+        return cached
+
+    def machine(self, vm: VmConfig, variant: OvmfVariant | None = None) -> Machine:
+        return machine_for(vm, self.files, variant)
+
+    def measure(
+        self, vm: VmConfig, acpi: AcpiSource | None = None, variant: OvmfVariant | None = None
+    ) -> MeasurementDetails:
+        """Same result as ``self.machine(vm).measure_with_logs(acpi)``, from cached parts."""
+        return self.measure_machine(self.machine(vm, variant), acpi)
+
+    def measure_machine(
+        self, machine: Machine, acpi: AcpiSource | None = None
+    ) -> MeasurementDetails:
+        opts = machine.versioned_options()
+        return compute(
+            machine,
+            self.tdvf,
+            self.kernel,
+            self.initrd_size,
+            self.initrd_digest,
+            acpi if acpi is not None else self.acpi,
+            mrtd=self.mrtd(opts.two_pass_add_pages),
+            cmdline_sha384=self.cmdline_digest
+            if machine.kernel_cmdline == self.files.cmdline
+            else None,
+            kernel_digest=self._kernel_digest,
+        )
+
+    def _kernel_digest(self, kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
+        # The patched image differs between memory sizes only through the initrd address.
+        key = kernel_mod.initrd_address(kernel, initrd_size, memory_size) if initrd_size else -1
+        with self._lock:
+            if key in self._kernel_digests:
+                self._kernel_digests.move_to_end(key)
+                return self._kernel_digests[key]
+        digest = kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size)
+        with self._lock:
+            self._kernel_digests[key] = digest
+            while len(self._kernel_digests) > self._kernel_cache_size:
+                self._kernel_digests.popitem(last=False)
+        return digest

@@ -1,0 +1,1 @@
+"""Command-line interface of dstack-mr (``dstack-mr measure``, ``diagnose``, ``example``)."""

@@ -1,0 +1,263 @@
+"""The ``dstack-mr`` command. A thin layer: parse options, call the library, print.
+
+Library errors become one line on stderr and exit code 2 (``--debug`` shows the traceback);
+``diagnose`` exits 1 when evidence and expectation differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dstack_mr import (
+    AcpiDumper,
+    AcpiSource,
+    AcpiTablesFile,
+    DstackMrError,
+    Machine,
+    OvmfVariant,
+    ovmf_variant_for_version,
+)
+from dstack_mr.acpi import DEFAULT_TIMEOUT
+from dstack_mr.config import parse_memory_size
+from dstack_mr.errors import ConfigError
+
+app = typer.Typer(
+    name="dstack-mr",
+    help="Expected TDX measurements (MRTD, RTMR0-2) of dstack CVMs, and why a quote differs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_MISMATCH = 1
+EXIT_BAD_INPUT = 2
+
+
+class _State:
+    debug = False
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a traceback on errors instead of one line.")
+    ] = False,
+) -> None:
+    _State.debug = debug
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn the library's errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except DstackMrError as exc:
+        if _State.debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise typer.BadParameter(f"{value!r} is not 'true' or 'false'")
+    return text == "true"
+
+
+def _bool_value(name: str, help: str) -> typer.models.OptionInfo:
+    # The reference takes these as `--flag true|false`, not as bare switches.
+    option: typer.models.OptionInfo = typer.Option(name, metavar="true|false", help=help)
+    return option
+
+
+def _opt_bool(value: str | None) -> bool | None:
+    return None if value is None else _parse_bool(value)
+
+
+def _memory(value: str) -> int:
+    try:
+        return parse_memory_size(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def acpi_source(tables: Path | None, dumper: str | None, timeout: float) -> AcpiSource:
+    if tables is not None and dumper is not None:
+        raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
+    if tables is not None:
+        return AcpiTablesFile(tables)
+    return AcpiDumper(program=dumper, timeout=timeout)
+
+
+AcpiTablesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--acpi-tables",
+        help="Read the ACPI tables blob from FILE instead of running the dumper.",
+        metavar="FILE",
+    ),
+]
+AcpiDumperOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--acpi-dumper",
+        help="The dstack-acpi-tables program to run (default: $DSTACK_MR_ACPI_DUMPER, then PATH).",
+        metavar="PATH",
+    ),
+]
+AcpiTimeoutOpt = Annotated[
+    float, typer.Option("--acpi-timeout", help="Seconds before the dumper is killed.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command(
+    epilog="Example: dstack-mr measure -c 2 -m 2G --acpi-tables tables.bin image/metadata.json"
+)
+def measure(
+    metadata: Annotated[Path, typer.Argument(help="The image's metadata.json.")],
+    cpu: Annotated[int, typer.Option("--cpu", "-c", help="Number of vCPUs.", min=0)] = 1,
+    memory: Annotated[
+        str, typer.Option("--memory", "-m", help="Memory: 2G, 512M, bytes or 0xHEX.")
+    ] = "2G",
+    two_pass_add_pages: Annotated[
+        str | None,
+        _bool_value("--two-pass-add-pages", "Two-pass page add (default: by QEMU version)."),
+    ] = None,
+    pic: Annotated[str | None, _bool_value("--pic", "PIC on (default: by QEMU version).")] = None,
+    smm: Annotated[str, _bool_value("--smm", "SMM on.")] = "false",
+    pci_hole64_size: Annotated[
+        str | None, typer.Option("--pci-hole64-size", help="PCI hole64 size (2G, 0x...).")
+    ] = None,
+    hugepages: Annotated[
+        bool, typer.Option("--hugepages", help="Back memory by hugepages.")
+    ] = False,
+    num_gpus: Annotated[int, typer.Option("--num-gpus", min=0)] = 0,
+    num_nvswitches: Annotated[int, typer.Option("--num-nvswitches", min=0)] = 0,
+    hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
+    root_verity: Annotated[
+        str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
+    ] = "true",
+    qemu_version: Annotated[
+        str | None, typer.Option("--qemu-version", help="QEMU version (default 9.1.0).")
+    ] = None,
+    dstack_os_version: Annotated[
+        str | None,
+        typer.Option(
+            "--dstack-os-version",
+            help="dstack OS version X.Y.Z; picks the OVMF event layout (0.5.10 <= v < 0.6.0 "
+            "and v >= 0.6.1 are stable202505). Default: from metadata.json.",
+        ),
+    ] = None,
+    ovmf_variant: Annotated[
+        OvmfVariant | None,
+        typer.Option("--ovmf-variant", help="Force the OVMF event layout."),
+    ] = None,
+    host_share_mode: Annotated[
+        str, typer.Option("--host-share-mode", help="'', 9p, vhd or vvfat.")
+    ] = "",
+    acpi_tables: AcpiTablesOpt = None,
+    acpi_dumper: AcpiDumperOpt = None,
+    acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    events: Annotated[
+        bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compute MRTD and RTMR0-2 of an image for one machine configuration."""
+    from dstack_mr.image import ImageFiles
+
+    with library_errors():
+        files = ImageFiles.from_metadata(metadata)
+        info = files.info
+        if ovmf_variant is not None:
+            variant = ovmf_variant
+        elif dstack_os_version is not None:
+            variant = ovmf_variant_for_version(dstack_os_version)
+        elif info.ovmf_variant is not None:
+            variant = info.ovmf_variant
+        elif info.version:
+            variant = ovmf_variant_for_version(info.version)
+        else:
+            variant = OvmfVariant.PRE202505
+        machine = Machine(
+            cpu_count=cpu,
+            memory_size=_memory(memory),
+            firmware=files.firmware,
+            kernel=files.kernel,
+            initrd=files.initrd,
+            kernel_cmdline=files.cmdline,
+            two_pass_add_pages=_opt_bool(two_pass_add_pages),
+            pic=_opt_bool(pic),
+            smm=_parse_bool(smm),
+            pci_hole64_size=None if pci_hole64_size is None else _memory(pci_hole64_size),
+            hugepages=hugepages,
+            num_gpus=num_gpus,
+            num_nvswitches=num_nvswitches,
+            hotplug_off=_parse_bool(hotplug_off),
+            root_verity=_parse_bool(root_verity),
+            qemu_version=qemu_version,
+            host_share_mode=host_share_mode,
+            ovmf_variant=variant,
+        )
+        details = machine.measure_with_logs(acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+    m = details.measurements
+    if json_out:
+        out: dict[str, object] = dict(m.to_dict())
+        if events:
+            out["rtmr_logs"] = [
+                [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
+                for log in details.rtmr_logs
+            ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo("Machine measurements:")
+    typer.echo(f"MRTD: {m.mrtd.hex()}")
+    typer.echo(f"RTMR0: {m.rtmr0.hex()}")
+    typer.echo(f"RTMR1: {m.rtmr1.hex()}")
+    typer.echo(f"RTMR2: {m.rtmr2.hex()}")
+    if events:
+        for log in details.rtmr_logs:
+            typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
+            for e in log.events:
+                typer.echo(f"  [{e.index:>2}] {e.label:<22} {e.digest.hex()}")
+
+
+@app.command(epilog="Example: dstack-mr example ./example-image")
+def example(
+    directory: Annotated[Path, typer.Argument(help="Where to write the example image.")],
+) -> None:
+    """Write a small, synthetic but structurally valid image (firmware, kernel, initrd,
+    metadata.json and an ACPI tables blob) to try the other commands on."""
+    from dstack_mr.example import write_example_image
+
+    with library_errors():
+        try:
+            meta = write_example_image(directory)
+        except OSError as exc:
+            typer.echo(f"error: cannot write {directory}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+    typer.echo(f"wrote {meta}")
+    typer.echo(
+        f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
+    )
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except DstackMrError as exc:  # only reached with --debug
+        raise exc
+    except KeyboardInterrupt:
+        sys.exit(130)
