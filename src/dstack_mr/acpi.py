@@ -44,6 +44,8 @@ MAX_TABLES_SIZE = 64 << 20
 LOADER_SIZE = 4096
 REQUIRED_TABLES = ("DSDT", "FACP", "APIC", "MCFG", "WAET", "RSDT")
 SHARE_MODES = ("", "9p", "vhd", "vvfat")
+#: One pcie-root-port per GPU / NVSwitch; QEMU's `chassis` property is a u8.
+MAX_PASSTHROUGH_PORTS = 256
 
 _DUMMY_DISK = "/bin/sh"
 _SHARED_DIR = "/bin"
@@ -108,6 +110,13 @@ def dumper_invocation(
         raise ConfigError(
             f"invalid host_share_mode {host_share_mode!r} (expected one of '', '9p', 'vhd', "
             "'vvfat')"
+        )
+    if num_gpus + num_nvswitches > MAX_PASSTHROUGH_PORTS:
+        # QEMU's pcie-root-port `chassis` is a u8: it cannot start such a machine, and
+        # building ~4e9 argv entries for a u32 count would exhaust memory first.
+        raise ConfigError(
+            f"num_gpus + num_nvswitches is {num_gpus + num_nvswitches}; QEMU supports at most "
+            f"{MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
         )
     mem_mb = memory_size // (1024 * 1024)
     args = [

@@ -21,6 +21,9 @@ MIN_KERNEL_LEN = 0x1000
 _U32_MAX = 0xFFFF_FFFF
 _PE_SIGNATURE = 0x0000_4550  # "PE\0\0"
 _CERT_DIR_INDEX = 4
+#: Section data a PE can make Authenticode hash: sections may overlap, so 65535 of them each
+#: spanning a 12 MiB file would mean ~800 GB of hashing. Real kernels hash ~their size once.
+MAX_HASHED_SECTION_BYTES = 1 << 30
 
 
 def initrd_address(
@@ -142,8 +145,16 @@ def authenticode_sha384(image: Buffer) -> bytes:
         if raw_size:
             sections.append((raw_ptr, raw_size))
     sections.sort(key=lambda s: s[0])
+    section_bytes = 0
     for ptr, raw_size in sections:
-        h.update(data[ptr : min(ptr + raw_size, size)])
+        chunk = data[ptr : min(ptr + raw_size, size)]
+        section_bytes += len(chunk)
+        if section_bytes > MAX_HASHED_SECTION_BYTES:
+            raise err(
+                f"sections overlap so much that more than {MAX_HASHED_SECTION_BYTES} bytes of "
+                f"section data would be hashed (file is {size:#x} bytes)"
+            )
+        h.update(chunk)
         hashed += raw_size
 
     if cert_addr and cert_size and size > hashed:

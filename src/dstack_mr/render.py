@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .diagnose import DiagnoseReport
     from .machine import MeasurementDetails, RtmrLog, TdxMeasurements
 
 _STYLE = (
@@ -67,4 +68,61 @@ def rtmr_log_html(log: RtmrLog) -> str:
 def details_html(d: MeasurementDetails) -> str:
     parts = [measurements_html(d.measurements)]
     parts += [rtmr_log_html(log) for log in d.rtmr_logs]
+    return "".join(parts)
+
+
+def report_html(r: DiagnoseReport) -> str:
+    """Registers, then every event lined up, mismatching rows marked ``class="mismatch"``."""
+    verdict = "all compared measurements match" if r.ok else "MISMATCH"
+    parts = [
+        f"<p><b>dstack-mr diagnose</b>: {html.escape(verdict)} "
+        f"(OVMF layout {html.escape(r.ovmf_variant.value)}, "
+        f"from {html.escape(r.variant_source)})</p>"
+    ]
+    parts.append(
+        table(
+            ["register", "status", "expected", "actual", "source"],
+            [
+                (
+                    c.name,
+                    c.status,
+                    short(c.expected),
+                    short(c.actual) if c.actual else "-",
+                    c.source or "-",
+                )
+                for c in r.registers
+            ],
+            [c.status for c in r.registers],
+        )
+    )
+    if r.replay:
+        parts.append(
+            table(
+                ["register", "log replays to evidence", "detail"],
+                [(f"RTMR{c.imr}", "yes" if c.matches else "NO", c.message) for c in r.replay],
+                ["match" if c.matches else "mismatch" for c in r.replay],
+            )
+        )
+    if r.events:
+        parts.append(
+            table(
+                ["rtmr", "#", "event", "status", "expected", "actual", "actual event"],
+                [
+                    (
+                        str(e.rtmr),
+                        "-" if e.index is None else str(e.index),
+                        e.label,
+                        e.status,
+                        short(e.expected) if e.expected else "-",
+                        short(e.actual) if e.actual else "-",
+                        e.actual_description or "",
+                    )
+                    for e in r.events
+                ],
+                ["match" if e.status == "match" else "mismatch" for e in r.events],
+            )
+        )
+    if r.findings:
+        items = "".join(f"<li>{html.escape(f.message)}</li>" for f in r.findings)
+        parts.append(f"<ul>{items}</ul>")
     return "".join(parts)

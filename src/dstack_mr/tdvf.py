@@ -201,6 +201,7 @@ def parse(firmware: bytes) -> Tdvf:
 
     sections = []
     added_pages = 0
+    extended_pages = 0
     for i in range(count):
         base = desc + 16 + 32 * i
         s = TdvfSection(
@@ -228,6 +229,13 @@ def parse(firmware: bytes) -> Tdvf:
                     f"{where}: MR.EXTEND data [{s.data_offset:#x}, {take_end:#x}) runs past "
                     f"the end of the firmware ({len(fw):#x} bytes): truncated image?"
                 )
+            # Each section's data fits the file, but many sections may cover it all again.
+            extended_pages += s.pages
+            if extended_pages > MAX_ADDED_PAGES:
+                raise FirmwareError(
+                    f"{where}: sections MR.EXTEND more than {MAX_ADDED_PAGES} pages; "
+                    "the descriptor is corrupt"
+                )
         if not s.attributes & ATTR_PAGE_AUG:
             added_pages += s.pages
             if added_pages > MAX_ADDED_PAGES:
@@ -243,10 +251,7 @@ def build_td_hob(sections: tuple[TdvfSection, ...], memory_size: int, hob_base: 
     """PHIT HOB + resource-descriptor HOBs for [0, memory_size), as OVMF builds it."""
     if not 0 < memory_size <= _U64_MAX:
         raise ConfigError(f"memory_size {memory_size} is out of range for the TD HOB")
-    ranges: list[tuple[bool, int, int]] = [(False, 0, memory_size)]
-    for s in sections:
-        if s.section_type in (SectionType.TD_HOB, SectionType.TEMP_MEM):
-            ranges = _accept(ranges, s.memory_address, s.memory_address + s.memory_data_size)
+    ranges = _memory_ranges(sections, memory_size)
 
     hob = bytearray()
     hob += (1).to_bytes(2, "little") + (56).to_bytes(2, "little") + bytes(4)
@@ -277,21 +282,33 @@ def build_td_hob(sections: tuple[TdvfSection, ...], memory_size: int, hob_base: 
     return bytes(hob)
 
 
-def _accept(
-    ranges: list[tuple[bool, int, int]], start: int, end: int
+def _memory_ranges(
+    sections: tuple[TdvfSection, ...], memory_size: int
 ) -> list[tuple[bool, int, int]]:
-    """Mark [start, end) accepted, splitting unaccepted ranges around it; keep sorted."""
-    if start >= end:
-        return ranges
-    out: list[tuple[bool, int, int]] = []
-    for accepted, r_start, r_end in ranges:
-        if accepted or r_end <= start or r_start >= end:
-            out.append((accepted, r_start, r_end))
-            continue
-        if r_start < start:
-            out.append((False, r_start, start))
-        if r_end > end:
-            out.append((False, end, r_end))
-    out.append((True, start, end))
-    out.sort(key=lambda r: r[1])  # stable, like the reference's sort_by_key
-    return out
+    """(accepted, start, end) ranges of [0, memory_size) as OVMF lists them, sorted by start.
+
+    Equivalent to starting from one unaccepted range and, for each TD_HOB / TEMP_MEM section
+    in metadata order, splitting the unaccepted ranges around it, appending it as accepted and
+    stable-sorting by start (the reference's algorithm) -- but O(n log n) rather than
+    O(n^2 log n), so a descriptor with tens of thousands of sections cannot stall the TD HOB.
+    The unaccepted ranges are then exactly the gaps of [0, memory_size) not covered by any
+    accepted range, and no gap starts where an accepted range does.
+    """
+    accepted = [
+        (s.memory_address, s.memory_address + s.memory_data_size)
+        for s in sections
+        if s.section_type in (SectionType.TD_HOB, SectionType.TEMP_MEM) and s.memory_data_size > 0
+    ]
+    gaps: list[tuple[bool, int, int]] = []
+    cursor = 0
+    for start, end in sorted(accepted):
+        if cursor >= memory_size:
+            break
+        if start > cursor:
+            gaps.append((False, cursor, min(start, memory_size)))
+        cursor = max(cursor, end)
+    if cursor < memory_size:
+        gaps.append((False, cursor, memory_size))
+    ranges = [(True, start, end) for start, end in accepted] + gaps
+    ranges.sort(key=lambda r: r[1])  # stable: accepted ranges with equal starts keep order
+    return ranges

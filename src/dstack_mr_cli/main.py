@@ -6,7 +6,9 @@ Library errors become one line on stderr and exit code 2 (``--debug`` shows the 
 
 from __future__ import annotations
 
+import enum
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +40,8 @@ app = typer.Typer(
 
 EXIT_MISMATCH = 1
 EXIT_BAD_INPUT = 2
+#: Quotes, logs and configs are kilobytes; refuse to slurp anything huge.
+MAX_EVIDENCE_SIZE = 16 << 20
 
 
 class _State:
@@ -231,6 +235,150 @@ def measure(
             typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
             for e in log.events:
                 typer.echo(f"  [{e.index:>2}] {e.label:<22} {e.digest.hex()}")
+
+
+class Color(str, enum.Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+def _read(path: Path, what: str) -> bytes:
+    from dstack_mr.errors import EvidenceError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_EVIDENCE_SIZE + 1)
+    except OSError as exc:
+        raise EvidenceError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_EVIDENCE_SIZE:
+        raise EvidenceError(f"{what} {path} is larger than {MAX_EVIDENCE_SIZE} bytes")
+    return data
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  dstack-mr diagnose --attestation getquote.json --image-dir /opt/dstack/images/dstack-0.6.0"
+    "\n\n"
+    "  dstack-mr diagnose --vm-config vm.json --image-base-dir /opt/dstack/images "
+    "--actual-rtmr0 79468643...",
+)
+def diagnose(
+    vm_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--vm-config",
+            help="VmConfig JSON (as the VMM gives KMS). Optional when --attestation has one.",
+        ),
+    ] = None,
+    image_dir: Annotated[
+        Path | None,
+        typer.Option("--image-dir", help="Image directory (metadata.json, ovmf.fd, ...)."),
+    ] = None,
+    image_base_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-base-dir", help="Directory of images; the one named by vm_config.image."
+        ),
+    ] = None,
+    actual_mrtd: Annotated[str | None, typer.Option("--actual-mrtd", help="Hex.")] = None,
+    actual_rtmr0: Annotated[str | None, typer.Option("--actual-rtmr0", help="Hex.")] = None,
+    actual_rtmr1: Annotated[str | None, typer.Option("--actual-rtmr1", help="Hex.")] = None,
+    actual_rtmr2: Annotated[str | None, typer.Option("--actual-rtmr2", help="Hex.")] = None,
+    quote: Annotated[
+        Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
+    ] = None,
+    event_log: Annotated[
+        Path | None, typer.Option("--event-log", help="dstack JSON event log.")
+    ] = None,
+    attestation: Annotated[
+        Path | None,
+        typer.Option(
+            "--attestation",
+            help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
+            "vm_config are taken from it).",
+        ),
+    ] = None,
+    ccel: Annotated[
+        Path | None,
+        typer.Option(
+            "--ccel", help="Binary CCEL/TCG2 event log (/sys/firmware/acpi/tables/data/CCEL)."
+        ),
+    ] = None,
+    acpi_tables: AcpiTablesOpt = None,
+    acpi_dumper: AcpiDumperOpt = None,
+    acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Search inputs that explain a diff.")
+    ] = True,
+    color: Annotated[Color, typer.Option("--color", help="Colour the report.")] = Color.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Expected MRs of a VmConfig on an image, compared event by event with real evidence.
+
+    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    """
+    from dstack_mr import diagnose as dg
+    from dstack_mr.config import VmConfig
+    from dstack_mr.errors import ConfigError
+    from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
+    from dstack_mr.image import Image, ImageFiles, image_dir_for
+    from dstack_mr.quote import parse_quote
+
+    from .report import render
+
+    with library_errors():
+        evidence = dg.Evidence()
+        if attestation is not None:
+            att = parse_attestation(_read(attestation, "attestation"))
+            evidence = evidence.merge(dg.Evidence.from_attestation(att))
+        if quote is not None:
+            evidence = evidence.merge(
+                dg.Evidence(quote=parse_quote(_read(quote, "quote")), sources=(f"quote {quote}",))
+            )
+        if event_log is not None:
+            evs = parse_json_event_log(_read(event_log, "event log"))
+            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"event log {event_log}",)))
+        if ccel is not None:
+            evs = parse_ccel(_read(ccel, "CCEL event log"))
+            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"CCEL {ccel}",)))
+        typed = {
+            name: dg.parse_register_hex(value, f"--actual-{name}")
+            for name, value in (
+                ("mrtd", actual_mrtd),
+                ("rtmr0", actual_rtmr0),
+                ("rtmr1", actual_rtmr1),
+                ("rtmr2", actual_rtmr2),
+            )
+            if value is not None
+        }
+        if typed:
+            evidence = evidence.merge(dg.Evidence(registers=typed, sources=("command line",)))
+
+        if vm_config is not None:
+            vm = VmConfig.from_json(_read(vm_config, "VmConfig"))
+        elif evidence.vm_config is not None:
+            vm = evidence.vm_config
+        else:
+            raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
+
+        if image_dir is not None:
+            files = ImageFiles.from_dir(image_dir)
+        elif image_base_dir is not None:
+            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+        else:
+            raise ConfigError("either --image-dir or --image-base-dir must be given")
+        image = Image(files, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+        report = dg.diagnose(vm, image, evidence, explain=explain)
+
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        use_color = color is Color.always or (
+            color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
+        typer.echo(render(report, use_color))
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog="Example: dstack-mr example ./example-image")
