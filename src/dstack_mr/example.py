@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import struct
 import uuid
@@ -550,8 +551,9 @@ def build_acpi_tables() -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def write_example_image(directory: pathlib.Path) -> pathlib.Path:
+def write_example_image(directory: str | os.PathLike[str]) -> pathlib.Path:
     """Write the example image into ``directory`` (created if needed); return metadata.json."""
+    directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / METADATA["bios"]).write_bytes(build_firmware())
     (directory / METADATA["kernel"]).write_bytes(build_kernel())
