@@ -1,0 +1,70 @@
+"""Ground truth from real dstack CVMs (../shared/real): what real firmware measured."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import shared_path
+
+from dstack_mr import OvmfVariant, acpi, tdvf
+from dstack_mr.uefi import RTMR0_LAYOUTS
+
+GIB = 1 << 30
+
+
+def rtmr0_log(capture: str) -> list[str]:
+    doc: dict[str, Any] = json.loads(shared_path("real", capture).read_text())
+    events = json.loads(doc["event_log"])
+    return [e["digest"] for e in events if e["imr"] == 0]
+
+
+@pytest.fixture(scope="module")
+def firmware() -> tdvf.Tdvf:
+    return tdvf.parse(shared_path("inputs", "ovmf-2022.11-deb12.fd").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("capture", "memory"),
+    [("dstack-0.6.0-getquote.json", 2 * GIB), ("dstack-0.5.4-8cpu-64g-getquote.json", 64 * GIB)],
+)
+def test_td_hob_matches_real_firmware(firmware: tdvf.Tdvf, capture: str, memory: int) -> None:
+    # The Debian OVMF carries the same TD_HOB/TEMP_MEM layout as the dstack OVMF.
+    layout = [
+        (s.memory_address, s.memory_data_size)
+        for s in firmware.sections
+        if s.section_type in (tdvf.SectionType.TD_HOB, tdvf.SectionType.TEMP_MEM)
+    ]
+    assert sorted(layout) == [(0x800000, 0x6000), (0x809000, 0x2000), (0x80B000, 0x2000),
+                              (0x810000, 0x10000)]  # fmt: skip
+    assert firmware.td_hob_digest(memory).hex() == rtmr0_log(capture)[0]
+    assert firmware.td_hob_digest(memory + GIB).hex() != rtmr0_log(capture)[0]
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [
+        "dstack-0.6.0-getquote.json",
+        "dstack-0.5.4-8cpu-64g-getquote.json",
+        "phala-cloud-dstack-0.3-era-getquote.json",
+    ],
+)
+def test_fixed_rtmr0_events_match_real_logs(capture: str) -> None:
+    real = rtmr0_log(capture)
+    layout = RTMR0_LAYOUTS[OvmfVariant.PRE202505]
+    assert len(real) == len(layout) == 13
+    fixed = [(i, s) for i, s in enumerate(layout) if s.digest is not None]
+    assert [i for i, _ in fixed] == [1, 2, 3, 4, 5, 6, 7, 11, 12]
+    for i, spec in fixed:
+        assert spec.digest is not None and spec.digest.hex() == real[i], spec.label
+
+
+def test_acpi_loader_and_rsdp_match_real_log() -> None:
+    blob = shared_path("inputs", "acpi-dstack-0.6.0-layout.bin").read_bytes()
+    tables = acpi.build_tables(blob)
+    # The blob is laid out like the real CVM's: RSDT at 8931 after FACS+DSDT+FACP+APIC+MCFG+WAET.
+    assert acpi.find_table(blob, "RSDT") == (8931, 52)
+    real = rtmr0_log("dstack-0.6.0-getquote.json")
+    assert tables.loader_digest.hex() == real[8]
+    assert tables.rsdp_digest.hex() == real[9]
