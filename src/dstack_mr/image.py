@@ -27,6 +27,8 @@ from .config import (
 )
 from .errors import ConfigError, ImageError, PathEscapeError
 from .machine import (
+    MAX_FIRMWARE_SIZE,
+    MAX_KERNEL_SIZE,
     Machine,
     MeasurementDetails,
     checked_cmdline_digest,
@@ -189,8 +191,8 @@ class Image:
         acpi_cache_size: int = 64,
     ) -> None:
         self.files = files
-        self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware"))
-        self.kernel = read_file(files.kernel, "kernel")
+        self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware", MAX_FIRMWARE_SIZE))
+        self.kernel = read_file(files.kernel, "kernel", MAX_KERNEL_SIZE)
         self.initrd_size, self.initrd_digest = hash_file(files.initrd, "initrd")
         self.cmdline_digest = checked_cmdline_digest(files.cmdline)
         self.acpi: AcpiSource = CachedAcpiSource(acpi or AcpiDumper(), acpi_cache_size)

@@ -47,8 +47,45 @@ def _u64(name: str, optional: bool = False) -> Any:
     return check
 
 
+def _flag(name: str, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if optional and value is None:
+            return
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+    return check
+
+
+def _text(name: str, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if optional and value is None:
+            return
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+
+    return check
+
+
 def _path(value: str | os.PathLike[str]) -> str:
-    return os.fspath(value)
+    try:
+        return os.fspath(value)
+    except TypeError:
+        raise ConfigError(f"expected a file path, got {type(value).__name__}") from None
+
+
+def _variant(value: object) -> OvmfVariant:
+    try:
+        return OvmfVariant(value)
+    except ValueError:
+        raise ConfigError(
+            f"ovmf_variant must be 'pre202505' or 'stable202505', got {value!r}"
+        ) from None
+
+
+#: Real OVMF images are 2-4 MiB and kernels ~10-15 MiB; refuse to slurp absurd files.
+MAX_FIRMWARE_SIZE = 256 << 20
+MAX_KERNEL_SIZE = 1 << 30
 
 
 @attrs.frozen
@@ -78,19 +115,21 @@ class Machine:
     firmware: str = attrs.field(converter=_path)
     kernel: str = attrs.field(converter=_path)
     initrd: str = attrs.field(converter=_path)
-    kernel_cmdline: str
-    two_pass_add_pages: bool | None = None
-    pic: bool | None = None
-    qemu_version: str | None = None
-    smm: bool = False
+    kernel_cmdline: str = attrs.field(validator=_text("kernel_cmdline"))
+    two_pass_add_pages: bool | None = attrs.field(
+        default=None, validator=_flag("two_pass_add_pages", True)
+    )
+    pic: bool | None = attrs.field(default=None, validator=_flag("pic", True))
+    qemu_version: str | None = attrs.field(default=None, validator=_text("qemu_version", True))
+    smm: bool = attrs.field(default=False, validator=_flag("smm"))
     pci_hole64_size: int | None = attrs.field(default=None, validator=_u64("pci_hole64_size", True))
-    hugepages: bool = False
+    hugepages: bool = attrs.field(default=False, validator=_flag("hugepages"))
     num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
     num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
-    hotplug_off: bool = False
-    root_verity: bool = True
-    host_share_mode: str = ""
-    ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=OvmfVariant)
+    hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
+    root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
+    host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
+    ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
 
     def versioned_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
@@ -150,8 +189,8 @@ class Machine:
 
         ``acpi`` supplies the ACPI tables; by default the ``dstack-acpi-tables`` dumper runs.
         """
-        firmware = read_file(self.firmware, "firmware")
-        kernel = read_file(self.kernel, "kernel")
+        firmware = read_file(self.firmware, "firmware", MAX_FIRMWARE_SIZE)
+        kernel = read_file(self.kernel, "kernel", MAX_KERNEL_SIZE)
         initrd_size, initrd_digest = hash_file(self.initrd, "initrd")
         return compute(
             self,
@@ -305,12 +344,19 @@ def checked_cmdline_digest(cmdline: str) -> bytes:
         ) from None
 
 
-def read_file(path: str, what: str) -> bytes:
+def read_file(path: str, what: str, limit: int) -> bytes:
+    """The whole file, refusing files over ``limit`` bytes before reading them."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
+            data = f.read(limit + 1)
     except OSError as exc:
         raise ImageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
+    return data
 
 
 def hash_file(path: str, what: str) -> tuple[int, bytes]:
