@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -219,6 +219,8 @@ class AcpiTablesFile:
             return self.path.read_bytes()
         except OSError as exc:
             raise AcpiError(f"cannot read ACPI tables file {self.path}: {exc.strerror}") from None
+        except ValueError as exc:  # a NUL byte or unencodable surrogate in the path
+            raise AcpiError(f"cannot read ACPI tables file {self.path!r}: {exc}") from None
 
 
 @attrs.frozen
@@ -254,10 +256,35 @@ class AcpiDumper:
         return found
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
+        timeout, limit = self.timeout, self.max_output
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise ConfigError(f"dumper timeout must be a number of seconds, got {timeout!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise ConfigError(f"dumper max_output must be an integer, got {limit!r}")
         program = self.resolve()
         env = dict(os.environ)
         env.update(invocation.env)
-        return _run_capped([program, *invocation.argv], env, self.timeout, self.max_output)
+        argv = [program, *invocation.argv]
+        for i, arg in enumerate([*argv, invocation.compat_ver]):
+            if not isinstance(arg, str) or "\0" in arg or not _encodable(arg):
+                what = f"argument {i}" if i < len(argv) else COMPAT_ENV
+                raise ConfigError(
+                    f"dumper {what} {arg!r} cannot be passed to a program "
+                    "(a NUL byte or a lone surrogate; check the firmware and kernel paths)"
+                )
+        return _run_capped(argv, env, timeout, limit)
+
+
+def _encodable(arg: str) -> bool:
+    try:
+        os.fsencode(arg)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: select() is re-armed at least this often, so an infinite timeout never overflows it.
+_MAX_WAIT_S = 3600.0
 
 
 def _run_capped(argv: list[str], env: Mapping[str, str], timeout: float, limit: int) -> bytes:
@@ -288,7 +315,7 @@ def _run_capped(argv: list[str], env: Mapping[str, str], timeout: float, limit: 
                     f"ACPI dumper {argv[0]} did not finish within {timeout:g} s and was killed"
                 )
                 break
-            for key, _ in sel.select(left):
+            for key, _ in sel.select(min(left, _MAX_WAIT_S)):
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -359,30 +386,44 @@ class CachedAcpiSource:
 # --- the measured blobs -------------------------------------------------------------------
 
 
-def find_table(blob: Buffer, signature: str) -> tuple[int, int]:
-    """(offset, length) of the first table with ``signature``, walking headers from 0."""
-    sig = signature.encode("ascii")
+def find_tables(blob: Buffer, signatures: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(offset, length) of the first table with each signature, walking headers from 0.
+
+    One walk serves every signature (the reference walks once per table; the result is the
+    same, but a hostile blob of tiny tables no longer costs a walk per signature).
+    """
+    wanted = {sig.encode("ascii"): sig for sig in signatures}
+    found: dict[str, tuple[int, int]] = {}
     off = 0
-    while off < len(blob):
-        if off + 8 > len(blob):
-            break
+    while off + 8 <= len(blob) and len(found) < len(wanted):
         length = u32(blob, off + 4, "ACPI table length", AcpiError)
-        if bytes(blob[off : off + 4]) == sig:
+        sig = wanted.get(bytes(blob[off : off + 4]))
+        if sig is not None and sig not in found:
             if off + length > len(blob):
                 # The reference would emit a loader for bytes that do not exist; a real QEMU
                 # never produces this, so refuse rather than bless such a blob.
                 raise AcpiError(
-                    f"ACPI table {signature} at offset {off:#x} claims {length} bytes, "
+                    f"ACPI table {sig} at offset {off:#x} claims {length} bytes, "
                     f"past the end of the {len(blob)}-byte blob"
                 )
-            return off, length
+            found[sig] = (off, length)
+            continue
         if length == 0:
+            missing = [s for s in signatures if s not in found]
             raise AcpiError(
                 f"ACPI table at offset {off:#x} ({bytes(blob[off : off + 4])!r}) has length 0 "
-                f"while looking for {signature}"
+                f"while looking for {', '.join(missing)}"
             )
         off += length
-    raise AcpiError(f"required ACPI table {signature} not found in the {len(blob)}-byte blob")
+    for sig in signatures:
+        if sig not in found:
+            raise AcpiError(f"required ACPI table {sig} not found in the {len(blob)}-byte blob")
+    return found
+
+
+def find_table(blob: Buffer, signature: str) -> tuple[int, int]:
+    """(offset, length) of the first table with ``signature``."""
+    return find_tables(blob, [signature])[signature]
 
 
 def _name(file: str) -> bytes:
@@ -413,7 +454,7 @@ def build_tables(blob: bytes) -> AcpiTables:
         raise AcpiError("ACPI tables blob is empty")
     if len(blob) > MAX_TABLES_SIZE:
         raise AcpiError(f"ACPI tables blob is {len(blob)} bytes: not a table blob")
-    t = {sig: find_table(blob, sig) for sig in REQUIRED_TABLES}
+    t = find_tables(blob, REQUIRED_TABLES)
     tables, rsdp_file = "etc/acpi/tables", "etc/acpi/rsdp"
 
     def checksum(sig: str) -> bytes:

@@ -47,6 +47,9 @@ def parse_rust_u32(text: str) -> int | None:
     digits = text[1:] if text.startswith("+") else text
     if not digits or not digits.isascii() or not digits.isdigit():
         return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > 10:  # more than u32::MAX has; also keeps int() away from huge strings
+        return None
     value = int(digits)
     return value if value <= U32_MAX else None
 

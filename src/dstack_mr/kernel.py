@@ -24,6 +24,9 @@ _CERT_DIR_INDEX = 4
 #: Section data a PE can make Authenticode hash: sections may overlap, so 65535 of them each
 #: spanning a 12 MiB file would mean ~800 GB of hashing. Real kernels hash ~their size once.
 MAX_HASHED_SECTION_BYTES = 1 << 30
+#: patched_kernel_digest copies and patches this much of the kernel (patch() itself touches
+#: only the setup header, below 0x240).
+_PATCHED_HEAD = 0x10000
 
 
 def initrd_address(
@@ -99,14 +102,29 @@ def patch(
     return kd
 
 
-def authenticode_sha384(image: Buffer) -> bytes:
+def authenticode_sha384(image: Buffer, head: Buffer | None = None) -> bytes:
     """PE/COFF Authenticode SHA-384, with OVMF's zero padding of the size to 8 bytes.
 
     Odd but well-defined inputs get the reference's result: a section whose raw data runs
     past the end of the file is hashed up to the end of the file and still counted in full.
+
+    ``head``, if given, replaces the image's first ``len(head)`` bytes (a patched copy), so
+    a patched kernel need not be copied whole. Headers are then read from ``head`` only: a
+    field beyond it raises KernelError.
     """
-    data = memoryview(image)
-    size = len(data)
+    full = memoryview(image)
+    data = full if head is None else memoryview(head)  # headers are read from here
+    size = len(full)
+
+    def view(start: int, end: int) -> list[memoryview]:
+        """Bytes [start, end) of the image (``head`` first), clipped to its end."""
+        end = min(end, size)
+        start = min(start, end)
+        if end <= len(data):
+            return [data[start:end]]
+        if start >= len(data):
+            return [full[start:end]]
+        return [data[start:], full[len(data) : end]]
 
     def err(what: str) -> KernelError:
         return KernelError(f"kernel PE/COFF header: {what}")
@@ -131,9 +149,12 @@ def authenticode_sha384(image: Buffer) -> bytes:
         )
 
     h = hashlib.sha384()
-    h.update(data[:checksum])
-    h.update(data[checksum + 4 : cert_dir])
-    h.update(data[cert_dir + 8 : headers_end])
+    for part in (
+        *view(0, checksum),
+        *view(checksum + 4, cert_dir),
+        *view(cert_dir + 8, headers_end),
+    ):
+        h.update(part)
     hashed = headers_end
 
     table = opt + opt_size
@@ -145,27 +166,39 @@ def authenticode_sha384(image: Buffer) -> bytes:
         if raw_size:
             sections.append((raw_ptr, raw_size))
     sections.sort(key=lambda s: s[0])
-    section_bytes = 0
-    for ptr, raw_size in sections:
-        chunk = data[ptr : min(ptr + raw_size, size)]
-        section_bytes += len(chunk)
-        if section_bytes > MAX_HASHED_SECTION_BYTES:
-            raise err(
-                f"sections overlap so much that more than {MAX_HASHED_SECTION_BYTES} bytes of "
-                f"section data would be hashed (file is {size:#x} bytes)"
-            )
-        h.update(chunk)
+    chunks = [view(ptr, ptr + raw_size) for ptr, raw_size in sections]
+    if sum(len(part) for c in chunks for part in c) > MAX_HASHED_SECTION_BYTES:
+        raise err(
+            f"sections overlap so much that more than {MAX_HASHED_SECTION_BYTES} bytes of "
+            f"section data would be hashed (file is {size:#x} bytes)"
+        )
+    for chunk, (_, raw_size) in zip(chunks, sections, strict=True):
+        for part in chunk:
+            h.update(part)
         hashed += raw_size
 
     if cert_addr and cert_size and size > hashed:
         trailing = size - hashed
         if trailing > cert_size:
-            h.update(data[hashed : hashed + trailing - cert_size])
+            for part in view(hashed, hashed + trailing - cert_size):
+                h.update(part)
     if size % 8:
         h.update(bytes(8 - size % 8))
     return h.digest()
 
 
 def patched_kernel_digest(kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
-    """RTMR1 event 0 for this kernel, initrd size and guest memory size."""
-    return authenticode_sha384(patch(kernel, initrd_size, memory_size))
+    """RTMR1 event 0 for this kernel, initrd size and guest memory size.
+
+    Only the first 64 KiB (the setup and PE headers) are copied and patched; the rest is
+    hashed in place. A kernel whose headers reach further gets a full patched copy.
+    """
+    if len(kernel) <= _PATCHED_HEAD:
+        return authenticode_sha384(patch(kernel, initrd_size, memory_size))
+    head = patch(kernel[:_PATCHED_HEAD], initrd_size, memory_size)
+    try:
+        return authenticode_sha384(kernel, head)
+    except KernelError:
+        # A header beyond the copy, or a malformed image: the full copy gives the result or
+        # the error of the plain path.
+        return authenticode_sha384(patch(kernel, initrd_size, memory_size))
