@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s lint tests`."""
+"""Developer sessions: `nox -s lint tests`, and `nox -s docs` for the documentation site."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site with warnings as errors (into site/, or the directory given after --),
+    then execute the example notebook and check the pages against the code."""
+    session.install("-e", ".[test,docs]")
+    out = session.posargs[0] if session.posargs else "site"
+    session.run("mkdocs", "build", "--strict", "-d", out)
+    session.run("pytest", "-q", "tests/test_docs.py", env={"DSTACK_MR_DOCS_REQUIRED": "1"})

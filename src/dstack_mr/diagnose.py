@@ -48,10 +48,12 @@ class Evidence:
     come from an Info/tcb_info response (not signed, unlike a quote).
     """
 
-    quote: TdxQuote | None = None
-    events: tuple[Event, ...] | None = None
+    quote: TdxQuote | None = attrs.field(default=None, repr=lambda q: "<quote>" if q else "None")
+    events: tuple[Event, ...] | None = attrs.field(
+        default=None, repr=lambda e: "None" if e is None else f"<{len(e)} events>"
+    )
     registers: Mapping[str, bytes] = attrs.field(factory=dict)
-    stated_registers: Mapping[str, bytes] = attrs.field(factory=dict)
+    stated_registers: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
     vm_config: VmConfig | None = None
     sources: tuple[str, ...] = ()
 
@@ -197,15 +199,15 @@ class Finding:
 
 @attrs.frozen
 class DiagnoseReport:
-    vm_config: VmConfig
+    vm_config: VmConfig = attrs.field(repr=False)
     image_dir: str
     ovmf_variant: OvmfVariant
     variant_source: str
-    expected: MeasurementDetails
-    registers: tuple[RegisterCheck, ...]
-    replay: tuple[ReplayCheck, ...]
-    events: tuple[EventCheck, ...]
-    findings: tuple[Finding, ...]
+    expected: MeasurementDetails = attrs.field(repr=False)
+    registers: tuple[RegisterCheck, ...] = attrs.field(repr=False)
+    replay: tuple[ReplayCheck, ...] = attrs.field(repr=False)
+    events: tuple[EventCheck, ...] = attrs.field(repr=False)
+    findings: tuple[Finding, ...] = attrs.field(repr=False)
     evidence_sources: tuple[str, ...] = ()
 
     @property

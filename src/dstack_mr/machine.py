@@ -202,12 +202,17 @@ class Machine:
         )
 
 
+def _short(b: bytes) -> str:
+    h = b.hex()
+    return f"{h[:8]}…{h[-4:]}"
+
+
 @attrs.frozen
 class TdxMeasurements:
-    mrtd: bytes
-    rtmr0: bytes
-    rtmr1: bytes
-    rtmr2: bytes
+    mrtd: bytes = attrs.field(repr=_short)
+    rtmr0: bytes = attrs.field(repr=_short)
+    rtmr1: bytes = attrs.field(repr=_short)
+    rtmr2: bytes = attrs.field(repr=_short)
 
     def to_dict(self) -> dict[str, str]:
         """Hex strings under the reference's JSON keys."""
@@ -225,8 +230,8 @@ class MeasuredEvent:
 
     index: int
     label: str
-    varies_with: str
-    digest: bytes
+    varies_with: str = attrs.field(repr=False)
+    digest: bytes = attrs.field(repr=_short)
 
     @property
     def fixed(self) -> bool:
@@ -236,7 +241,7 @@ class MeasuredEvent:
 @attrs.frozen
 class RtmrLog:
     rtmr: int
-    events: tuple[MeasuredEvent, ...]
+    events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
 
     @property
     def value(self) -> bytes:
@@ -260,9 +265,9 @@ class MeasurementDetails:
     """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
 
     measurements: TdxMeasurements
-    rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog]
-    acpi_tables: AcpiTables
-    invocation: DumperInvocation
+    rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
+    acpi_tables: AcpiTables = attrs.field(repr=False)
+    invocation: DumperInvocation = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
 
@@ -352,8 +357,8 @@ def read_file(path: str, what: str, limit: int) -> bytes:
             if size > limit:
                 raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
             data = f.read(limit + 1)
-    except OSError as exc:
-        raise ImageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
     if len(data) > limit:
         raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
     return data
@@ -368,6 +373,10 @@ def hash_file(path: str, what: str) -> tuple[int, bytes]:
             while chunk := f.read(_READ_CHUNK):
                 h.update(chunk)
                 size += len(chunk)
-    except OSError as exc:
-        raise ImageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
     return size, h.digest()
+
+
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)

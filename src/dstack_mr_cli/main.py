@@ -33,6 +33,16 @@ from dstack_mr.errors import ConfigError
 app = typer.Typer(
     name="dstack-mr",
     help="Expected TDX measurements (MRTD, RTMR0-2) of dstack CVMs, and why a quote differs.",
+    epilog="Examples:\n\n"
+    "\b\n"
+    "  dstack-mr example ./example-image\n"
+    "  dstack-mr measure -c 2 -m 2G \\\n"
+    "      --acpi-tables example-image/acpi-tables.bin example-image/metadata.json\n"
+    "  dstack-mr diagnose --attestation getquote.json \\\n"
+    "      --image-dir /opt/dstack/images/dstack-0.6.0\n\n"
+    "Run 'dstack-mr COMMAND --help' for a command's options and an example. "
+    "'dstack-mr --install-completion' installs tab completion for your shell "
+    "(bash, zsh, fish or PowerShell); '--show-completion' prints the script instead.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -126,7 +136,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @app.command(
-    epilog="Example: dstack-mr measure -c 2 -m 2G --acpi-tables tables.bin image/metadata.json"
+    epilog="Examples:\n\n"
+    "\b\n"
+    "  # a 2-vCPU, 2 GiB VM, ACPI tables from a file, every event listed\n"
+    "  dstack-mr measure -c 2 -m 2G --events \\\n"
+    "      --acpi-tables example-image/acpi-tables.bin example-image/metadata.json\n"
+    "\n"
+    "\b\n"
+    "  # QEMU 8.2.2 (two-pass page add, pic on); ACPI tables from the dumper\n"
+    "  dstack-mr measure -c 4 -m 8G --qemu-version 8.2.2 --json \\\n"
+    "      /opt/dstack/images/dstack-0.6.0/metadata.json"
 )
 def measure(
     metadata: Annotated[Path, typer.Argument(help="The image's metadata.json.")],
@@ -146,8 +165,12 @@ def measure(
     hugepages: Annotated[
         bool, typer.Option("--hugepages", help="Back memory by hugepages.")
     ] = False,
-    num_gpus: Annotated[int, typer.Option("--num-gpus", min=0)] = 0,
-    num_nvswitches: Annotated[int, typer.Option("--num-nvswitches", min=0)] = 0,
+    num_gpus: Annotated[
+        int, typer.Option("--num-gpus", min=0, help="GPUs passed through (VFIO).")
+    ] = 0,
+    num_nvswitches: Annotated[
+        int, typer.Option("--num-nvswitches", min=0, help="NVSwitches passed through (VFIO).")
+    ] = 0,
     hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
         str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
@@ -178,7 +201,12 @@ def measure(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Compute MRTD and RTMR0-2 of an image for one machine configuration."""
+    """Compute MRTD and RTMR0-2 of an image for one machine configuration.
+
+    The image's cmdline is measured with " initrd=initrd" appended, like the reference.
+    RTMR0 needs QEMU's ACPI tables: from --acpi-tables FILE, or by running the
+    dstack-acpi-tables dumper.
+    """
     from dstack_mr.image import ImageFiles
 
     with library_errors():
@@ -258,10 +286,19 @@ def _read(path: Path, what: str) -> bytes:
 
 @app.command(
     epilog="Examples:\n\n"
-    "  dstack-mr diagnose --attestation getquote.json --image-dir /opt/dstack/images/dstack-0.6.0"
-    "\n\n"
-    "  dstack-mr diagnose --vm-config vm.json --image-base-dir /opt/dstack/images "
-    "--actual-rtmr0 79468643...",
+    "\b\n"
+    "  # quote, event log and vm_config from a guest-agent GetQuote response\n"
+    "  dstack-mr diagnose --attestation getquote.json \\\n"
+    "      --image-dir /opt/dstack/images/dstack-0.6.0 --acpi-tables tables.bin\n"
+    "\n"
+    "\b\n"
+    "  # only a register value; the image is picked by vm_config.image\n"
+    "  dstack-mr diagnose --vm-config vm.json --image-base-dir /opt/dstack/images \\\n"
+    "      --actual-rtmr0 79468643...\n"
+    "\n"
+    "\b\n"
+    "  # machine-readable (schema: docs/diagnose.schema.json)\n"
+    "  dstack-mr diagnose --attestation getquote.json --image-dir IMAGE --json",
 )
 def diagnose(
     vm_config: Annotated[
@@ -281,10 +318,30 @@ def diagnose(
             "--image-base-dir", help="Directory of images; the one named by vm_config.image."
         ),
     ] = None,
-    actual_mrtd: Annotated[str | None, typer.Option("--actual-mrtd", help="Hex.")] = None,
-    actual_rtmr0: Annotated[str | None, typer.Option("--actual-rtmr0", help="Hex.")] = None,
-    actual_rtmr1: Annotated[str | None, typer.Option("--actual-rtmr1", help="Hex.")] = None,
-    actual_rtmr2: Annotated[str | None, typer.Option("--actual-rtmr2", help="Hex.")] = None,
+    actual_mrtd: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-mrtd", metavar="HEX", help="Actual MRTD: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr0: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr0", metavar="HEX", help="Actual RTMR0: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr1: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr1", metavar="HEX", help="Actual RTMR1: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr2: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr2", metavar="HEX", help="Actual RTMR2: 96 hex digits (0x optional)."
+        ),
+    ] = None,
     quote: Annotated[
         Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
     ] = None,
@@ -315,6 +372,11 @@ def diagnose(
     json_out: JsonOpt = False,
 ) -> None:
     """Expected MRs of a VmConfig on an image, compared event by event with real evidence.
+
+    Evidence: --attestation, --quote, --event-log, --ccel and --actual-* (any mix). The
+    report shows the inputs, the expected measurements and RTMR0 log, whether the evidence's
+    log replays to its quote, every RTMR0-2 event lined up with its actual counterpart, and
+    the input values that explain a difference.
 
     Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
     """
@@ -381,7 +443,13 @@ def diagnose(
     raise typer.Exit(report.exit_code)
 
 
-@app.command(epilog="Example: dstack-mr example ./example-image")
+@app.command(
+    epilog="Example:\n\n"
+    "\b\n"
+    "  dstack-mr example ./example-image\n"
+    "  dstack-mr measure -c 2 -m 2G \\\n"
+    "      --acpi-tables example-image/acpi-tables.bin example-image/metadata.json"
+)
 def example(
     directory: Annotated[Path, typer.Argument(help="Where to write the example image.")],
 ) -> None:
