@@ -189,7 +189,7 @@ def test_cli_reference_hook() -> None:
         "## dstack-mr diagnose",
         "## dstack-mr example",
     ]
-    assert "```text\nUsage: dstack-mr measure [OPTIONS] {metadata}" in text
+    assert "```text\nUsage: dstack-mr measure [OPTIONS] " in text
 
 
 # --- --help texts -----------------------------------------------------------------------------

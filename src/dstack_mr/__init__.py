@@ -45,6 +45,7 @@ from .errors import (
     PathEscapeError,
     QuoteError,
 )
+from .image import Image, ImageFiles
 from .machine import (
     Machine,
     MeasuredEvent,
@@ -75,7 +76,9 @@ __all__ = [
     "EventLogError",
     "EvidenceError",
     "FirmwareError",
+    "Image",
     "ImageError",
+    "ImageFiles",
     "ImageInfo",
     "KernelError",
     "Machine",

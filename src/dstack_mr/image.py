@@ -17,7 +17,7 @@ import attrs
 
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
-from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource
+from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource, DumperInvocation
 from .config import (
     ImageInfo,
     OvmfVariant,
@@ -25,7 +25,7 @@ from .config import (
     ovmf_variant_for_image,
     ovmf_variant_for_version,
 )
-from .errors import ConfigError, ImageError, PathEscapeError
+from .errors import ConfigError, ImageError, KernelError, PathEscapeError
 from .machine import (
     MAX_FIRMWARE_SIZE,
     MAX_KERNEL_SIZE,
@@ -175,11 +175,52 @@ def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = N
     )
 
 
+class _SingleFlight:
+    """One source call per invocation at a time: threads asking for the same tables wait for
+    the first caller (whose result the wrapped cache then holds) instead of each starting
+    QEMU. Holds no results itself; a lock lives only while some caller is inside."""
+
+    def __init__(self, inner: AcpiSource) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._calls: dict[DumperInvocation, tuple[threading.Lock, int]] = {}
+
+    def acpi_tables(self, invocation: DumperInvocation) -> bytes:
+        with self._lock:
+            call, users = self._calls.get(invocation, (threading.Lock(), 0))
+            self._calls[invocation] = (call, users + 1)
+        try:
+            with call:
+                return self.inner.acpi_tables(invocation)
+        finally:
+            with self._lock:
+                call, users = self._calls[invocation]
+                if users == 1:
+                    del self._calls[invocation]
+                else:
+                    self._calls[invocation] = (call, users - 1)
+
+
 class Image:
     """An image loaded once and measured for many VmConfigs; safe to share between threads.
 
-    All mutable state is private caches behind one lock; values are immutable, so readers
-    never see a partial result. Computing under contention may happen twice, never wrongly.
+    Loading reads the firmware and kernel (kept in memory: MRTD and the per-request kernel
+    digest need them), streams the initrd through SHA-384 (only its size and digest are
+    kept) and digests the cmdline. Per request only what depends on the configuration is
+    computed: the TD HOB, the ACPI tables and, when the initrd address is new, the patched
+    kernel's Authenticode digest. Cached, each bounded:
+
+    - MRTD, per page-add order (two entries at most);
+    - the patched kernel's digest per initrd address (``kernel_cache_size``, LRU): all
+      memory sizes from 2.75 GiB up share one address; below, it moves with the size;
+    - the ACPI tables blob per dumper invocation, i.e. argv + ``QEMU_ACPI_COMPAT_VER``
+      (``acpi_cache_size``, LRU, :class:`CachedAcpiSource`), with one dumper run at a time
+      per invocation.
+
+    Thread safety: all mutable state is these private caches, each behind a lock; cached
+    values are immutable, so readers never see a partial result, and two threads computing
+    the same MRTD or kernel digest at once get the same bytes. There is no global state:
+    two Images share nothing. Results equal ``self.machine(vm).measure_with_logs(acpi)``.
     """
 
     def __init__(
@@ -190,22 +231,38 @@ class Image:
         kernel_cache_size: int = 64,
         acpi_cache_size: int = 64,
     ) -> None:
+        if kernel_cache_size < 1 or acpi_cache_size < 1:
+            raise ConfigError("Image cache sizes must be at least 1")
         self.files = files
         self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware", MAX_FIRMWARE_SIZE))
         self.kernel = read_file(files.kernel, "kernel", MAX_KERNEL_SIZE)
         self.initrd_size, self.initrd_digest = hash_file(files.initrd, "initrd")
         self.cmdline_digest = checked_cmdline_digest(files.cmdline)
         self.acpi: AcpiSource = CachedAcpiSource(acpi or AcpiDumper(), acpi_cache_size)
+        self._acpi_once = _SingleFlight(self.acpi)
         self._lock = threading.Lock()
         self._mrtd: dict[bool, bytes] = {}
-        self._kernel_digests: OrderedDict[int, bytes] = OrderedDict()
+        self._kernel_digests: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._kernel_cache_size = kernel_cache_size
 
     @classmethod
-    def load(cls, image_dir: str | os.PathLike[str], acpi: AcpiSource | None = None) -> Image:
+    def load(
+        cls,
+        image_dir: str | os.PathLike[str],
+        acpi: AcpiSource | None = None,
+        *,
+        kernel_cache_size: int = 64,
+        acpi_cache_size: int = 64,
+    ) -> Image:
         """Read ``image_dir/metadata.json`` and the files it names (each checked to stay
-        inside ``image_dir``)."""
-        return cls(ImageFiles.from_dir(image_dir), acpi)
+        inside ``image_dir``). ``acpi`` defaults to running the dumper (cached per
+        invocation)."""
+        return cls(
+            ImageFiles.from_dir(image_dir),
+            acpi,
+            kernel_cache_size=kernel_cache_size,
+            acpi_cache_size=acpi_cache_size,
+        )
 
     @property
     def info(self) -> ImageInfo:
@@ -232,6 +289,14 @@ class Image:
     def measure_machine(
         self, machine: Machine, acpi: AcpiSource | None = None
     ) -> MeasurementDetails:
+        """Same result as ``machine.measure_with_logs(acpi)`` for a machine of this image's
+        files (any cmdline); ``acpi``, if given, is used uncached instead of the image's."""
+        files = (machine.firmware, machine.kernel, machine.initrd)
+        if files != (self.files.firmware, self.files.kernel, self.files.initrd):
+            raise ConfigError(
+                f"machine measures {files}, not this image's files "
+                f"({self.files.firmware}, {self.files.kernel}, {self.files.initrd})"
+            )
         opts = machine.versioned_options()
         return compute(
             machine,
@@ -239,7 +304,7 @@ class Image:
             self.kernel,
             self.initrd_size,
             self.initrd_digest,
-            acpi if acpi is not None else self.acpi,
+            acpi if acpi is not None else self._acpi_once,
             mrtd=self.mrtd(opts.two_pass_add_pages),
             cmdline_sha384=self.cmdline_digest
             if machine.kernel_cmdline == self.files.cmdline
@@ -248,8 +313,16 @@ class Image:
         )
 
     def _kernel_digest(self, kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
-        # The patched image differs between memory sizes only through the initrd address.
-        key = kernel_mod.initrd_address(kernel, initrd_size, memory_size) if initrd_size else -1
+        # QEMU's patch differs between memory sizes only in the initrd address (no initrd:
+        # not at all). Anything the address cannot be computed for takes the uncached path,
+        # which raises the reference's error.
+        try:
+            address = (
+                kernel_mod.initrd_address(kernel, initrd_size, memory_size) if initrd_size else -1
+            )
+        except KernelError:
+            return kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size)
+        key = (initrd_size, address)
         with self._lock:
             if key in self._kernel_digests:
                 self._kernel_digests.move_to_end(key)
@@ -257,6 +330,7 @@ class Image:
         digest = kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size)
         with self._lock:
             self._kernel_digests[key] = digest
+            self._kernel_digests.move_to_end(key)
             while len(self._kernel_digests) > self._kernel_cache_size:
                 self._kernel_digests.popitem(last=False)
         return digest

@@ -356,7 +356,10 @@ def read_file(path: str, what: str, limit: int) -> bytes:
             size = os.fstat(f.fileno()).st_size
             if size > limit:
                 raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
-            data = f.read(limit + 1)
+            # read(n) reserves n bytes up front: ask for what fstat saw (+1 to notice growth).
+            data = f.read(size + 1)
+            if len(data) > size:
+                data += f.read(limit + 1 - len(data))
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
     if len(data) > limit:
@@ -368,11 +371,13 @@ def hash_file(path: str, what: str) -> tuple[int, bytes]:
     """(size, SHA-384) of a file, read in chunks so a huge initrd never sits in memory."""
     h = hashlib.sha384()
     size = 0
+    buf = bytearray(_READ_CHUNK)
+    view = memoryview(buf)
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_READ_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
     except (OSError, ValueError) as exc:
         raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
     return size, h.digest()
