@@ -10,18 +10,17 @@ from one to the other.
 from __future__ import annotations
 
 import os
-import selectors
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:
+    import subprocess
 
 from ._binary import Buffer, u32
 from .digest import sha384
@@ -238,6 +237,8 @@ class AcpiDumper:
     max_output: int = MAX_TABLES_SIZE
 
     def resolve(self) -> str:
+        import shutil  # the dumper's helpers load only when a dumper runs (CLI start-up)
+
         name = self.program or os.environ.get(DUMPER_ENV) or DUMPER_NAME
         found = shutil.which(name)
         if found is None:
@@ -288,6 +289,9 @@ _MAX_WAIT_S = 3600.0
 
 
 def _run_capped(argv: list[str], env: Mapping[str, str], timeout: float, limit: int) -> bytes:
+    import selectors
+    import subprocess
+
     try:
         proc = subprocess.Popen(
             argv,
@@ -353,6 +357,8 @@ def _run_capped(argv: list[str], env: Mapping[str, str], timeout: float, limit: 
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
