@@ -160,3 +160,27 @@ def test_example_command(tmp_path: Path) -> None:
     assert (tmp_path / "ex" / "metadata.json").is_file()
     shown = RUN.invoke(app, measure(tmp_path / "ex" / "metadata.json", "-c", "2"))
     assert shown.exit_code == 0 and shown.output.startswith("Machine measurements:\nMRTD: ")
+
+
+@pytest.mark.parametrize("image", ["../img", "/etc", "img/../../img", "", "link"])
+def test_vm_config_image_escape_rejected(example: Path, tmp_path: Path, image: str) -> None:
+    base = tmp_path / "images"
+    base.mkdir()
+    (base / "link").symlink_to(example.parent)  # a symlink leading out of the base dir
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30, "image": image}))
+    args = ["diagnose", "--vm-config", str(vm), "--image-base-dir", str(base),
+            "--acpi-tables", str(example.parent / "acpi-tables.bin")]  # fmt: skip
+    result = RUN.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: vm_config.image")
+
+
+def test_vm_config_image_inside_base_dir(example: Path, tmp_path: Path) -> None:
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30, "image": "img"}))
+    args = ["diagnose", "--vm-config", str(vm), "--image-base-dir", str(example.parent.parent),
+            "--acpi-tables", str(example.parent / "acpi-tables.bin")]  # fmt: skip
+    result = RUN.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "=== RTMR0 event log (13 entries) ===" in result.output
