@@ -10,9 +10,7 @@ from one to the other.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -23,6 +21,7 @@ if TYPE_CHECKING:
     import subprocess
 
 from ._binary import Buffer, u32
+from ._lru import LruCache
 from .digest import sha384
 from .errors import (
     AcpiError,
@@ -371,22 +370,10 @@ class CachedAcpiSource:
 
     def __init__(self, inner: AcpiSource, maxsize: int = 64) -> None:
         self.inner = inner
-        self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[DumperInvocation, bytes] = OrderedDict()
+        self._cache: LruCache[DumperInvocation, bytes] = LruCache(maxsize)
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
-        with self._lock:
-            if invocation in self._cache:
-                self._cache.move_to_end(invocation)
-                return self._cache[invocation]
-        blob = self.inner.acpi_tables(invocation)
-        with self._lock:
-            self._cache[invocation] = blob
-            self._cache.move_to_end(invocation)
-            while len(self._cache) > self.maxsize:
-                self._cache.popitem(last=False)
-        return blob
+        return self._cache.get_or_compute(invocation, lambda: self.inner.acpi_tables(invocation))
 
 
 # --- the measured blobs -------------------------------------------------------------------

@@ -613,28 +613,34 @@ class _Explainer:
                 )
             )
 
-    def _td_hob(self) -> None:
-        if not self._differs(0, "td_hob"):
-            return
-        hit = self._search(0, "td_hob", self._memory_candidates(), self.image.tdvf.td_hob_digest)
+    def _by_memory(
+        self,
+        rtmr: int,
+        label: str,
+        candidates: list[tuple[str, int]],
+        digest_for: Callable[[int], bytes],
+        why: str,
+        otherwise: str,
+    ) -> None:
+        """Search memory sizes for one that reproduces the actual ``label`` event."""
+        hit = self._search(rtmr, label, candidates, digest_for)
         said = format_memory_size(self.vm.memory_size)
         if hit is not None:
-            self.findings.append(
-                Finding(
-                    "td_hob",
-                    f"td_hob: actual matches memory_size={hit[0]} (config says {said})",
-                    "memory_size",
-                    hit[0],
-                    True,
-                )
-            )
+            message = f"{label}: actual matches memory_size={hit[0]} (config says {said}{why})"
+            self.findings.append(Finding(label, message, "memory_size", hit[0], True))
         else:
-            self.findings.append(
-                Finding(
-                    "td_hob",
-                    "td_hob: no memory size (256 MiB steps up to 2T) reproduces it: the "
-                    "firmware's TDVF section layout differs from this image's ovmf.fd",
-                )
+            self.findings.append(Finding(label, f"{label}: {otherwise}"))
+
+    def _td_hob(self) -> None:
+        if self._differs(0, "td_hob"):
+            self._by_memory(
+                0,
+                "td_hob",
+                self._memory_candidates(),
+                self.image.tdvf.td_hob_digest,
+                "",
+                "no memory size (256 MiB steps up to 2T) reproduces it: the firmware's TDVF "
+                "section layout differs from this image's ovmf.fd",
             )
 
     def _kernel(self) -> None:
@@ -644,31 +650,15 @@ class _Explainer:
         # The patched kernel varies with memory only below 0xB0000000 (initrd placement).
         candidates = [c for c in self._memory_candidates() if c[1] < kernel_mod.STABLE_MIN_MEMORY]
         candidates.append(("3G", 3 * GIB))
-
-        def digest(mem: int) -> bytes:
-            return img._kernel_digest(img.kernel, img.initrd_size, mem)
-
-        hit = self._search(1, "kernel_authenticode", candidates, digest)
-        if hit is not None and hit[1] != self.vm.memory_size:
-            self.findings.append(
-                Finding(
-                    "kernel_authenticode",
-                    f"kernel_authenticode: actual matches memory_size={hit[0]} (config says "
-                    f"{format_memory_size(self.vm.memory_size)}; QEMU places the initrd by "
-                    "memory size)",
-                    "memory_size",
-                    hit[0],
-                    True,
-                )
-            )
-        else:
-            self.findings.append(
-                Finding(
-                    "kernel_authenticode",
-                    "kernel_authenticode: no memory size reproduces it: the VM booted a "
-                    "different kernel (bzImage) or an initrd of another size",
-                )
-            )
+        self._by_memory(
+            1,
+            "kernel_authenticode",
+            candidates,
+            lambda mem: img._kernel_digest(img.kernel, img.initrd_size, mem),
+            "; QEMU places the initrd by memory size",
+            "no memory size reproduces it: the VM booted a different kernel (bzImage) or an "
+            "initrd of another size",
+        )
 
     def _cmdline(self) -> None:
         if not self._differs(2, "cmdline"):

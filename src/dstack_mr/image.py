@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import attrs
 
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
+from ._lru import LruCache
 from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource, DumperInvocation
 from .config import (
     ImageInfo,
@@ -242,8 +242,7 @@ class Image:
         self._acpi_once = _SingleFlight(self.acpi)
         self._lock = threading.Lock()
         self._mrtd: dict[bool, bytes] = {}
-        self._kernel_digests: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._kernel_cache_size = kernel_cache_size
+        self._kernel_digests: LruCache[tuple[int, int], bytes] = LruCache(kernel_cache_size)
 
     @classmethod
     def load(
@@ -322,15 +321,7 @@ class Image:
             )
         except KernelError:
             return kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size)
-        key = (initrd_size, address)
-        with self._lock:
-            if key in self._kernel_digests:
-                self._kernel_digests.move_to_end(key)
-                return self._kernel_digests[key]
-        digest = kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size)
-        with self._lock:
-            self._kernel_digests[key] = digest
-            self._kernel_digests.move_to_end(key)
-            while len(self._kernel_digests) > self._kernel_cache_size:
-                self._kernel_digests.popitem(last=False)
-        return digest
+        return self._kernel_digests.get_or_compute(
+            (initrd_size, address),
+            lambda: kernel_mod.patched_kernel_digest(kernel, initrd_size, memory_size),
+        )
