@@ -264,3 +264,50 @@ def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
         assert result.output.count("\n") == 1 and result.output.startswith("error: ")
     missing = CliRunner().invoke(app, ["diagnose", "--vm-config", str(vm)])
     assert missing.exit_code == 2 and "--image-dir" in missing.output
+
+
+def test_cli_evidence_files(capture_image: Image, tmp_path: Path) -> None:
+    """--quote (hex and binary), --event-log (list and JSON string) and --vm-config, split
+    out of the real GetQuote response, give the same report as --attestation."""
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    (tmp_path / "quote.hex").write_text(doc["quote"] + "\n")
+    (tmp_path / "quote.bin").write_bytes(bytes.fromhex(doc["quote"]))
+    (tmp_path / "log-string.json").write_text(json.dumps(doc["event_log"]))
+    (tmp_path / "log-list.json").write_text(doc["event_log"])
+    (tmp_path / "vm.json").write_text(doc["vm_config"])
+    acpi = shared_path("inputs", "acpi-dstack-0.6.0-layout.bin")
+    common = ["diagnose", "--image-dir", capture_image.files.directory, "--acpi-tables",
+              str(acpi), "--json"]  # fmt: skip
+    via_attestation = json.loads(
+        CliRunner()
+        .invoke(
+            app, [*common, "--attestation", str(shared_path("real", "dstack-0.6.0-getquote.json"))]
+        )
+        .output
+    )
+    for quote, log in (("quote.hex", "log-string.json"), ("quote.bin", "log-list.json")):
+        args = [*common, "--vm-config", str(tmp_path / "vm.json"), "--quote",
+                str(tmp_path / quote), "--event-log", str(tmp_path / log)]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        doc2 = json.loads(result.output)
+        for key in ("comparison", "replay", "events", "findings", "mrtd", "rtmr0"):
+            assert doc2[key] == via_attestation[key], key
+
+
+def test_cli_ccel(example: Image) -> None:
+    """A raw CCEL log is lined up against the expected events (it is another VM's log)."""
+    ccel = shared_path("real", "dstack-ccel-sample.bin")
+    vm = Path(example.files.directory).parent / "vm-ccel.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30}))
+    args = ["diagnose", "--vm-config", str(vm), "--image-dir", example.files.directory,
+            "--acpi-tables", str(Path(example.files.directory) / "acpi-tables.bin"),
+            "--ccel", str(ccel), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.output)
+    jsonschema.validate(doc, SCHEMA)
+    rtmr0 = [e for e in doc["events"] if e["rtmr"] == 0]
+    assert any(e["status"] == "match" and e["label"] == "separator" for e in rtmr0)
+    assert any(e["actual_description"] and "ACPI DATA" in e["actual_description"] for e in rtmr0)
+    assert doc["evidence"] == [f"CCEL {ccel}"]
