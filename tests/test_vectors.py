@@ -59,3 +59,23 @@ def test_vector(vector: dict[str, Any], fake_dumper: FakeDumper) -> None:
     ]
     assert fake_dumper.calls() == expected_calls
     assert list(details.invocation.argv) == expected_calls[0]["argv"]
+
+
+def test_real_dumper_when_installed() -> None:
+    """With dstack's real dstack-acpi-tables on PATH, a vector machine measures end to end.
+
+    RTMR0 then reflects real QEMU tables (the vectors used a stub), so only what does not
+    depend on ACPI is compared with the golden values.
+    """
+    import shutil
+
+    program = shutil.which("dstack-acpi-tables")
+    if program is None or Path(program).resolve().parent == Path(__file__).resolve().parent / "bin":
+        pytest.skip("the real dstack-acpi-tables dumper is not installed")
+    vector = next(v for v in VECTORS if v["name"] == "default-2cpu-2g")
+    details = _machine(vector, shared_path("inputs")).measure_with_logs()
+    want = vector["expected"]
+    assert details.measurements.mrtd.hex() == want["mrtd"]
+    assert details.measurements.rtmr1.hex() == want["rtmr1"]
+    assert details.measurements.rtmr2.hex() == want["rtmr2"]
+    assert len(details.acpi_tables.loader) == 4096 and details.acpi_tables.rsdp[:8] == b"RSD PTR "
