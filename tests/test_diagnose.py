@@ -311,3 +311,22 @@ def test_cli_ccel(example: Image) -> None:
     assert any(e["status"] == "match" and e["label"] == "separator" for e in rtmr0)
     assert any(e["actual_description"] and "ACPI DATA" in e["actual_description"] for e in rtmr0)
     assert doc["evidence"] == [f"CCEL {ccel}"]
+
+
+def test_lying_runtime_event_is_reported_not_fatal(capture_image: Image) -> None:
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    events = json.loads(doc["event_log"])
+    app_id = next(e for e in events if e["event"] == "app-id")
+    app_id["digest"] = "11" * 48  # stated digest that is not that of the payload
+    doc["event_log"] = json.dumps(events)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
+    assert evidence.vm_config is not None
+    report = diagnose(evidence.vm_config, capture_image, evidence)
+    rtmr3 = next(r for r in report.replay if r.imr == 3)
+    assert not rtmr3.matches and rtmr3.inconsistent_payloads == 1
+    assert "not that of their payload" in rtmr3.message
+    # The boot-time comparison is unaffected.
+    assert all(r.matches for r in report.replay if r.imr < 3)
+    assert {e.label for e in report.differing_events()} == {
+        "acpi_tables", "kernel_authenticode", "cmdline", "initrd"
+    }  # fmt: skip

@@ -138,6 +138,8 @@ class ReplayCheck:
     reference: bytes
     reference_source: str
     derived_digests: int
+    #: Runtime events whose stated digest is not that of their payload.
+    inconsistent_payloads: int = 0
 
     @property
     def matches(self) -> bool:
@@ -145,6 +147,15 @@ class ReplayCheck:
 
     @property
     def message(self) -> str:
+        text = self._replay_message()
+        if self.inconsistent_payloads:
+            text += (
+                f"; {self.inconsistent_payloads} runtime event(s) carry a digest that is not "
+                "that of their payload (the payload shown is not what was measured)"
+            )
+        return text
+
+    def _replay_message(self) -> str:
         name = f"RTMR{self.imr}"
         src = self.reference_source
         if self.matches and not self.derived_digests:
@@ -282,6 +293,7 @@ class DiagnoseReport:
                     "reference": r.reference.hex(),
                     "reference_source": r.reference_source,
                     "derived_digests": r.derived_digests,
+                    "inconsistent_payloads": r.inconsistent_payloads,
                     "matches": r.matches,
                     "message": r.message,
                 }
@@ -413,6 +425,7 @@ def _replay_checks(evidence: Evidence) -> list[ReplayCheck]:
                 reference=reference,
                 reference_source=source,
                 derived_digests=sum(e.digest_derived for e in mine),
+                inconsistent_payloads=sum(e.payload_consistent is False for e in mine),
             )
         )
     return checks

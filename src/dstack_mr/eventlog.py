@@ -129,6 +129,9 @@ class Event:
     event: str = ""
     event_payload: bytes = attrs.field(default=b"", repr=lambda p: f"<{len(p)} bytes>")
     digest_derived: bool = attrs.field(default=False, kw_only=True)
+    #: For dstack runtime events: whether the stated digest is that of the name and payload
+    #: (None where there is nothing to check).
+    payload_consistent: bool | None = attrs.field(default=None, kw_only=True)
 
     @property
     def type_name(self) -> str:
@@ -237,22 +240,20 @@ def _json_event(entry: object, i: int) -> Event:
     except UnicodeEncodeError:
         raise EventLogError(f"{where} field 'event': name is not encodable as UTF-8") from None
     if not digest:
-        return Event(imr, event_type, derived, name, payload, digest_derived=True)
+        return Event(
+            imr, event_type, derived, name, payload, digest_derived=True, payload_consistent=True
+        )
     if len(digest) != DIGEST_LEN:
         raise EventLogError(
             f"{where} field 'digest': {len(digest)} bytes, expected {DIGEST_LEN} (SHA-384)"
         )
-    if digest != derived and "version" not in entry:
-        # Logs that omit "version" may still carry v2 events; accept whichever matches.
-        alt = runtime_event_digest(name, payload, 2)
-        if digest == alt:
-            return Event(imr, event_type, digest, name, payload)
-    if digest != derived:
-        raise EventLogError(
-            f"{where} (runtime event {name!r}): digest {digest.hex()[:16]}... is not the "
-            "digest of its name and payload; the log is inconsistent"
-        )
-    return Event(imr, event_type, digest, name, payload)
+    # Logs that omit "version" may still carry v2 events; accept whichever matches. A digest
+    # matching neither is kept as stated (it is what was extended, if the log replays) and
+    # flagged: the payload shown for it is not what was measured.
+    consistent = digest == derived or (
+        "version" not in entry and digest == runtime_event_digest(name, payload, 2)
+    )
+    return Event(imr, event_type, digest, name, payload, payload_consistent=consistent)
 
 
 def parse_json_event_log(data: str | bytes | Sequence[object]) -> tuple[Event, ...]:
