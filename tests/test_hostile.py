@@ -1238,3 +1238,22 @@ def test_hash_file_reads_in_chunks(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_initrd_changing_size_while_hashed_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The kernel patch uses the initrd's stat size while the initrd hashes on another thread;
+    a file that grows or shrinks meanwhile must not yield a digest for a mixed state."""
+    from dstack_mr import AcpiTablesFile, ImageError, Machine
+    from dstack_mr import machine as machine_mod
+    from dstack_mr.example import write_example_image
+
+    meta = write_example_image(tmp_path / "img")
+    d = meta.parent
+    m = Machine(cpu_count=2, memory_size=2 << 30, firmware=d / "ovmf.fd", kernel=d / "bzImage",
+                initrd=d / "initramfs.cpio.gz", kernel_cmdline="x")  # fmt: skip
+    real_size = machine_mod.file_size
+    monkeypatch.setattr(machine_mod, "file_size", lambda p, w: real_size(p, w) + 1)
+    with pytest.raises(ImageError, match="changed size while being read"):
+        m.measure_with_logs(AcpiTablesFile(d / "acpi-tables.bin"))

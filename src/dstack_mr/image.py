@@ -234,10 +234,16 @@ class Image:
         if kernel_cache_size < 1 or acpi_cache_size < 1:
             raise ConfigError("Image cache sizes must be at least 1")
         self.files = files
-        self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware", MAX_FIRMWARE_SIZE))
-        self.kernel = read_file(files.kernel, "kernel", MAX_KERNEL_SIZE)
-        self.initrd_size, self.initrd_digest = hash_file(files.initrd, "initrd")
-        self.cmdline_digest = checked_cmdline_digest(files.cmdline)
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The initrd hashes on a second thread while the firmware and kernel load (hashlib
+        # and file reads release the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dstack-mr-initrd") as pool:
+            pending = pool.submit(hash_file, files.initrd, "initrd")
+            self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware", MAX_FIRMWARE_SIZE))
+            self.kernel = read_file(files.kernel, "kernel", MAX_KERNEL_SIZE)
+            self.cmdline_digest = checked_cmdline_digest(files.cmdline)
+            self.initrd_size, self.initrd_digest = pending.result()
         self.acpi: AcpiSource = CachedAcpiSource(acpi or AcpiDumper(), acpi_cache_size)
         self._acpi_once = _SingleFlight(self.acpi)
         self._lock = threading.Lock()

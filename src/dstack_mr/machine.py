@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -189,17 +190,33 @@ class Machine:
 
         ``acpi`` supplies the ACPI tables; by default the ``dstack-acpi-tables`` dumper runs.
         """
-        firmware = read_file(self.firmware, "firmware", MAX_FIRMWARE_SIZE)
-        kernel = read_file(self.kernel, "kernel", MAX_KERNEL_SIZE)
-        initrd_size, initrd_digest = hash_file(self.initrd, "initrd")
-        return compute(
-            self,
-            tdvf_mod.parse(firmware),
-            kernel,
-            initrd_size,
-            initrd_digest,
-            acpi if acpi is not None else acpi_mod.AcpiDumper(),
-        )
+        # The initrd is usually most of the bytes: hash it on a second thread (hashlib and
+        # file reads release the GIL) while this one does firmware, kernel and ACPI. The
+        # kernel patch needs only the initrd's size, which stat gives up front.
+
+        initrd_size = file_size(self.initrd, "initrd")
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dstack-mr-initrd") as pool:
+            pending = pool.submit(hash_file, self.initrd, "initrd")
+
+            def initrd_digest() -> bytes:
+                size, digest = pending.result()
+                if size != initrd_size:
+                    raise ImageError(
+                        f"initrd {self.initrd} changed size while being read "
+                        f"({initrd_size} -> {size} bytes)"
+                    )
+                return digest
+
+            firmware = read_file(self.firmware, "firmware", MAX_FIRMWARE_SIZE)
+            kernel = read_file(self.kernel, "kernel", MAX_KERNEL_SIZE)
+            return compute(
+                self,
+                tdvf_mod.parse(firmware),
+                kernel,
+                initrd_size,
+                initrd_digest,
+                acpi if acpi is not None else acpi_mod.AcpiDumper(),
+            )
 
 
 def _short(b: bytes) -> str:
@@ -302,14 +319,18 @@ def compute(
     tdvf: tdvf_mod.Tdvf,
     kernel: bytes,
     initrd_size: int,
-    initrd_digest: bytes,
+    initrd_digest: bytes | Callable[[], bytes],
     acpi: AcpiSource,
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
     kernel_digest: Callable[[bytes, int, int], bytes] = kernel_mod.patched_kernel_digest,
 ) -> MeasurementDetails:
-    """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests)."""
+    """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
+
+    ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
+    still be hashing while everything else is computed.
+    """
     opts = machine.versioned_options()
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
@@ -328,6 +349,8 @@ def compute(
 
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
+    if callable(initrd_digest):
+        initrd_digest = initrd_digest()
     rtmr2 = _log(2, RTMR2_LAYOUT, [cmdline_sha384, initrd_digest])
 
     return MeasurementDetails(
@@ -365,6 +388,13 @@ def read_file(path: str, what: str, limit: int) -> bytes:
     if len(data) > limit:
         raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
     return data
+
+
+def file_size(path: str, what: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
 
 
 def hash_file(path: str, what: str) -> tuple[int, bytes]:
