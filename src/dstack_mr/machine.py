@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -193,6 +192,7 @@ class Machine:
         # The initrd is usually most of the bytes: hash it on a second thread (hashlib and
         # file reads release the GIL) while this one does firmware, kernel and ACPI. The
         # kernel patch needs only the initrd's size, which stat gives up front.
+        from concurrent.futures import ThreadPoolExecutor  # not needed at CLI start-up
 
         initrd_size = file_size(self.initrd, "initrd")
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dstack-mr-initrd") as pool:
