@@ -249,7 +249,15 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
         "--acpi-tables", str(directory / "acpi-tables.bin"), files.directory + "/metadata.json",
     ]  # fmt: skip
     cli_out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
-    cli = timings(lambda: subprocess.run(cmd, capture_output=True, check=True), args.cli_repeat)
+    # Interleaved with floor runs, like (1)/(2): on a machine whose speed drifts, each CLI run
+    # gets a floor measured right beside it, and (4) is also judged on those pairs.
+    cli: list[float] = []
+    cli_over_floor: list[float] = []
+    for _ in range(args.cli_repeat):
+        pair_floor = timings(lambda: [hashlib.sha384(d).digest() for d in data], 1)
+        floor += pair_floor
+        cli += timings(lambda: subprocess.run(cmd, capture_output=True, check=True), 1)
+        cli_over_floor.append(cli[-1] - pair_floor[0])
     help_cmd = [sys.executable, "-m", "dstack_mr", "--help"]
     cli_help = timings(lambda: subprocess.run(help_cmd, capture_output=True), args.cli_repeat)
     python_bare = timings(
@@ -309,6 +317,7 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
         "(3)": min(warm) <= TARGET_WARM_S,
         "(4)": min(cli) <= f + TARGET_CLI_OVER_FLOOR_S,
     }
+    paired = sorted(cli_over_floor)
 
     print(
         f"dstack-mr benchmark: firmware {sizes[0] / MIB:.1f} MiB ({origin['firmware']}), "
@@ -338,6 +347,11 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
     print(
         f"CLI minus cold in-process: {(min(cli) - min(cold)) * 1e3:.1f} ms of start-up; "
         f"CLI minus floor: {(min(cli) - f) * 1e3:.1f} ms"
+    )
+    print(
+        f"CLI minus the floor run just before it (paired): best {paired[0] * 1e3:.1f} ms, "
+        f"median {statistics.median(paired) * 1e3:.1f} ms (target <= "
+        f"{TARGET_CLI_OVER_FLOOR_S * 1e3:.0f} ms)"
     )
     print(
         f"Python heap (tracemalloc): cold measurement peak {cold_peak / MIB:.1f} MiB; "
