@@ -27,6 +27,12 @@ def shared() -> Path:
     return shared_path()
 
 
+@pytest.fixture
+def real() -> Path:
+    """../shared/real: captures from real dstack CVMs (skips when absent)."""
+    return shared_path("real")
+
+
 def load_vectors() -> list[dict[str, object]]:
     path = SHARED / "vectors" / "measure.json"
     if not path.is_file():

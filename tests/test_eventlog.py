@@ -338,15 +338,6 @@ def test_attestation_rejects(obj: Any, error: type[Exception], message: str) -> 
 # --- real captures ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def real(shared: Path) -> Path:
-    """The real captures; the conftest ``shared`` fixture skips when ../shared is absent."""
-    path = shared / "real"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present (set DSTACK_MR_SHARED)")
-    return path
-
-
 def load(real: Path, name: str) -> dict[str, Any]:
     obj: dict[str, Any] = json.loads((real / name).read_text())
     return obj

@@ -122,15 +122,6 @@ def test_random_hex_text_only_raises_quote_error(text: str) -> None:
 # --- the real 0.6.0 capture ------------------------------------------------------------------
 
 
-@pytest.fixture
-def real(shared: Path) -> Path:
-    """The real captures; the conftest ``shared`` fixture skips when ../shared is absent."""
-    path = shared / "real"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present (set DSTACK_MR_SHARED)")
-    return path
-
-
 def _cbor(data: bytes, off: int = 0) -> tuple[Any, int]:
     """Just enough CBOR (RFC 8949) for the measurement map: ints, strings, arrays, maps."""
     head = data[off]
