@@ -68,19 +68,26 @@ def resolve_inside(base: str | os.PathLike[str], name: str, what: str) -> str:
 
 
 def load_image_info(image_dir: str | os.PathLike[str]) -> ImageInfo:
-    path = os.path.join(os.fspath(image_dir), METADATA)
+    return read_image_info(os.path.join(os.fspath(image_dir), METADATA))
+
+
+def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
+    """Parse a metadata.json, refusing anything absurdly large before reading it."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_METADATA_SIZE:
-            raise ImageError(f"{path} is {size} bytes; metadata.json is expected to be small")
         with open(path, "rb") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ImageError(f"cannot read image metadata {path}: {exc.strerror or exc}") from None
+            text = f.read(MAX_METADATA_SIZE + 1)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ImageError(f"cannot read image metadata {os.fspath(path)!r}: {why}") from None
+    if len(text) > MAX_METADATA_SIZE:
+        raise ImageError(
+            f"{os.fspath(path)} is larger than {MAX_METADATA_SIZE} bytes; metadata.json is "
+            "expected to be small"
+        )
     try:
         return ImageInfo.from_json(text)
     except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from None
+        raise ImageError(f"{os.fspath(path)}: {exc}") from None
 
 
 @attrs.frozen
@@ -100,15 +107,7 @@ class ImageFiles:
 
     @classmethod
     def from_metadata(cls, metadata: str | os.PathLike[str]) -> ImageFiles:
-        directory = os.path.dirname(os.fspath(metadata))
-        try:
-            with open(metadata, "rb") as f:
-                info = ImageInfo.from_json(f.read(MAX_METADATA_SIZE + 1))
-        except OSError as exc:
-            raise ImageError(
-                f"cannot read image metadata {os.fspath(metadata)}: {exc.strerror}"
-            ) from None
-        return cls.from_info(directory, info)
+        return cls.from_info(os.path.dirname(os.fspath(metadata)), read_image_info(metadata))
 
     @classmethod
     def from_dir(cls, image_dir: str | os.PathLike[str]) -> ImageFiles:

@@ -4,7 +4,6 @@ Library errors become one line on stderr and exit code 2 (``--debug`` shows the 
 ``diagnose`` exits 1 when evidence and expectation differ.
 """
 
-
 import enum
 import json
 import os
