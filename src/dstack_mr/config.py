@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, NewType, TypeVar
@@ -195,21 +196,25 @@ def _strict_bool(value: Any, _type: Any) -> bool:
 def _strict_str(value: Any, _type: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
+    if _SURROGATE.search(value):
+        # JSON may spell a lone surrogate (\udc80); serde_json refuses it for a String.
+        raise ValueError("string contains a lone UTF-16 surrogate")
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
 def _hex_bytes(value: Any, _type: Any) -> bytes:
+    # serde_human_bytes is plain hex::decode: no 0x prefix, no whitespace, even length.
     if not isinstance(value, str):
         raise ValueError(f"expected a hex string, got {type(value).__name__}")
-    text = value[2:] if value[:2] in ("0x", "0X") else value
-    try:
-        return bytes.fromhex(text) if text.isascii() and " " not in text else _bad_hex(value)
-    except ValueError:
-        return _bad_hex(value)
-
-
-def _bad_hex(value: str) -> bytes:
-    raise ValueError(f"not a hex string: {value[:40]!r}")
+    if _HEX.fullmatch(value) is None:
+        raise ValueError(f"not an even-length hex string (no 0x, no spaces): {value[:40]!r}")
+    return bytes.fromhex(value)
 
 
 def _variant(value: Any, _type: Any) -> OvmfVariant:
@@ -265,11 +270,39 @@ def _why(exc: BaseException, type_: Any) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
+class _Object(dict[str, Any]):
+    """A JSON object that remembers which keys it saw more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        obj.duplicates = frozenset(k for k in obj if keys.count(k) > 1)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
+    """Parse as strictly as serde_json: UTF-8 only (no BOM), no NaN/Infinity, and a field
+    given twice is an error."""
     try:
-        obj = json.loads(text)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if text.startswith("\ufeff"):
+            raise ValueError("a byte-order mark is not allowed")
+        obj = json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise error(f"{what} is not valid JSON: {exc}") from None
+    seen_twice: frozenset[str] = getattr(obj, "duplicates", frozenset())
+    dup = sorted(seen_twice & {f.name for f in attrs.fields(cls)})  # type: ignore[arg-type]
+    if dup:
+        raise error(f"{what}: duplicate field {dup[0]!r}")
     return _structure(obj, cls, error, what)
 
 
@@ -282,6 +315,15 @@ def _unstructure(value: Any) -> dict[str, Any]:
     return out
 
 
+#: Unicode White_Space, what Rust's str::trim removes (Python's strip also takes \x1c-\x1f).
+_RUST_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+#: u64::MAX has 20 decimal / 16 hex digits; anything longer (after leading zeros) overflows,
+#: and checking first keeps int() away from huge strings.
+_MAX_DIGITS = 20
+
 _SIZE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -290,15 +332,19 @@ def parse_memory_size(text: str) -> int:
 
     Suffixes K, M, G, T are binary and case-insensitive; the result must fit a u64.
     """
-    s = text.strip()
+    s = text.strip(_RUST_WHITESPACE)
     if not s:
         raise ConfigError("empty memory size")
     if s[:2] in ("0x", "0X"):
         digits = s[2:].removeprefix("+")
         if not digits or any(c not in "0123456789abcdefABCDEF" for c in digits):
             raise ConfigError(f"invalid hexadecimal memory size {text!r}")
+        if len(digits.lstrip("0")) > 16:
+            raise ConfigError(f"memory size {text!r} overflows u64")
         value = int(digits, 16)
     elif s.isascii() and s.isdigit():
+        if len(s.lstrip("0")) > _MAX_DIGITS:
+            raise ConfigError(f"memory size {text!r} overflows u64")
         value = int(s)
     else:
         unit = _SIZE_UNITS.get(s[-1].lower()) if s[-1].isascii() else None
@@ -310,6 +356,8 @@ def parse_memory_size(text: str) -> int:
         number = s[:-1].removeprefix("+")
         if not number or not number.isascii() or not number.isdigit():
             raise ConfigError(f"invalid number in memory size {text!r}")
+        if len(number.lstrip("0")) > _MAX_DIGITS:
+            raise ConfigError(f"memory size {text!r} overflows u64")
         value = int(number) * unit
     if value > U64_MAX:
         raise ConfigError(f"memory size {text!r} overflows u64")

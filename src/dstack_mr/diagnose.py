@@ -10,6 +10,7 @@ differing event depends on for values that reproduce the actual digest.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -99,19 +100,16 @@ class Evidence:
 
 
 def parse_register_hex(text: str, what: str) -> bytes:
-    """A 48-byte register value from hex (optional ``0x``, surrounding whitespace)."""
+    """A 48-byte register value from hex: surrounding whitespace and a leading ``0x`` are
+    ignored (as by the reference's ``trim().trim_start_matches("0x")``), nothing else."""
     s = text.strip()
-    while s[:2] in ("0x", "0X"):
+    while s.startswith("0x"):
         s = s[2:]
-    try:
-        value = bytes.fromhex(s) if s.isascii() and " " not in s else b""
-    except ValueError:
-        value = b""
-    if len(value) != DIGEST_LEN:
+    if re.fullmatch(r"[0-9a-fA-F]{96}", s) is None:
         raise EvidenceError(
             f"{what}: expected {DIGEST_LEN} bytes as {2 * DIGEST_LEN} hex digits, got {text!r}"
         )
-    return value
+    return bytes.fromhex(s)
 
 
 @attrs.frozen

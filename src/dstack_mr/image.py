@@ -58,13 +58,38 @@ def resolve_inside(base: str | os.PathLike[str], name: str, what: str) -> str:
             "(no absolute paths, no '..')"
         )
     joined = os.path.join(os.fspath(base), name)
-    real_base = os.path.realpath(os.fspath(base) or ".")
-    real = os.path.realpath(joined)
+    try:
+        real_base = os.path.realpath(os.fspath(base) or ".")
+        real = os.path.realpath(joined)
+    except (UnicodeError, ValueError) as exc:  # lone surrogates, NUL in the base
+        raise PathEscapeError(f"{what} {name!r} under {os.fspath(base)!r}: {exc}") from None
     if os.path.commonpath([real_base, real]) != real_base:
         raise PathEscapeError(
             f"{what} {name!r} resolves to {real}, outside {real_base} (symlink escape)"
         )
     return joined
+
+
+def rust_parent(path: str) -> str:
+    """``Path::parent`` as Rust computes it, so joined names match the reference's argv.
+
+    Rust drops interior ``.`` components and trailing separators: the parent of
+    ``/d/./metadata.json`` is ``/d`` and of ``metadata.json`` is the empty path.
+    """
+    rooted = path.startswith("/")
+    ends: list[int] = []  # end offset of each component after the root
+    pos = 1 if rooted else 0
+    for i, part in enumerate(path[pos:].split("/")):
+        start = pos
+        pos += len(part) + 1
+        if not part or (part == "." and not (i == 0 and not rooted)):
+            continue
+        ends.append(start + len(part))
+    if not ends:
+        return "/" if rooted else ""
+    if len(ends) == 1:
+        return "/" if rooted else ""
+    return path[: ends[-2]]
 
 
 def load_image_info(image_dir: str | os.PathLike[str]) -> ImageInfo:
@@ -107,7 +132,7 @@ class ImageFiles:
 
     @classmethod
     def from_metadata(cls, metadata: str | os.PathLike[str]) -> ImageFiles:
-        return cls.from_info(os.path.dirname(os.fspath(metadata)), read_image_info(metadata))
+        return cls.from_info(rust_parent(os.fspath(metadata)), read_image_info(metadata))
 
     @classmethod
     def from_dir(cls, image_dir: str | os.PathLike[str]) -> ImageFiles:

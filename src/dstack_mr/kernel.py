@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ._binary import Buffer, take, u16, u32
+from ._binary import Buffer, u16, u32
 from .errors import KernelError
 
 #: Bytes QEMU reserves for ACPI data at the top of low memory (its ``acpi_data_size``).
@@ -158,7 +158,8 @@ def authenticode_sha384(image: Buffer, head: Buffer | None = None) -> bytes:
     hashed = headers_end
 
     table = opt + opt_size
-    take(data, table, 40 * num_sections, f"section table ({num_sections} entries)", KernelError)
+    # Only the two fields read below need to exist: the reference reads nothing else of an
+    # entry, so a last entry cut short after PointerToRawData is still a valid input.
     sections = []
     for i in range(num_sections):
         raw_size = u32(data, table + 40 * i + 16, "SizeOfRawData", KernelError)

@@ -86,7 +86,7 @@ class Tdvf:
             if not add and not ext:
                 # Nothing recorded; don't walk a PAGE_AUG section's (unbounded) page count.
                 continue
-            if ext and s.data_offset + s.pages * PAGE_SIZE > len(fw):
+            if ext and s.pages and s.data_offset + s.pages * PAGE_SIZE > len(fw):
                 raise FirmwareError(
                     f"TDVF section at {s.memory_address:#x}: MR.EXTEND data runs past the end "
                     f"of the firmware ({len(fw):#x} bytes)"
@@ -249,9 +249,12 @@ def parse(firmware: bytes) -> Tdvf:
             raise FirmwareError(f"{where}: memory_data_size is smaller than raw_data_size")
         if s.memory_data_size % PAGE_SIZE:
             raise FirmwareError(f"{where}: memory_data_size is not 4 KiB aligned")
-        if s.memory_address + s.memory_data_size > _U64_MAX:
+        # Page GPAs stay below 2**64 when the section ends at 2**64 at the latest; the TD HOB
+        # computes the end itself, which the reference's u64 arithmetic cannot represent.
+        in_hob = s.section_type in (SectionType.TD_HOB, SectionType.TEMP_MEM)
+        if s.memory_address + s.memory_data_size > _U64_MAX + (0 if in_hob else 1):
             raise FirmwareError(f"{where}: section runs past the end of the address space")
-        if s.attributes & ATTR_MR_EXTEND:
+        if s.attributes & ATTR_MR_EXTEND and s.pages:
             # MR.EXTEND hashes memory_data_size bytes of file data, page by page.
             take_end = s.data_offset + s.memory_data_size
             if take_end > len(fw):

@@ -25,7 +25,7 @@ from dstack_mr import (
     ovmf_variant_for_version,
 )
 from dstack_mr.acpi import DEFAULT_TIMEOUT
-from dstack_mr.config import parse_memory_size
+from dstack_mr.config import parse_memory_size, parse_rust_u32
 from dstack_mr.errors import ConfigError
 
 app = typer.Typer(
@@ -80,10 +80,18 @@ def library_errors() -> Iterator[None]:
 def _parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
-    text = value.strip().lower()
-    if text not in ("true", "false"):
+    # clap's bool parser: exactly "true" or "false".
+    if value not in ("true", "false"):
         raise typer.BadParameter(f"{value!r} is not 'true' or 'false'")
-    return text == "true"
+    return value == "true"
+
+
+def _u32(value: str, option: str) -> int:
+    # Rust's u32 parser: no underscores, no whitespace, no sign but '+'.
+    number = parse_rust_u32(value)
+    if number is None:
+        raise typer.BadParameter(f"{option}: {value!r} is not a number in 0..=4294967295")
+    return number
 
 
 def _bool_value(name: str, help: str) -> typer.models.OptionInfo:
@@ -147,7 +155,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 )
 def measure(
     metadata: Annotated[Path, typer.Argument(help="The image's metadata.json.")],
-    cpu: Annotated[int, typer.Option("--cpu", "-c", help="Number of vCPUs.", min=0)] = 1,
+    cpu: Annotated[str, typer.Option("--cpu", "-c", help="Number of vCPUs.", metavar="N")] = "1",
     memory: Annotated[
         str, typer.Option("--memory", "-m", help="Memory: 2G, 512M, bytes or 0xHEX.")
     ] = "2G",
@@ -164,11 +172,11 @@ def measure(
         bool, typer.Option("--hugepages", help="Back memory by hugepages.")
     ] = False,
     num_gpus: Annotated[
-        int, typer.Option("--num-gpus", min=0, help="GPUs passed through (VFIO).")
-    ] = 0,
+        str, typer.Option("--num-gpus", metavar="N", help="GPUs passed through (VFIO).")
+    ] = "0",
     num_nvswitches: Annotated[
-        int, typer.Option("--num-nvswitches", min=0, help="NVSwitches passed through (VFIO).")
-    ] = 0,
+        str, typer.Option("--num-nvswitches", metavar="N", help="NVSwitches passed through (VFIO).")
+    ] = "0",
     hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
         str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
@@ -221,7 +229,7 @@ def measure(
         else:
             variant = OvmfVariant.PRE202505
         machine = Machine(
-            cpu_count=cpu,
+            cpu_count=_u32(cpu, "--cpu"),
             memory_size=_memory(memory),
             firmware=files.firmware,
             kernel=files.kernel,
@@ -232,8 +240,8 @@ def measure(
             smm=_parse_bool(smm),
             pci_hole64_size=None if pci_hole64_size is None else _memory(pci_hole64_size),
             hugepages=hugepages,
-            num_gpus=num_gpus,
-            num_nvswitches=num_nvswitches,
+            num_gpus=_u32(num_gpus, "--num-gpus"),
+            num_nvswitches=_u32(num_nvswitches, "--num-nvswitches"),
             hotplug_off=_parse_bool(hotplug_off),
             root_verity=_parse_bool(root_verity),
             qemu_version=qemu_version,
