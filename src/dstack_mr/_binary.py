@@ -7,6 +7,7 @@ these helpers, which raise the caller's error type with the offset and what was 
 
 from __future__ import annotations
 
+import re
 import struct
 
 from .errors import DstackMrError
@@ -47,3 +48,12 @@ def u32(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int
 
 def u64(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int:
     return uint(data, offset, 8, what, error)
+
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
+def from_hex(text: str) -> bytes | None:
+    """Even-length ASCII hex and nothing else, or None (``bytes.fromhex`` alone would skip
+    whitespace, which no encoder this package reads ever writes)."""
+    return bytes.fromhex(text) if _HEX.fullmatch(text) else None

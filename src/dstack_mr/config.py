@@ -20,6 +20,7 @@ import attrs
 if TYPE_CHECKING:
     import cattrs
 
+from ._binary import from_hex
 from .errors import ConfigError, DstackMrError, ImageError
 
 U32 = NewType("U32", int)
@@ -205,16 +206,14 @@ def _strict_str(value: Any, _type: Any) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
-
-
 def _hex_bytes(value: Any, _type: Any) -> bytes:
     # serde_human_bytes is plain hex::decode: no 0x prefix, no whitespace, even length.
     if not isinstance(value, str):
         raise ValueError(f"expected a hex string, got {type(value).__name__}")
-    if _HEX.fullmatch(value) is None:
+    data = from_hex(value)
+    if data is None:
         raise ValueError(f"not an even-length hex string (no 0x, no spaces): {value[:40]!r}")
-    return bytes.fromhex(value)
+    return data
 
 
 def _variant(value: Any, _type: Any) -> OvmfVariant:

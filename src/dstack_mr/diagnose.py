@@ -10,13 +10,13 @@ differing event depends on for values that reproduce the actual digest.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from . import kernel as kernel_mod
+from ._binary import from_hex
 from .acpi import AcpiSource
 from .config import (
     OvmfVariant,
@@ -105,11 +105,12 @@ def parse_register_hex(text: str, what: str) -> bytes:
     s = text.strip()
     while s.startswith("0x"):
         s = s[2:]
-    if re.fullmatch(r"[0-9a-fA-F]{96}", s) is None:
+    value = from_hex(s)
+    if value is None or len(value) != DIGEST_LEN:
         raise EvidenceError(
             f"{what}: expected {DIGEST_LEN} bytes as {2 * DIGEST_LEN} hex digits, got {text!r}"
         )
-    return bytes.fromhex(s)
+    return value
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ._binary import take, u16, u32, u64, uint
+from ._binary import from_hex, take, u16, u32, u64, uint
 from .digest import DIGEST_LEN, replay, sha384
 from .errors import EventLogError, EvidenceError, QuoteError
 from .quote import TdxQuote, parse_quote
@@ -176,8 +176,6 @@ def replay_all(events: Iterable[Event]) -> tuple[bytes, bytes, bytes, bytes]:
 
 # --- JSON event log --------------------------------------------------------------------------
 
-_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
-
 
 def _load_json(text: str | bytes, what: str, error: type[EvidenceError]) -> Any:
     try:
@@ -204,10 +202,10 @@ def _strict_int(value: object, lo: int, hi: int, where: str) -> int:
 def _hex_field(value: object, where: str) -> bytes:
     if not isinstance(value, str):
         raise EventLogError(f"{where}: expected a hex string, got {type(value).__name__}")
-    # bytes.fromhex tolerates spaces; a log that needs them is not what the agent writes.
-    if _HEX_RE.fullmatch(value) is None:
+    data = from_hex(value)
+    if data is None:
         raise EventLogError(f"{where}: not an even-length hex string: {value[:40]!r}")
-    return bytes.fromhex(value)
+    return data
 
 
 def _json_event(entry: object, i: int) -> Event:
@@ -689,10 +687,10 @@ def _registers(tcb: Mapping[str, Any], what: str) -> dict[str, bytes]:
             continue
         if not isinstance(value, str):
             raise EvidenceError(f"{what} field {key!r}: expected a hex string")
-        text = value[2:] if value[:2] in ("0x", "0X") else value
-        if _HEX_RE.fullmatch(text) is None or len(text) != 2 * DIGEST_LEN:
+        data = from_hex(value[2:] if value[:2] in ("0x", "0X") else value)
+        if data is None or len(data) != DIGEST_LEN:
             raise EvidenceError(f"{what} field {key!r}: not {DIGEST_LEN} bytes of hex")
-        regs[key] = bytes.fromhex(text)
+        regs[key] = data
     return regs
 
 

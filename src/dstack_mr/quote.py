@@ -7,11 +7,9 @@ job, and comparing measurements of an unverified quote is still useful for diagn
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
-from ._binary import take, u16, u32
+from ._binary import from_hex, take, u16, u32
 from .errors import QuoteError
 
 __all__ = [
@@ -44,7 +42,6 @@ _B_REPORT_DATA = 520
 _B_TEE_TCB_SVN2 = 584
 _B_MRSERVICETD = 600
 
-_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _HEX_TEXT_BYTES = frozenset(b"0123456789abcdefABCDEFxX \t\r\n")
 
 
@@ -104,11 +101,11 @@ def _decode_hex(text: str) -> bytes:
         raise QuoteError("quote: the hex text is empty")
     if len(s) % 2:
         raise QuoteError(f"quote: hex text has an odd number of digits ({len(s)})")
-    m = _HEX_RE.fullmatch(s)
-    if m is None:
+    data = from_hex(s)
+    if data is None:
         bad = next(i for i, c in enumerate(s) if c not in "0123456789abcdefABCDEF")
         raise QuoteError(f"quote: invalid hex character {s[bad]!r} at position {bad}")
-    return bytes.fromhex(s)
+    return data
 
 
 def _looks_like_hex_text(data: bytes) -> bool:
