@@ -10,8 +10,8 @@ nox.options.sessions = ["lint", "tests"]
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "fuzz", "noxfile.py")
-    session.run("ruff", "check", "src", "tests", "bench", "fuzz", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "fuzz", "docs", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "fuzz", "docs", "noxfile.py")
     session.run("mypy", "src")
 
 
