@@ -224,3 +224,20 @@ def test_mutated_real_quote_only_raises_quote_error(
     cut = data.draw(st.integers(0, len(raw)))
     with contextlib.suppress(QuoteError):
         parse_quote(bytes(raw[:cut]))
+
+
+def test_real_image_digests_are_the_logged_events(capture_060: dict[str, Any]) -> None:
+    """The CBOR's kernel Authenticode, cmdline and initrd digests are RTMR1 event 0 and the
+    two RTMR2 events of the real log, whose fixed RTMR1 events are the known constants."""
+    from dstack_mr.eventlog import parse_json_event_log
+    from dstack_mr.uefi import RTMR1_LAYOUT
+
+    vm_config = json.loads(capture_060["vm_config"])
+    blob = base64.b64decode(vm_config["tdx_measurement"]["measurement"])
+    image = _find(_cbor(blob)[0], "image")
+    events = parse_json_event_log(capture_060["event_log"])
+    rtmr1 = [e.digest for e in events if e.imr == 1]
+    rtmr2 = [e.digest for e in events if e.imr == 2]
+    assert rtmr1[0] == image["kernel_authenticode"]
+    assert rtmr1[1:] == [s.digest for s in RTMR1_LAYOUT[1:]]
+    assert rtmr2 == [image["cmdline_sha384"], image["initrd_sha384"]]
