@@ -332,7 +332,7 @@ def test_acpi_dumper_runs_once_for_concurrent_requests(
         results = list(pool.map(measure, range(THREADS)))
     assert all(r == results[0] for r in results)
     assert len(fake_dumper.calls()) == 1
-    assert image._acpi_once._calls == {}  # no lock left behind
+    assert image.acpi._cache._gates == {}  # no lock left behind
 
 
 def test_acpi_failure_is_not_cached(example_dir: Path) -> None:
@@ -357,7 +357,7 @@ def test_acpi_failure_is_not_cached(example_dir: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(measure, range(4))) == ["raised"] * 4
     assert len(calls) == 4  # each caller tried; no failure was cached
-    assert image._acpi_once._calls == {}
+    assert image.acpi._cache._gates == {}
 
 
 @pytest.mark.parametrize("head", [0x1000, 0x1800, 0x10000])

@@ -12,11 +12,12 @@ V = TypeVar("V")
 
 
 class LruCache(Generic[K, V]):
-    """Least-recently-used memo of at most ``maxsize`` entries.
+    """Least-recently-used memo of at most ``maxsize`` entries, computing each key once.
 
-    ``compute`` runs outside the lock, so a slow computation never blocks readers of other
-    keys; two threads missing the same key may both compute it (values are deterministic, so
-    either result is the same). A failing ``compute`` caches nothing.
+    ``compute`` runs outside the cache lock, so a slow computation (a QEMU run for ACPI
+    tables, a kernel hash) never blocks readers of other keys; threads missing the same key
+    wait for the first one instead of repeating its work. A failing ``compute`` caches
+    nothing, and the next waiter tries again.
     """
 
     def __init__(self, maxsize: int) -> None:
@@ -25,19 +26,42 @@ class LruCache(Generic[K, V]):
         self.maxsize = maxsize
         self._lock = threading.Lock()
         self._data: OrderedDict[K, V] = OrderedDict()
+        #: Per-key gate (lock, number of threads using it) while some thread computes the key.
+        self._gates: dict[K, tuple[threading.Lock, int]] = {}
+
+    def _get(self, key: K) -> tuple[bool, V | None]:
+        # Caller holds self._lock.
+        if key in self._data:
+            self._data.move_to_end(key)
+            return True, self._data[key]
+        return False, None
 
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
+            hit, value = self._get(key)
+            if hit:
+                return value  # type: ignore[return-value]
+            gate, users = self._gates.get(key, (threading.Lock(), 0))
+            self._gates[key] = (gate, users + 1)
+        try:
+            with gate:
+                with self._lock:
+                    hit, value = self._get(key)
+                if hit:
+                    return value  # type: ignore[return-value]
+                computed = compute()
+                with self._lock:
+                    self._data[key] = computed
+                    while len(self._data) > self.maxsize:
+                        self._data.popitem(last=False)
+                return computed
+        finally:
+            with self._lock:
+                gate, users = self._gates[key]
+                if users == 1:
+                    del self._gates[key]
+                else:
+                    self._gates[key] = (gate, users - 1)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -23,12 +23,11 @@ from .config import (
     VmConfig,
     format_memory_size,
     ovmf_variant_for_image,
-    ovmf_variant_for_version,
 )
 from .digest import DIGEST_LEN, replay
 from .errors import ConfigError, DstackMrError, EvidenceError
 from .eventlog import Attestation, Event, describe_payload, event_type_name
-from .image import Image, resolve_ovmf_variant
+from .image import Image, ovmf_variant_with_source
 from .machine import MeasurementDetails, rtmr0_digests
 from .quote import TdxQuote
 from .uefi import RTMR0_LAYOUTS, cmdline_digest
@@ -334,24 +333,6 @@ class DiagnoseReport:
         return report_html(self)
 
 
-def variant_source(vm: VmConfig, image: Image) -> str:
-    """Which rule picked the OVMF layout (same order as :func:`resolve_ovmf_variant`)."""
-    info = image.info
-    if vm.ovmf_variant is not None:
-        return "vm_config.ovmf_variant"
-    if info.ovmf_variant is not None:
-        return "metadata.json ovmf_variant"
-    if info.version:
-        try:
-            ovmf_variant_for_version(info.version)
-            return f"metadata.json version {info.version}"
-        except ConfigError:
-            pass
-    if vm.image:
-        return f"image name {vm.image!r}"
-    return "default"
-
-
 def diagnose(
     vm: VmConfig,
     image: Image,
@@ -362,7 +343,7 @@ def diagnose(
 ) -> DiagnoseReport:
     """Expected measurements of ``vm`` on ``image``, compared with ``evidence``."""
     evidence = evidence or Evidence()
-    variant = resolve_ovmf_variant(vm, image.info)
+    variant, variant_source = ovmf_variant_with_source(vm, image.info)
     machine = image.machine(vm, variant)
     expected = image.measure_machine(machine, acpi)
     m = expected.measurements
@@ -393,7 +374,7 @@ def diagnose(
         vm_config=vm,
         image_dir=image.files.directory,
         ovmf_variant=variant,
-        variant_source=variant_source(vm, image),
+        variant_source=variant_source,
         expected=expected,
         registers=tuple(registers),
         replay=tuple(replay_checks),
@@ -605,7 +586,7 @@ class _Explainer:
                         f"ovmf_variant: the actual RTMR0 log has {len(actual)} events, the "
                         f"{other.value} layout ({n_other} events); the config resolved "
                         f"{ours.value} ({n_ours} events, from "
-                        f"{variant_source(self.vm, self.image)})",
+                        f"{ovmf_variant_with_source(self.vm, self.image.info)[1]})",
                         "ovmf_variant",
                         other.value,
                         len(actual) == n_other,

@@ -9,7 +9,6 @@ digest and size, cmdline digest) and computes per request only what depends on t
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import attrs
@@ -17,11 +16,12 @@ import attrs
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from ._lru import LruCache
-from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource, DumperInvocation
+from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource
 from .config import (
     ImageInfo,
     OvmfVariant,
     VmConfig,
+    extract_version_from_image_name,
     ovmf_variant_for_image,
     ovmf_variant_for_version,
 )
@@ -85,9 +85,7 @@ def rust_parent(path: str) -> str:
         if not part or (part == "." and not (i == 0 and not rooted)):
             continue
         ends.append(start + len(part))
-    if not ends:
-        return "/" if rooted else ""
-    if len(ends) == 1:
+    if len(ends) < 2:
         return "/" if rooted else ""
     return path[: ends[-2]]
 
@@ -159,17 +157,23 @@ def image_dir_for(vm: VmConfig, image_base_dir: str | os.PathLike[str]) -> str:
 def resolve_ovmf_variant(vm: VmConfig, info: ImageInfo) -> OvmfVariant:
     """The verifier's order: vm_config.ovmf_variant > metadata ovmf_variant > metadata version
     (when valid) > version in the image name > pre202505."""
+    return ovmf_variant_with_source(vm, info)[0]
+
+
+def ovmf_variant_with_source(vm: VmConfig, info: ImageInfo) -> tuple[OvmfVariant, str]:
+    """:func:`resolve_ovmf_variant` and, for reports, which rule decided it."""
     if vm.ovmf_variant is not None:
-        return vm.ovmf_variant
+        return vm.ovmf_variant, "vm_config.ovmf_variant"
     if info.ovmf_variant is not None:
-        return info.ovmf_variant
-    from_image = ovmf_variant_for_image(vm.image)
+        return info.ovmf_variant, "metadata.json ovmf_variant"
     if info.version:
         try:
-            return ovmf_variant_for_version(info.version)
+            return ovmf_variant_for_version(info.version), f"metadata.json version {info.version}"
         except ConfigError:
-            return from_image
-    return from_image
+            pass
+    if vm.image and extract_version_from_image_name(vm.image) is not None:
+        return ovmf_variant_for_image(vm.image), f"image name {vm.image!r}"
+    return OvmfVariant.PRE202505, "default"
 
 
 def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = None) -> Machine:
@@ -199,32 +203,6 @@ def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = N
     )
 
 
-class _SingleFlight:
-    """One source call per invocation at a time: threads asking for the same tables wait for
-    the first caller (whose result the wrapped cache then holds) instead of each starting
-    QEMU. Holds no results itself; a lock lives only while some caller is inside."""
-
-    def __init__(self, inner: AcpiSource) -> None:
-        self.inner = inner
-        self._lock = threading.Lock()
-        self._calls: dict[DumperInvocation, tuple[threading.Lock, int]] = {}
-
-    def acpi_tables(self, invocation: DumperInvocation) -> bytes:
-        with self._lock:
-            call, users = self._calls.get(invocation, (threading.Lock(), 0))
-            self._calls[invocation] = (call, users + 1)
-        try:
-            with call:
-                return self.inner.acpi_tables(invocation)
-        finally:
-            with self._lock:
-                call, users = self._calls[invocation]
-                if users == 1:
-                    del self._calls[invocation]
-                else:
-                    self._calls[invocation] = (call, users - 1)
-
-
 class Image:
     """An image loaded once and measured for many VmConfigs; safe to share between threads.
 
@@ -238,12 +216,12 @@ class Image:
     - the patched kernel's digest per initrd address (``kernel_cache_size``, LRU): all
       memory sizes from 2.75 GiB up share one address; below, it moves with the size;
     - the ACPI tables blob per dumper invocation, i.e. argv + ``QEMU_ACPI_COMPAT_VER``
-      (``acpi_cache_size``, LRU, :class:`CachedAcpiSource`), with one dumper run at a time
-      per invocation.
+      (``acpi_cache_size``, LRU, :class:`CachedAcpiSource`).
 
-    Thread safety: all mutable state is these private caches, each behind a lock; cached
-    values are immutable, so readers never see a partial result, and two threads computing
-    the same MRTD or kernel digest at once get the same bytes. There is no global state:
+    Thread safety: all mutable state is these private caches (:class:`LruCache`), each behind
+    a lock; cached values are immutable, so readers never see a partial result, and threads
+    asking for the same entry at once wait for one computation (one dumper run per
+    invocation) instead of repeating it. There is no global state:
     two Images share nothing. Results equal ``self.machine(vm).measure_with_logs(acpi)``.
     """
 
@@ -269,9 +247,7 @@ class Image:
             self.cmdline_digest = checked_cmdline_digest(files.cmdline)
             self.initrd_size, self.initrd_digest = pending.result()
         self.acpi: AcpiSource = CachedAcpiSource(acpi or AcpiDumper(), acpi_cache_size)
-        self._acpi_once = _SingleFlight(self.acpi)
-        self._lock = threading.Lock()
-        self._mrtd: dict[bool, bytes] = {}
+        self._mrtd: LruCache[bool, bytes] = LruCache(2)
         self._kernel_digests: LruCache[tuple[int, int], bytes] = LruCache(kernel_cache_size)
 
     @classmethod
@@ -298,13 +274,7 @@ class Image:
         return self.files.info
 
     def mrtd(self, two_pass: bool) -> bytes:
-        with self._lock:
-            cached = self._mrtd.get(two_pass)
-        if cached is None:
-            cached = self.tdvf.mrtd(two_pass)
-            with self._lock:
-                self._mrtd[two_pass] = cached
-        return cached
+        return self._mrtd.get_or_compute(two_pass, lambda: self.tdvf.mrtd(two_pass))
 
     def machine(self, vm: VmConfig, variant: OvmfVariant | None = None) -> Machine:
         return machine_for(vm, self.files, variant)
@@ -333,7 +303,7 @@ class Image:
             self.kernel,
             self.initrd_size,
             self.initrd_digest,
-            acpi if acpi is not None else self._acpi_once,
+            acpi if acpi is not None else self.acpi,
             mrtd=self.mrtd(opts.two_pass_add_pages),
             cmdline_sha384=self.cmdline_digest
             if machine.kernel_cmdline == self.files.cmdline
