@@ -35,6 +35,7 @@ from .machine import (
     compute,
     hash_file,
     read_file,
+    reading,
 )
 
 METADATA = "metadata.json"
@@ -96,12 +97,8 @@ def load_image_info(image_dir: str | os.PathLike[str]) -> ImageInfo:
 
 def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
     """Parse a metadata.json, refusing anything absurdly large before reading it."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read(MAX_METADATA_SIZE + 1)
-    except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ImageError(f"cannot read image metadata {os.fspath(path)!r}: {why}") from None
+    with reading(path, "image metadata"), open(path, "rb") as f:
+        text = f.read(MAX_METADATA_SIZE + 1)
     if len(text) > MAX_METADATA_SIZE:
         raise ImageError(
             f"{os.fspath(path)} is larger than {MAX_METADATA_SIZE} bytes; metadata.json is "

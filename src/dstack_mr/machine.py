@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -372,29 +373,34 @@ def checked_cmdline_digest(cmdline: str) -> bytes:
         ) from None
 
 
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn an OSError (or the ValueError of a NUL byte in a path) into an ImageError."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise ImageError(f"cannot read {what} {os.fspath(path)!r}: {why}") from None
+
+
 def read_file(path: str, what: str, limit: int) -> bytes:
     """The whole file, refusing files over ``limit`` bytes before reading them."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
-            # read(n) reserves n bytes up front: ask for what fstat saw (+1 to notice growth).
-            data = f.read(size + 1)
-            if len(data) > size:
-                data += f.read(limit + 1 - len(data))
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
+    with reading(path, what), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
+        # read(n) reserves n bytes up front: ask for what fstat saw (+1 to notice growth).
+        data = f.read(size + 1)
+        if len(data) > size:
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
     return data
 
 
 def file_size(path: str, what: str) -> int:
-    try:
+    with reading(path, what):
         return os.stat(path).st_size
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
 
 
 def hash_file(path: str, what: str) -> tuple[int, bytes]:
@@ -403,15 +409,8 @@ def hash_file(path: str, what: str) -> tuple[int, bytes]:
     size = 0
     buf = bytearray(_READ_CHUNK)
     view = memoryview(buf)
-    try:
-        with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                h.update(view[:n])
-                size += n
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot read {what} {path!r}: {_why(exc)}") from None
+    with reading(path, what), open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            size += n
     return size, h.digest()
-
-
-def _why(exc: Exception) -> str:
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
