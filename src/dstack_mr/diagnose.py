@@ -22,15 +22,14 @@ from .config import (
     OvmfVariant,
     VmConfig,
     format_memory_size,
-    ovmf_variant_for_image,
 )
 from .digest import DIGEST_LEN, replay
-from .errors import ConfigError, DstackMrError, EvidenceError
+from .errors import DstackMrError, EvidenceError
 from .eventlog import Attestation, Event, describe_payload, event_type_name
 from .image import Image, ovmf_variant_with_source
-from .machine import MeasurementDetails, rtmr0_digests
+from .machine import MeasurementDetails, checked_cmdline_digest, rtmr0_digests
 from .quote import TdxQuote
-from .uefi import RTMR0_LAYOUTS, cmdline_digest
+from .uefi import RTMR0_LAYOUTS
 
 SCHEMA_VERSION = 1
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
@@ -666,7 +665,7 @@ class _Explainer:
             ("cmdline + ' '", base + " "),
             ("'initrd=initrd ' + cmdline", "initrd=initrd " + base),
         ]
-        hit = self._search(2, "cmdline", variants, _safe_cmdline_digest)
+        hit = self._search(2, "cmdline", variants, checked_cmdline_digest)
         if hit is not None:
             self.findings.append(
                 Finding(
@@ -729,13 +728,6 @@ class _Explainer:
             )
 
 
-def _safe_cmdline_digest(text: str) -> bytes:
-    try:
-        return cmdline_digest(text)
-    except UnicodeEncodeError:
-        raise ConfigError("unencodable command line") from None
-
-
 def _opt(value: object) -> str:
     return "unset" if value is None else str(value).lower()
 
@@ -748,6 +740,5 @@ __all__ = [
     "RegisterCheck",
     "ReplayCheck",
     "diagnose",
-    "ovmf_variant_for_image",
     "parse_register_hex",
 ]
