@@ -250,6 +250,11 @@ T = TypeVar("T")
 def _structure(obj: Any, cls: type[T], error: type[DstackMrError], what: str) -> T:
     if not isinstance(obj, Mapping):
         raise error(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    # serde rejects a known field given twice (parse_json records them).
+    seen_twice: frozenset[str] = getattr(obj, "duplicates", frozenset())
+    dup = sorted(seen_twice & {f.name for f in attrs.fields(cls)})  # type: ignore[arg-type]
+    if dup:
+        raise error(f"{what}: duplicate field {dup[0]!r}")
     try:
         return _converter().structure(obj, cls)
     except Exception as exc:
@@ -287,22 +292,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
-    """Parse as strictly as serde_json: UTF-8 only (no BOM), no NaN/Infinity, and a field
-    given twice is an error."""
+def parse_json(text: str | bytes, what: str, error: type[DstackMrError]) -> Any:
+    """JSON as strictly as serde_json reads it: UTF-8 only (no BOM), no NaN/Infinity.
+    Objects record keys given twice (``duplicates``) for the caller to judge."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         if text.startswith("\ufeff"):
             raise ValueError("a byte-order mark is not allowed")
-        obj = json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise error(f"{what} is not valid JSON: {exc}") from None
-    seen_twice: frozenset[str] = getattr(obj, "duplicates", frozenset())
-    dup = sorted(seen_twice & {f.name for f in attrs.fields(cls)})  # type: ignore[arg-type]
-    if dup:
-        raise error(f"{what}: duplicate field {dup[0]!r}")
-    return _structure(obj, cls, error, what)
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{what} is not valid JSON: not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise error(f"{what}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except ValueError as e:
+        raise error(f"{what}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise error(f"{what}: JSON nested too deeply") from None
+
+
+def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
+    """Parse as strictly as serde_json; a field given twice is an error."""
+    return _structure(parse_json(text, what, error), cls, error, what)
 
 
 def _unstructure(value: Any) -> dict[str, Any]:

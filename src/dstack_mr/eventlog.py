@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from ._binary import from_hex, take, u16, u32, u64, uint
+from .config import parse_json
 from .digest import DIGEST_LEN, replay, sha384
 from .errors import EventLogError, EvidenceError, QuoteError
 from .quote import TdxQuote, parse_quote
@@ -177,19 +178,6 @@ def replay_all(events: Iterable[Event]) -> tuple[bytes, bytes, bytes, bytes]:
 # --- JSON event log --------------------------------------------------------------------------
 
 
-def _load_json(text: str | bytes, what: str, error: type[EvidenceError]) -> Any:
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(text)
-    except UnicodeDecodeError as e:
-        raise error(f"{what}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise error(f"{what}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise error(f"{what}: JSON nested too deeply") from None
-
-
 def _strict_int(value: object, lo: int, hi: int, where: str) -> int:
     # bool is an int subclass; JSON `true` must not pass as imr 1.
     if not isinstance(value, int) or isinstance(value, bool):
@@ -262,9 +250,9 @@ def parse_json_event_log(data: str | bytes | Sequence[object]) -> tuple[Event, .
     """
     obj: Any = data
     if isinstance(data, (str, bytes)):
-        obj = _load_json(data, "event log", EventLogError)
+        obj = parse_json(data, "event log", EventLogError)
         if isinstance(obj, str):
-            obj = _load_json(obj, "event log (inner JSON string)", EventLogError)
+            obj = parse_json(obj, "event log (inner JSON string)", EventLogError)
     if isinstance(obj, (str, bytes)) or not isinstance(obj, Sequence):
         raise EventLogError(f"event log: expected a JSON array, got {type(obj).__name__}")
     return tuple(_json_event(entry, i) for i, entry in enumerate(obj))
@@ -673,7 +661,7 @@ def _obj_from_json(value: object, what: str) -> dict[str, Any] | None:
     if value is None or value == "":
         return None
     if isinstance(value, (str, bytes)):
-        value = _load_json(value, what, EvidenceError)
+        value = parse_json(value, what, EvidenceError)
     if not isinstance(value, dict):
         raise EvidenceError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -716,7 +704,7 @@ def parse_attestation(obj: Mapping[str, Any] | str | bytes) -> Attestation:
     """
     data: Any = obj
     if isinstance(obj, (str, bytes)):
-        data = _load_json(obj, "attestation", EvidenceError)
+        data = parse_json(obj, "attestation", EvidenceError)
     if isinstance(data, list):
         return Attestation(None, parse_json_event_log(data), None, "JSON event log")
     if not isinstance(data, Mapping):
