@@ -253,3 +253,59 @@ def test_unmodelled_qemu_builds_are_refused() -> None:
     inv = acpi.DumperInvocation(_argv(2, 2048, 0, 0, False, False, False), "9.2.1")
     with pytest.raises(ConfigError, match="does not cover"):
         tables_for(inv, qemu="stock-8.2")
+
+
+# --- dstack's QEMU: the real CVMs -------------------------------------------------------------
+
+
+def _ground_truth() -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads(shared_path("acpi", "ground-truth.json").read_text())
+    return data
+
+
+def test_builtin_model_reproduces_real_cvm_digests() -> None:
+    from dstack_mr.machine import Machine
+
+    truths = _ground_truth()
+    assert len(truths) >= 2
+    for truth in truths:
+        cfg = truth["config"]
+        machine = Machine(
+            cpu_count=cfg["cpu_count"],
+            memory_size=cfg["memory_size"],
+            firmware="ovmf.fd",
+            kernel="bzImage",
+            initrd="initrd",
+            kernel_cmdline="",
+            qemu_version=cfg["qemu_version"],
+            smm=cfg["smm"],
+            pci_hole64_size=cfg["pci_hole64_size"] or None,
+            hugepages=cfg["hugepages"],
+            num_gpus=cfg["num_gpus"],
+            hotplug_off=cfg["hotplug_off"],
+            root_verity=cfg["root_verity"],
+            host_share_mode=cfg["host_share_mode"],
+        )
+        blob = QemuAcpiModel().acpi_tables(machine.dumper_invocation())
+        built = acpi.build_tables(blob)
+        digests = truth["digests"]
+        assert built.loader_digest.hex() == digests["loader"], truth["capture"]
+        assert built.rsdp_digest.hex() == digests["rsdp"], truth["capture"]
+        assert built.tables_digest.hex() == digests["tables"], truth["capture"]
+        layout = {sig: len(body) for sig, body in walk(blob).items()}
+        assert layout == {k: v for k, v in truth["solved_layout"].items() if k != "rsdt_offset"}
+
+
+@pytest.mark.parametrize("compat", ["9.2.0", "9.2.1", "10.0.0", "7.2.0", ""])
+def test_builtin_model_refuses_unproven_versions(compat: str) -> None:
+    inv = acpi.DumperInvocation(_argv(2, 2048, 0, 0, False, False, False), compat)
+    with pytest.raises(ConfigError, match="QEMU_ACPI_COMPAT_VER"):
+        QemuAcpiModel().acpi_tables(inv)
+
+
+@pytest.mark.parametrize("compat", ["8.0.0", "8.2.2", "9.0.0", "9.1.3"])
+def test_builtin_model_covers_the_pre_9_2_range_alike(compat: str) -> None:
+    argv = _argv(4, 4096, 1, 1, False, True, False)
+    blob = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, compat))
+    reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, "8.2.2"))
+    assert blob == reference

@@ -8,8 +8,13 @@ by :mod:`.config`, so the model answers for exactly what the dumper would have b
 
 Which QEMU build is modelled is a :class:`~dstack_mr.acpi_model.dsdt.Flavour`. Covered:
 
+- ``dstack`` (default): dstack's patched QEMU (kvinwang/qemu-tdx, dstack-qemu-9.2.1) as
+  the dumper runs it, for ``QEMU_ACPI_COMPAT_VER`` 8.0.0 up to (not including) 9.2.0. It
+  reproduces the loader, RSDP and tables digests of real CVMs (``ground-truth.json``).
 - ``stock-7.2``: Debian's QEMU 7.2 (the development oracle, byte-exact on the recorded
   configurations under ``tests/data/acpi``).
+- ``dstack-9.2.1``: the fork's 9.2 branch, derived from its source but not proven by any
+  real digest; only used when named explicitly.
 
 Anything else is refused with a :class:`~dstack_mr.errors.ConfigError`, never approximated.
 """
@@ -35,8 +40,35 @@ __all__ = [
 ]
 
 STOCK_7_2 = Flavour("stock-7.2")
+#: dstack's QEMU (kvinwang/qemu-tdx, dstack-qemu-9.2.1) emulating QEMU < 9.2
+DSTACK_PRE_9_2 = Flavour(
+    "dstack-9.2.1-compat-pre-9.2",
+    dumper_hole64=True,
+    madt_rev=3,
+    madt_pcat_from_pic=True,
+    madt_all_edge_overrides=True,
+    link_irq_edge=True,
+    qemu9=True,
+    pdsm_compat_9_1=True,
+)
 
-FLAVOURS: dict[str, Flavour] = {STOCK_7_2.name: STOCK_7_2}
+#: dstack's QEMU at QEMU_ACPI_COMPAT_VER >= 9.2: QEMU 9.2's own level-triggered PCI
+#: interrupts and MADT overrides, and 9.2's PDSM function 7
+DSTACK_9_2 = Flavour(
+    "dstack-9.2.1",
+    dumper_hole64=True,
+    madt_rev=3,
+    madt_pcat_from_pic=True,
+    qemu9=True,
+)
+
+FLAVOURS: dict[str, Flavour] = {f.name: f for f in (STOCK_7_2, DSTACK_PRE_9_2, DSTACK_9_2)}
+
+
+#: QEMU_ACPI_COMPAT_VER range for which "dstack" is covered: the fork's only switch
+#: (acpi_dump_compat_9_1) selects the same code for every version below 9.2, and that code
+#: reproduces the real CVMs' loader, RSDP and tables digests (ground-truth.json, 8.2.2).
+COVERED_COMPAT = ((8, 0, 0), (9, 2, 0))
 
 
 def flavour_for(qemu: str, compat: tuple[int, int, int] | None) -> Flavour:
@@ -48,10 +80,19 @@ def flavour_for(qemu: str, compat: tuple[int, int, int] | None) -> Flavour:
                 f"(covered: dstack, {', '.join(sorted(FLAVOURS))})"
             )
         return found
-    version = "unset" if compat is None else "{}.{}.{}".format(*compat)
+    if compat is None:
+        raise ConfigError(
+            "QEMU_ACPI_COMPAT_VER is not set: the built-in ACPI model needs the QEMU version "
+            "dstack's dumper would emulate"
+        )
+    low, high = COVERED_COMPAT
+    if low <= compat < high:
+        return DSTACK_PRE_9_2
     raise ConfigError(
-        f"the built-in ACPI model does not reproduce dstack's QEMU for QEMU_ACPI_COMPAT_VER="
-        f"{version} yet; use the dumper (dstack-acpi-tables) or --acpi-tables FILE"
+        "the built-in ACPI model covers dstack's QEMU for versions {}.{}.{} to below "
+        "{}.{}.{}, not QEMU_ACPI_COMPAT_VER={}.{}.{}: no real CVM proves its tables for that "
+        "version yet (9.2 and later change interrupt triggers and PDSM); use the dumper "
+        "(dstack-acpi-tables) or --acpi-tables FILE".format(*low, *high, *compat)
     )
 
 

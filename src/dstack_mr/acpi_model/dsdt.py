@@ -52,6 +52,12 @@ class Flavour:
     #: pc_memory_init moves RAM above 4 GiB to 1 TiB for AMD vCPUs (qemu64 is one) when the
     #: highest guest address would reach the HyperTransport hole
     amd_1tb_hole: bool = True
+    #: QEMU >= 8 layout (dstack's fork is 9.2.1): PCI0 without _ADR but with EDSM, the
+    #: device walk split from the hotplug slots (build_append_pcihp_slots), bridges
+    #: described by their own AML, PCNT built by build_append_notfication_callback
+    qemu9: bool = False
+    #: the fork's QEMU_ACPI_COMPAT_VER < 9.2 branch of aml_pci_pdsm (acpi_dump_compat_9_1)
+    pdsm_compat_9_1: bool = False
 
 
 def _sorted_holes(cfg: MachineConfig, flavour: Flavour) -> tuple[int, int, int, int]:
@@ -59,7 +65,7 @@ def _sorted_holes(cfg: MachineConfig, flavour: Flavour) -> tuple[int, int, int, 
     ram = cfg.memory_size
     below_4g = ram if ram < 0xB0000000 else 0x80000000
     size = cfg.pci_hole64_size if cfg.pci_hole64_size is not None else 1 << 35
-    if flavour.dumper_hole64:
+    if flavour.dumper_hole64:  # range_set_bounds1(hole64, base, base + size)
         lo, hi_excl = HOLE64_BASE, HOLE64_BASE + size
     else:
         # q35_host_get_pci_hole64_{start,end}: the programmed BAR (virtio's 16 KiB) or the
@@ -153,6 +159,87 @@ def build_q35_dram_controller() -> Aml:
     )  # fmt: skip
     append(dev, aml.name_decl("_CRS", crs))
     return dev
+
+
+def _dsm_func0_common(ctx: Aml, ret: Aml) -> None:
+    """build_append_pci_dsm_func0_common (QEMU >= 8)."""
+    append(ctx, aml.store(aml.buffer(b"\x00"), ret))
+    if1 = aml.if_(aml.lnot(aml.equal(aml.arg(0), aml.touuid(PCI_DSM_UUID))))
+    append(if1, aml.return_(ret))
+    append(ctx, if1)
+    if1 = aml.if_(aml.lless(aml.arg(1), aml.int_(2)))
+    append(if1, aml.return_(ret))
+    append(ctx, if1)
+
+
+PCI_DSM_UUID = "E5C937D0-3553-4D7A-9117-EA4D19C3434D"
+
+
+def aml_pci_edsm() -> Aml:
+    """EDSM (QEMU >= 8): _DSM helper for devices with a static acpi-index."""
+    zero, func, ret, aidx, params = aml.int_(0), aml.arg(2), aml.local(0), aml.local(1), aml.arg(4)
+    method = aml.method("EDSM", 5, serialized=True)
+    ifctx = aml.if_(aml.equal(func, zero))
+    _dsm_func0_common(ifctx, ret)
+    append(ifctx, aml.store(aml.int_(1 | 1 << 7), aml.index(ret, zero)))
+    append(ifctx, aml.return_(ret))
+    append(method, ifctx)
+    ifctx = aml.if_(aml.equal(func, aml.int_(7)))
+    pkg = aml.package(2)
+    append(pkg, zero, aml.string(""))
+    append(ifctx, aml.store(pkg, ret))
+    append(ifctx, aml.store(aml.derefof(aml.index(params, aml.int_(0))), aidx))
+    append(ifctx, aml.store(aidx, aml.index(ret, zero)))
+    append(ifctx, aml.return_(ret))
+    append(method, ifctx)
+    return method
+
+
+def aml_pci_pdsm_qemu9(compat_9_1: bool) -> Aml:
+    """PDSM of dstack's 9.2.1 fork: function 0 via the common helper; function 7 as QEMU 9.2
+    writes it, or (QEMU_ACPI_COMPAT_VER < 9.2) the older pre-filled package."""
+    ret, caps, acpi_index = aml.local(0), aml.local(1), aml.local(2)
+    zero, one, not_supp = aml.int_(0), aml.int_(1), aml.int_(0xFFFFFFFF)
+    func, params = aml.arg(2), aml.arg(4)
+
+    def aidx() -> Aml:
+        bnum = aml.derefof(aml.index(params, aml.int_(0)))
+        sunum = aml.derefof(aml.index(params, aml.int_(1)))
+        return aml.call("AIDX", bnum, sunum)
+
+    method = aml.method("PDSM", 5, serialized=True)
+    ifctx = aml.if_(aml.equal(func, zero))
+    _dsm_func0_common(ifctx, ret)
+    append(ifctx, aml.store(zero, caps))
+    append(ifctx, aml.store(aidx(), acpi_index))
+    if1 = aml.if_(aml.lnot(aml.or_(aml.equal(acpi_index, zero), aml.equal(acpi_index, not_supp))))
+    append(if1, aml.or_(caps, one, caps))
+    append(if1, aml.or_(caps, aml.shiftleft(one, aml.int_(7)), caps))
+    append(ifctx, if1)
+    append(ifctx, aml.store(caps, aml.index(ret, zero)))
+    append(ifctx, aml.return_(ret))
+    append(method, ifctx)
+
+    ifctx = aml.if_(aml.equal(func, aml.int_(7)))
+    pkg = aml.package(2)
+    if compat_9_1:
+        append(pkg, zero, aml.string(""))
+        append(ifctx, aml.store(pkg, ret))
+        append(ifctx, aml.store(aidx(), acpi_index))
+        append(ifctx, aml.store(acpi_index, aml.index(ret, zero)))
+        append(ifctx, aml.return_(ret))
+    else:
+        append(ifctx, aml.store(aidx(), acpi_index))
+        append(ifctx, aml.store(pkg, ret))
+        if1 = aml.if_(
+            aml.lnot(aml.lor(aml.equal(acpi_index, zero), aml.equal(acpi_index, not_supp)))
+        )
+        append(if1, aml.store(acpi_index, aml.index(ret, zero)))
+        append(if1, aml.store(aml.string(""), aml.index(ret, one)))
+        append(ifctx, if1)
+        append(ifctx, aml.return_(ret))
+    append(method, ifctx)
+    return method
 
 
 def aml_pci_pdsm() -> Aml:
@@ -311,12 +398,12 @@ def build_link_dev(name: str, uid: int, reg: str, trigger: int) -> Aml:
     return dev
 
 
-def build_gsi_link_dev(name: str, uid: int, gsi: int) -> Aml:
+def build_gsi_link_dev(name: str, uid: int, gsi: int, trigger: int = aml.LEVEL) -> Aml:
     dev = aml.device(name)
     append(dev, aml.name_decl("_HID", aml.eisaid("PNP0C0F")))
     append(dev, aml.name_decl("_UID", aml.int_(uid)))
     crs = aml.resource_template()
-    append(crs, aml.interrupt(aml.CONSUMER, aml.LEVEL, aml.ACTIVE_HIGH, aml.SHARED, [gsi]))
+    append(crs, aml.interrupt(aml.CONSUMER, trigger, aml.ACTIVE_HIGH, aml.SHARED, [gsi]))
     append(dev, aml.name_decl("_PRS", crs))
     append(dev, aml.name_decl("_CRS", crs))
     append(dev, aml.method("_DIS", 0))  # the GSI cannot be disabled: no-ops
@@ -325,7 +412,7 @@ def build_gsi_link_dev(name: str, uid: int, gsi: int) -> Aml:
 
 
 @functools.cache
-def build_q35_pci0_int(link_trigger: int) -> bytes:
+def build_q35_pci0_int(link_trigger: int, gsi_trigger: int) -> bytes:
     out = bytearray()
     out += aml.encode(aml.name_decl("PICF", aml.int_(0)))  # 0: PIC mode, 1: APIC mode
     method = aml.method("_PIC", 1)
@@ -349,7 +436,7 @@ def build_q35_pci0_int(link_trigger: int) -> bytes:
     for i, letter in enumerate("ABCDEFGH"):
         append(sb, build_link_dev("LNK" + letter, i, "PRQ" + letter, link_trigger))
     for i, letter in enumerate("ABCDEFGH"):
-        append(sb, build_gsi_link_dev("GSI" + letter, 0x10 + i, 0x10 + i))
+        append(sb, build_gsi_link_dev("GSI" + letter, 0x10 + i, 0x10 + i, gsi_trigger))
     out += aml.encode(sb)
     return bytes(out)
 
@@ -569,6 +656,93 @@ def aml_pci_device_dsm() -> Aml:
     return method
 
 
+def aml_pci_device_dsm_qemu9() -> Aml:
+    method = aml.method("_DSM", 4, serialized=True)
+    params = aml.local(0)
+    pkg = aml.package(2)
+    append(pkg, aml.int_(0), aml.int_(0))
+    append(method, aml.store(pkg, params))
+    append(method, aml.store(aml.name("BSEL"), aml.index(params, aml.int_(0))))
+    append(method, aml.store(aml.name("ASUN"), aml.index(params, aml.int_(1))))
+    append(
+        method,
+        aml.return_(aml.call("PDSM", aml.arg(0), aml.arg(1), aml.arg(2), aml.arg(3), params)),
+    )
+    return method
+
+
+def build_append_pci_bus_devices_qemu9(parent: Aml, bus: Bus) -> None:
+    """QEMU >= 8: one Device per present function; bridges add their own AML
+    (build_pci_bridge_aml: the secondary bus, then its hotplug slots)."""
+    for devfn in range(256):
+        pdev = bus.devices.get(devfn)
+        if pdev is None:
+            continue
+        dev = aml.device(f"S{devfn:02X}")
+        append(dev, aml.name_decl("_ADR", aml.int_(pdev.slot << 16 | pdev.func)))
+        if pdev.driver == "ICH9-LPC":
+            build_ich9_isa_aml(dev)
+        elif pdev.is_bridge:
+            assert pdev.secondary is not None
+            build_append_pci_bus_devices_qemu9(dev, pdev.secondary)
+            if pdev.secondary.bsel is not None:
+                build_append_pcihp_slots(dev, pdev.secondary)
+        append(parent, dev)
+
+
+def build_append_pcihp_slots(parent: Aml, bus: Bus) -> None:
+    assert bus.bsel is not None
+    append(parent, aml.name_decl("BSEL", aml.int_(bus.bsel)))
+    notify = aml.method("DVNT", 2)
+    for devfn in range(256):
+        pdev = bus.devices.get(devfn)
+        slot = devfn >> 3
+        if pdev is not None:
+            if not pdev.hotpluggable or pdev.is_bridge:
+                continue
+            dev = aml.scope(f"S{devfn:02X}")
+        else:
+            if devfn & 7 or slot > 0:  # PCIe: slot 0 only; functions are not hotplugged
+                continue
+            dev = aml.device(f"S{devfn:02X}")
+            append(dev, aml.name_decl("_ADR", aml.int_(slot << 16)))
+        append(dev, aml.name_decl("ASUN", aml.int_(slot)))
+        append(dev, aml_pci_device_dsm_qemu9())
+        append(dev, aml.name_decl("_SUN", aml.int_(slot)))
+        method = aml.method("_EJ0", 1)
+        append(method, aml.call("PCEJ", aml.name("BSEL"), aml.name("_SUN")))
+        append(dev, method)
+        if_ctx = aml.if_(aml.and_(aml.arg(0), aml.int_(1 << slot)))
+        append(if_ctx, aml.notify(aml.name(f"S{slot << 3:02X}"), aml.arg(1)))
+        append(notify, if_ctx)
+        append(parent, dev)
+    append(parent, notify)
+
+
+def build_append_notification_callback(parent: Aml, bus: Bus) -> bool:
+    """build_append_notfication_callback: PCNT per bus, calling its children's."""
+    nr = 0
+    queue = []
+    for sec in bus.children:
+        br_scope = aml.scope(f"S{sec.parent_devfn:02X}")
+        if sec.is_root:
+            continue
+        nr += build_append_notification_callback(br_scope, sec)
+        if nr:  # QEMU tests the running total, not this child's count
+            queue.append(sec)
+            append(parent, br_scope)
+    method = aml.method("PCNT", 0)
+    if bus.bsel is not None:
+        append(method, aml.store(aml.int_(bus.bsel), aml.name("BNUM")))
+        append(method, aml.call("DVNT", aml.name("PCIU"), aml.int_(1)))
+        append(method, aml.call("DVNT", aml.name("PCID"), aml.int_(3)))
+        nr += 1
+    for sec in queue:
+        append(method, aml.name(f"^S{sec.parent_devfn:02X}.PCNT"))
+    append(parent, method)
+    return nr > 0
+
+
 def build_ich9_isa_aml(dev: Aml) -> None:
     """build_ich9_isa_aml (lpc_ich9.c) and the AML of the ISA devices on its bus."""
     append(dev, aml.operation_region("PIRQ", aml.PCI_CONFIG, aml.int_(0x60), 0x0C))
@@ -693,15 +867,19 @@ def build_dsdt(cfg: MachineConfig, topo: Topology, flavour: Flavour) -> bytes:
     pci0 = aml.device("PCI0")
     append(pci0, aml.name_decl("_HID", aml.eisaid("PNP0A08")))
     append(pci0, aml.name_decl("_CID", aml.eisaid("PNP0A03")))
-    append(pci0, aml.name_decl("_ADR", aml.int_(0)))
+    if not flavour.qemu9:
+        append(pci0, aml.name_decl("_ADR", aml.int_(0)))
     append(pci0, aml.name_decl("_UID", aml.int_(0)))
     append(pci0, build_q35_osc_method(not hotplug))
+    if flavour.qemu9:
+        append(pci0, aml_pci_edsm())
     append(sb, pci0)
     append(sb, build_q35_dram_controller())
     dsdt += aml.encode(sb)
     if hotplug:
-        dsdt += aml.encode(build_x86_acpi_pci_hotplug(aml_pci_pdsm()))
-    dsdt += build_q35_pci0_int(trigger)
+        pdsm = aml_pci_pdsm_qemu9(flavour.pdsm_compat_9_1) if flavour.qemu9 else aml_pci_pdsm()
+        dsdt += aml.encode(build_x86_acpi_pci_hotplug(pdsm))
+    dsdt += build_q35_pci0_int(trigger, trigger if flavour.qemu9 else aml.LEVEL)
 
     gpe = aml.scope("_GPE")
     append(gpe, aml.name_decl("_HID", aml.string("ACPI0006")))
@@ -808,11 +986,27 @@ def build_dsdt(cfg: MachineConfig, topo: Topology, flavour: Flavour) -> bytes:
 
     sb = aml.scope("\\_SB")
     pci0 = aml.scope("PCI0")
-    build_append_pci_bus_devices(pci0, topo.root, hotplug)
+    if flavour.qemu9:
+        build_append_pci_bus_devices_qemu9(pci0, topo.root)
+    else:
+        build_append_pci_bus_devices(pci0, topo.root, hotplug)
     append(sb, pci0)
     dsdt += aml.encode(sb)
 
-    if hotplug:
+    if hotplug and flavour.qemu9:
+        scope = aml.scope("\\_SB.PCI0")
+        has_pcnt = build_append_notification_callback(scope, topo.root)
+        if has_pcnt:
+            dsdt += aml.encode(scope)
+        gpe = aml.scope("_GPE")
+        method = aml.method("_E01", 0)
+        if has_pcnt:
+            append(method, aml.acquire(aml.name("\\_SB.PCI0.BLCK"), 0xFFFF))
+            append(method, aml.call("\\_SB.PCI0.PCNT"))
+            append(method, aml.release(aml.name("\\_SB.PCI0.BLCK")))
+        append(gpe, method)
+        dsdt += aml.encode(gpe)
+    elif hotplug:
         gpe = aml.scope("_GPE")
         method = aml.method("_E01", 0)
         append(method, aml.acquire(aml.name("\\_SB.PCI0.BLCK"), 0xFFFF))
