@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CborError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -44,6 +45,7 @@ from .errors import (
     KernelError,
     PathEscapeError,
     QuoteError,
+    ScaleError,
 )
 from .image import Image, ImageFiles
 from .machine import (
@@ -65,6 +67,7 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CborError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -88,6 +91,7 @@ __all__ = [
     "PathEscapeError",
     "QuoteError",
     "RtmrLog",
+    "ScaleError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",
