@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import attrs
 
-from ..acpi import DumperInvocation
-from ..errors import ConfigError
+from ..acpi import AcpiDumper, AcpiSource, DumperInvocation
+from ..errors import ConfigError, DumperNotFoundError
 from .build import TABLES_SIZE, build_tables
 from .config import MachineConfig, from_argv
 from .dsdt import Flavour
@@ -34,6 +34,7 @@ __all__ = [
     "TABLES_SIZE",
     "MachineConfig",
     "QemuAcpiModel",
+    "auto_source",
     "build_tables",
     "from_argv",
     "tables_for",
@@ -112,5 +113,20 @@ class QemuAcpiModel:
 
     qemu: str = "dstack"
 
+    @property
+    def source_name(self) -> str:
+        return "builtin" if self.qemu == "dstack" else f"builtin ({self.qemu})"
+
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return tables_for(invocation, self.qemu)
+
+
+def auto_source(dumper: AcpiDumper | None = None) -> AcpiSource:
+    """The dumper when it is installed, else the built-in model (which refuses the QEMU
+    versions it does not cover, naming the dumper as the way out)."""
+    dumper = dumper if dumper is not None else AcpiDumper()
+    try:
+        dumper.resolve()
+    except DumperNotFoundError:
+        return QemuAcpiModel()
+    return dumper

@@ -10,6 +10,7 @@ its parent. References: ACPI 6.x section 20 (AML encoding) and section 6.4 (reso
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 
 
@@ -88,6 +89,7 @@ def nameseg(seg: str) -> bytes:
     return (seg + "____"[len(seg) :]).encode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)
 def namestring(name: str) -> bytes:
     """NameString: root/parent prefixes, then one, two (DualName) or more (MultiName) segs."""
     segs = name.split(".")

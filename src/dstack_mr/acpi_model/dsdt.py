@@ -331,6 +331,12 @@ def build_x86_acpi_pci_hotplug(pdsm: Aml) -> Aml:
     return scope
 
 
+@functools.cache
+def _pci_hotplug_bytes(qemu9: bool, compat_9_1: bool) -> bytes:
+    pdsm = aml_pci_pdsm_qemu9(compat_9_1) if qemu9 else aml_pci_pdsm()
+    return aml.encode(build_x86_acpi_pci_hotplug(pdsm))
+
+
 def _append_q35_prt_entry(ctx: Aml, nr: int, name: str) -> None:
     base = "A" if name[3] < "E" else "E"
     head = ord(name[3]) - ord(base)
@@ -492,12 +498,37 @@ def build_prt(is_pci0_prt: bool) -> Aml:
 
 
 def build_cpus_aml(cpu_count: int, numa: bool) -> bytes:
-    res = "\\_SB.PCI0.PRES"
-    io_base = ICH9_CPU_HOTPLUG_IO_BASE
-    zero, one = aml.int_(0), aml.int_(1)
+    """build_cpus_aml: the PRES register block, \\_SB.CPUS with its methods and one
+    Processor object per possible CPU, and the \\_GPE._E02 handler."""
     sb = aml.scope("_SB")
+    append(sb, aml.raw(_cpu_ctrl_dev()))
+    cpus = aml.device("\\_SB.CPUS")
+    append(cpus, aml.name_decl("_HID", aml.string("ACPI0010")))
+    append(cpus, aml.name_decl("_CID", aml.eisaid("PNP0A05")))
+    method = aml.method("CTFY", 2)
+    method.buf += b"".join(_ctfy_entry(i) for i in range(cpu_count))
+    append(cpus, method)
+    append(cpus, aml.raw(_cpus_fixed_methods()[0]))
+    append(cpus, _cscn_method(cpu_count, _pres))
+    append(cpus, aml.raw(_cpus_fixed_methods()[1]))
+    cpus.buf += b"".join(_processor(i, numa) for i in range(cpu_count))
+    append(sb, cpus)
+    method = aml.method("\\_GPE._E02", 0)
+    append(method, aml.call("\\_SB.CPUS.CSCN"))
+    return aml.encode(sb) + aml.encode(method)
 
-    ctrl = aml.device(res)
+
+CPU_RES = "\\_SB.PCI0.PRES"
+
+
+def _pres(n: str) -> Aml:
+    return aml.name(f"{CPU_RES}.{n}")
+
+
+@functools.cache
+def _cpu_ctrl_dev() -> bytes:
+    io_base = ICH9_CPU_HOTPLUG_IO_BASE
+    ctrl = aml.device(CPU_RES)
     append(ctrl, aml.name_decl("_HID", aml.eisaid("PNP0A06")))
     append(ctrl, aml.name_decl("_UID", aml.string("CPU Hotplug resources")))
     append(ctrl, aml.mutex("CPLK", 0))
@@ -519,74 +550,65 @@ def build_cpus_aml(cpu_count: int, numa: bool) -> bytes:
     append(field, aml.named_field("CDAT", 32))
     append(ctrl, field)
     method = aml.method("_INI", 0, serialized=True)
-    append(method, aml.store(zero, aml.name("CSEL")))
+    append(method, aml.store(aml.int_(0), aml.name("CSEL")))
     append(ctrl, method)
-    append(sb, ctrl)
+    return aml.encode(ctrl)
 
-    def r(n: str) -> Aml:
-        return aml.name(f"{res}.{n}")
 
-    cpus = aml.device("\\_SB.CPUS")
-    append(cpus, aml.name_decl("_HID", aml.string("ACPI0010")))
-    append(cpus, aml.name_decl("_CID", aml.eisaid("PNP0A05")))
-    method = aml.method("CTFY", 2)
-    for i in range(cpu_count):
-        if_ctx = aml.if_(aml.equal(aml.arg(0), aml.int_(i)))
-        append(if_ctx, aml.notify(aml.name(f"C{i:03X}"), aml.arg(1)))
-        append(method, if_ctx)
-    append(cpus, method)
+@functools.lru_cache(maxsize=1024)
+def _ctfy_entry(i: int) -> bytes:
+    if_ctx = aml.if_(aml.equal(aml.arg(0), aml.int_(i)))
+    append(if_ctx, aml.notify(aml.name(f"C{i:03X}"), aml.arg(1)))
+    return aml.encode(if_ctx)
 
-    method = aml.method("CSTA", 1, serialized=True)
-    append(method, aml.acquire(r("CPLK"), 0xFFFF))
-    append(method, aml.store(aml.arg(0), r("CSEL")))
-    append(method, aml.store(zero, aml.local(0)))
+
+@functools.cache
+def _cpus_fixed_methods() -> tuple[bytes, bytes]:
+    """(CSTA + CEJ0, COST): the CPUS methods that do not depend on the CPU count."""
+    zero, one, r = aml.int_(0), aml.int_(1), _pres
+    csta = aml.method("CSTA", 1, serialized=True)
+    append(csta, aml.acquire(r("CPLK"), 0xFFFF))
+    append(csta, aml.store(aml.arg(0), r("CSEL")))
+    append(csta, aml.store(zero, aml.local(0)))
     if_ctx = aml.if_(aml.equal(r("CPEN"), one))
     append(if_ctx, aml.store(aml.int_(0xF), aml.local(0)))
-    append(method, if_ctx)
-    append(method, aml.release(r("CPLK")))
-    append(method, aml.return_(aml.local(0)))
-    append(cpus, method)
+    append(csta, if_ctx)
+    append(csta, aml.release(r("CPLK")))
+    append(csta, aml.return_(aml.local(0)))
+    cej0 = aml.method("CEJ0", 1, serialized=True)
+    append(cej0, aml.acquire(r("CPLK"), 0xFFFF))
+    append(cej0, aml.store(aml.arg(0), r("CSEL")))
+    append(cej0, aml.store(one, r("CEJ0")))
+    append(cej0, aml.release(r("CPLK")))
+    cost = aml.method("COST", 4, serialized=True)
+    append(cost, aml.acquire(r("CPLK"), 0xFFFF))
+    append(cost, aml.store(aml.arg(0), r("CSEL")))
+    append(cost, aml.store(aml.int_(1), r("CCMD")))
+    append(cost, aml.store(aml.arg(1), r("CDAT")))
+    append(cost, aml.store(aml.int_(2), r("CCMD")))
+    append(cost, aml.store(aml.arg(2), r("CDAT")))
+    append(cost, aml.release(r("CPLK")))
+    return aml.encode(csta) + aml.encode(cej0), aml.encode(cost)
 
-    method = aml.method("CEJ0", 1, serialized=True)
-    append(method, aml.acquire(r("CPLK"), 0xFFFF))
-    append(method, aml.store(aml.arg(0), r("CSEL")))
-    append(method, aml.store(one, r("CEJ0")))
-    append(method, aml.release(r("CPLK")))
-    append(cpus, method)
 
-    append(cpus, _cscn_method(cpu_count, r))
-
-    method = aml.method("COST", 4, serialized=True)
-    append(method, aml.acquire(r("CPLK"), 0xFFFF))
-    append(method, aml.store(aml.arg(0), r("CSEL")))
-    append(method, aml.store(aml.int_(1), r("CCMD")))
-    append(method, aml.store(aml.arg(1), r("CDAT")))
-    append(method, aml.store(aml.int_(2), r("CCMD")))
-    append(method, aml.store(aml.arg(2), r("CDAT")))
-    append(method, aml.release(r("CPLK")))
-    append(cpus, method)
-
-    for i in range(cpu_count):
-        uid = aml.int_(i)
-        dev = aml.processor(i, 0, 0, f"C{i:03X}")
-        method = aml.method("_STA", 0, serialized=True)
-        append(method, aml.return_(aml.call("CSTA", uid)))
+@functools.lru_cache(maxsize=1024)
+def _processor(i: int, numa: bool) -> bytes:
+    uid = aml.int_(i)
+    dev = aml.processor(i, 0, 0, f"C{i:03X}")
+    method = aml.method("_STA", 0, serialized=True)
+    append(method, aml.return_(aml.call("CSTA", uid)))
+    append(dev, method)
+    append(dev, aml.name_decl("_MAT", aml.buffer(madt_cpu_entry(i, i, True))))
+    if i != 0:
+        method = aml.method("_EJ0", 1)
+        append(method, aml.call("CEJ0", uid))
         append(dev, method)
-        append(dev, aml.name_decl("_MAT", aml.buffer(madt_cpu_entry(i, i, True))))
-        if i != 0:
-            method = aml.method("_EJ0", 1)
-            append(method, aml.call("CEJ0", uid))
-            append(dev, method)
-        method = aml.method("_OST", 3, serialized=True)
-        append(method, aml.call("COST", uid, aml.arg(0), aml.arg(1), aml.arg(2)))
-        append(dev, method)
-        if numa:
-            append(dev, aml.name_decl("_PXM", aml.int_(0)))
-        append(cpus, dev)
-    append(sb, cpus)
-    method = aml.method("\\_GPE._E02", 0)
-    append(method, aml.call("\\_SB.CPUS.CSCN"))
-    return aml.encode(sb) + aml.encode(method)
+    method = aml.method("_OST", 3, serialized=True)
+    append(method, aml.call("COST", uid, aml.arg(0), aml.arg(1), aml.arg(2)))
+    append(dev, method)
+    if numa:
+        append(dev, aml.name_decl("_PXM", aml.int_(0)))
+    return aml.encode(dev)
 
 
 def _cscn_method(cpu_count: int, r: Callable[[str], Aml]) -> Aml:
@@ -674,10 +696,8 @@ def aml_pci_device_dsm_qemu9() -> Aml:
 def build_append_pci_bus_devices_qemu9(parent: Aml, bus: Bus) -> None:
     """QEMU >= 8: one Device per present function; bridges add their own AML
     (build_pci_bridge_aml: the secondary bus, then its hotplug slots)."""
-    for devfn in range(256):
-        pdev = bus.devices.get(devfn)
-        if pdev is None:
-            continue
+    for devfn in sorted(bus.devices):
+        pdev = bus.devices[devfn]
         dev = aml.device(f"S{devfn:02X}")
         append(dev, aml.name_decl("_ADR", aml.int_(pdev.slot << 16 | pdev.func)))
         if pdev.driver == "ICH9-LPC":
@@ -694,7 +714,8 @@ def build_append_pcihp_slots(parent: Aml, bus: Bus) -> None:
     assert bus.bsel is not None
     append(parent, aml.name_decl("BSEL", aml.int_(bus.bsel)))
     notify = aml.method("DVNT", 2)
-    for devfn in range(256):
+    # empty functions and slots above 0 are never hotplug slots on a PCIe bus
+    for devfn in sorted({0, *bus.devices}):
         pdev = bus.devices.get(devfn)
         slot = devfn >> 3
         if pdev is not None:
@@ -745,6 +766,12 @@ def build_append_notification_callback(parent: Aml, bus: Bus) -> bool:
 
 def build_ich9_isa_aml(dev: Aml) -> None:
     """build_ich9_isa_aml (lpc_ich9.c) and the AML of the ISA devices on its bus."""
+    append(dev, aml.raw(_ich9_isa_body()))
+
+
+@functools.cache
+def _ich9_isa_body() -> bytes:
+    dev = aml.Aml()
     append(dev, aml.operation_region("PIRQ", aml.PCI_CONFIG, aml.int_(0x60), 0x0C))
     sb = aml.scope("\\_SB")
     field = aml.field("PCI0.SF8.PIRQ", aml.BYTE_ACC, aml.NOLOCK, aml.PRESERVE)
@@ -779,6 +806,7 @@ def build_ich9_isa_aml(dev: Aml) -> None:
     rtc = aml.device("RTC")
     append(rtc, aml.name_decl("_HID", aml.eisaid("PNP0B00")), aml.name_decl("_CRS", crs))
     append(dev, rtc)
+    return bytes(dev.buf)
 
 
 def build_append_pci_bus_devices(parent: Aml, bus: Bus, pcihp_bridge_en: bool) -> None:
@@ -877,8 +905,7 @@ def build_dsdt(cfg: MachineConfig, topo: Topology, flavour: Flavour) -> bytes:
     append(sb, build_q35_dram_controller())
     dsdt += aml.encode(sb)
     if hotplug:
-        pdsm = aml_pci_pdsm_qemu9(flavour.pdsm_compat_9_1) if flavour.qemu9 else aml_pci_pdsm()
-        dsdt += aml.encode(build_x86_acpi_pci_hotplug(pdsm))
+        dsdt += _pci_hotplug_bytes(flavour.qemu9, flavour.pdsm_compat_9_1)
     dsdt += build_q35_pci0_int(trigger, trigger if flavour.qemu9 else aml.LEVEL)
 
     gpe = aml.scope("_GPE")
