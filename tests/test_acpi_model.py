@@ -371,3 +371,27 @@ def test_search_rejects_unknown_axes() -> None:
 
     with pytest.raises(ConfigError, match="not a Machine field"):
         search_acpi_config(AcpiDigests(b"", b"", b""), _machine(), {"cpus": [1]})
+
+
+_TOKENS = [
+    "-smp", "-m", "-machine", "-device", "-global", "-numa", "-virtfs", "-nodefaults",
+    "2", "0", "999999999999", "2048M", "2G", "-1M", "q35,hpet=off", "q35,hpet=off,smm=on",
+    "pcie-root-port,id=p,bus=pcie.0,chassis=1", "virtio-blk-pci,bus=p", "virtio-blk-pci,bus=x",
+    "pxb-pcie,id=n,bus=pcie.0,addr=zz,bus_nr=5", "pxb-pcie,id=n,bus=pcie.0,addr=10,bus_nr=q",
+    "virtio-net-pci,addr=1f", "virtio-net-pci,addr=2.1", "pxb-pcie,id=m,bus=pcie.0",
+    "pxb-pcie,id=k,bus=pcie.0,bus_nr=0", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+    "q35-pcihost.pci-hole64-size=0x10", "q35-pcihost.pci-hole64-size=nope", "", ",,,", "=",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), max_size=14), st.sampled_from(["8.2.2", "9.1.0", "x"]))
+def test_hostile_argv_gives_tables_or_a_config_error(argv: list[str], compat: str) -> None:
+    inv = acpi.DumperInvocation(tuple(argv), compat)
+    for qemu in ("stock-7.2", "dstack"):
+        try:
+            blob = tables_for(inv, qemu=qemu)
+        except ConfigError:
+            continue
+        assert len(blob) == 0x20000
+        acpi.build_tables(blob)
