@@ -74,3 +74,8 @@ class CborError(DstackMrError):
 
 class ScaleError(EvidenceError):
     """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""
+
+
+class MeasurementDocumentError(DstackMrError):
+    """A ``measurement.tdx.cbor`` document or its integrity chain (``sha256sum.txt`` and
+    ``os_image_hash``) is malformed, of an unsupported version, or does not check out."""
