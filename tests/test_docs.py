@@ -188,6 +188,8 @@ def test_cli_reference_hook() -> None:
         "## dstack-mr measure",
         "## dstack-mr diagnose",
         "## dstack-mr example",
+        "## dstack-mr measurement-doc",
+        "## dstack-mr inspect-measurement",
     ]
     assert "```text\nUsage: dstack-mr measure [OPTIONS] " in text
 
@@ -195,7 +197,9 @@ def test_cli_reference_hook() -> None:
 # --- --help texts -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["measure", "diagnose", "example"])
+@pytest.mark.parametrize(
+    "command", ["measure", "diagnose", "example", "measurement-doc", "inspect-measurement"]
+)
 def test_help_has_a_readable_example(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=80)
     assert result.exit_code == 0

@@ -350,3 +350,49 @@ def test_builder_refuses_stable202505_metadata(tmp_path: Path) -> None:
     (d / "metadata.json").write_text(json.dumps({**meta, "cmdline": " "}))
     with pytest.raises(MeasurementDocumentError, match="no cmdline"):
         build_document(str(d))
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_measurement_doc_and_inspect(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dstack_mr_cli.main import app
+
+    run = CliRunner()
+    d, _ = image_from_vector(tmp_path, "default-2cpu-2g")
+    out = tmp_path / "m.cbor"
+    result = run.invoke(app, ["measurement-doc", str(d), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == build_document(str(d)).to_cbor()
+    as_json = run.invoke(app, ["measurement-doc", str(d), "--json"])
+    assert json.loads(as_json.output)["tdvf"]["ovmf"] == "pre202505"
+    shown = run.invoke(app, ["inspect-measurement", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output) == json.loads(as_json.output)
+    out.write_bytes(out.read_bytes()[:-1])
+    bad = run.invoke(app, ["inspect-measurement", str(out)])
+    assert bad.exit_code == 2 and bad.output.startswith("error: measurement.tdx.cbor: ")
+    missing = run.invoke(app, ["measurement-doc", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+
+
+def test_cli_inspect_vm_config_checks_the_chain(real: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dstack_mr_cli.main import app
+
+    cap = json.loads((real / "dstack-0.6.0-getquote.json").read_text())
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(cap["vm_config"])
+    result = CliRunner().invoke(app, ["inspect-measurement", str(cfg)])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["integrity"].startswith("sha256sum.txt and os_image_hash check out")
+    assert shown["image"]["kernel_authenticode"].startswith("ac7e632d")
+    vm = json.loads(cap["vm_config"])
+    vm["os_image_hash"] = "00" * 32
+    cfg.write_text(json.dumps(vm))
+    bad = CliRunner().invoke(app, ["inspect-measurement", str(cfg)])
+    assert bad.exit_code == 2 and "does not belong to this image" in bad.output

@@ -504,6 +504,9 @@ def example(
     )
 
 
+from . import measurement_cmd  # noqa: E402, F401  (registers its commands on app)
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
