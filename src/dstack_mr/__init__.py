@@ -47,15 +47,9 @@ from .errors import (
     QuoteError,
     ScaleError,
 )
+from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
-from .machine import (
-    Machine,
-    MeasuredEvent,
-    MeasurementDetails,
-    RtmrLog,
-    TdxMeasurements,
-    VersionedOptions,
-)
+from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
 
 __version__ = "0.1.0"
 

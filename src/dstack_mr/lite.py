@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from . import events
 from .config import OvmfVariant, VmConfig
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event
@@ -29,14 +30,12 @@ from .kernel import STABLE_MIN_MEMORY
 from .machine import (
     AcpiDigestsLike,
     Machine,
-    MeasuredEvent,
     MeasurementDetails,
     RtmrLog,
     TdxMeasurements,
-    rtmr0_digests,
+    rtmr0_inputs,
 )
 from .measurement_doc import MeasurementDocument, verify_material
-from .uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 
 __all__ = [
     "LITE_ACPI_EVENT_NAMES",
@@ -98,8 +97,25 @@ def lite_acpi_digests_from_log(events: Iterable[Event]) -> LiteAcpiDigests:
     return LiteAcpiDigests(*digests)
 
 
-def _events(rtmr: int, labelled: list[tuple[str, str, bytes]]) -> RtmrLog:
-    return RtmrLog(rtmr, tuple(MeasuredEvent(i, *e) for i, e in enumerate(labelled)))
+#: What each per-machine digest is in lite mode: where it was taken from.
+_LITE_NOTES = {
+    events.TD_HOB: "from the document's TD HOB witness and memory_size",
+    events.ACPI_LOADER: _FROM_LOG,
+    events.ACPI_RSDP: _FROM_LOG,
+    events.ACPI_TABLES: _FROM_LOG,
+    events.KERNEL_AUTHENTICODE: f"{_FROM_DOC} (kernel_authenticode)",
+    events.CMDLINE: f"{_FROM_DOC} (cmdline_sha384)",
+    events.INITRD: f"{_FROM_DOC} (initrd_sha384)",
+}
+
+
+def _relabel(log: RtmrLog) -> RtmrLog:
+    return attrs.evolve(
+        log,
+        events=tuple(
+            attrs.evolve(e, varies_with=_LITE_NOTES.get(e.label, e.varies_with)) for e in log.events
+        ),
+    )
 
 
 def measure_from_document(
@@ -133,36 +149,17 @@ def measure_from_document(
         qemu_version=vm.qemu_version,
     ).versioned_options()
     variant = OvmfVariant.PRE202505
-    td_hob = doc.witness.td_hob_digest(vm.memory_size)
-    layout = RTMR0_LAYOUTS[variant]
-    rtmr0 = _events(
-        0,
-        [
-            (
-                spec.label,
-                _FROM_LOG
-                if spec.label.startswith("acpi_")
-                else (
-                    "from the document's TD HOB witness"
-                    if spec.label == "td_hob"
-                    else spec.varies_with
-                ),
-                digest,
-            )
-            for spec, digest in zip(layout, rtmr0_digests(variant, td_hob, acpi), strict=True)
-        ],
-    )
-    rtmr1 = _events(
-        1,
-        [(RTMR1_LAYOUT[0].label, f"{_FROM_DOC} (kernel_authenticode)", doc.kernel_authenticode)]
-        + [(s.label, s.varies_with, s.digest) for s in RTMR1_LAYOUT[1:] if s.digest is not None],
-    )
-    rtmr2 = _events(
-        2,
-        [
-            (RTMR2_LAYOUT[0].label, f"{_FROM_DOC} (cmdline_sha384)", doc.cmdline_sha384),
-            (RTMR2_LAYOUT[1].label, f"{_FROM_DOC} (initrd_sha384)", doc.initrd_sha384),
-        ],
+    rtmr0, rtmr1, rtmr2 = (
+        _relabel(log)
+        for log in events.labelled_logs(
+            variant,
+            {
+                **rtmr0_inputs(doc.witness.td_hob_digest(vm.memory_size), acpi),
+                events.KERNEL_AUTHENTICODE: doc.kernel_authenticode,
+                events.CMDLINE: doc.cmdline_sha384,
+                events.INITRD: doc.initrd_sha384,
+            },
+        )
     )
     return MeasurementDetails(
         measurements=TdxMeasurements(
