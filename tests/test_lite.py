@@ -396,3 +396,23 @@ def test_cli_inspect_vm_config_checks_the_chain(real: Path, tmp_path: Path) -> N
     cfg.write_text(json.dumps(vm))
     bad = CliRunner().invoke(app, ["inspect-measurement", str(cfg)])
     assert bad.exit_code == 2 and "does not belong to this image" in bad.output
+
+
+def test_modes_page_output_is_current(real: Path, tmp_path: Path) -> None:
+    from dstack_mr.example import write_example_image
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "modes.md").read_text()
+    vm, att = capture(real)
+    details = measure_lite(vm, att.events)
+    assert str(details.measurements.to_dict()) in page
+    meta = write_example_image(tmp_path / "example-image")
+    machine_out = Machine(
+        cpu_count=2,
+        memory_size=2 << 30,
+        firmware=str(meta.parent / "ovmf.fd"),
+        kernel=str(meta.parent / "bzImage"),
+        initrd=str(meta.parent / "initramfs.cpio.gz"),
+        kernel_cmdline=json.loads(meta.read_text())["cmdline"] + " initrd=initrd",
+    ).measure(AcpiTablesFile(meta.parent / "acpi-tables.bin"))
+    for name, value in machine_out.to_dict().items():
+        assert f"{name.upper()}: {value}" in page

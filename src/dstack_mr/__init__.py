@@ -43,13 +43,16 @@ from .errors import (
     FirmwareError,
     ImageError,
     KernelError,
+    MeasurementDocumentError,
     PathEscapeError,
     QuoteError,
     ScaleError,
 )
 from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
+from .lite import measure_from_document, measure_lite
 from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
+from .measurement_doc import MeasurementDocument
 
 __version__ = "0.1.0"
 
@@ -81,6 +84,8 @@ __all__ = [
     "Machine",
     "MeasuredEvent",
     "MeasurementDetails",
+    "MeasurementDocument",
+    "MeasurementDocumentError",
     "OvmfVariant",
     "PathEscapeError",
     "QuoteError",
@@ -91,6 +96,8 @@ __all__ = [
     "VmConfig",
     "__version__",
     "extract_version_from_image_name",
+    "measure_from_document",
+    "measure_lite",
     "ovmf_variant_for_image",
     "ovmf_variant_for_version",
 ]
