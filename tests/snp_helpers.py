@@ -72,3 +72,47 @@ def upstream_synthetic_ovmf() -> bytes:
         meta_at=512,
         meta_size=0,  # upstream's test leaves the header's size field at zero
     )
+
+
+# --- SCALE VersionedAttestation V0 with an SNP quote, for synthetic evidence -------------------
+
+
+def compact(n: int) -> bytes:
+    if n < 1 << 6:
+        return bytes([n << 2])
+    if n < 1 << 14:
+        return struct.pack("<H", n << 2 | 1)
+    if n < 1 << 30:
+        return struct.pack("<I", n << 2 | 2)
+    return b"\x03" + struct.pack("<I", n)
+
+
+def vec(data: bytes) -> bytes:
+    return compact(len(data)) + data
+
+
+def snp_attestation_bytes(
+    report: bytes,
+    mr_config: str,
+    config: str,
+    report_data: bytes = bytes(64),
+    certs: Sequence[bytes] = (),
+    events: Sequence[tuple[str, bytes]] = (),
+) -> bytes:
+    out = b"\x00\x03" + vec(report) + compact(len(certs)) + b"".join(vec(c) for c in certs)
+    out += vec(mr_config.encode()) + compact(len(events))
+    out += b"".join(vec(name.encode()) + vec(payload) for name, payload in events)
+    return out + report_data + vec(config.encode())
+
+
+def snp_report(
+    measurement: bytes, host_data: bytes, report_data: bytes = bytes(64), version: int = 3
+) -> bytes:
+    """A (unsigned) report with the given MEASUREMENT / HOST_DATA / REPORT_DATA."""
+    r = bytearray(1184)
+    struct.pack_into("<IIQ", r, 0, version, 0, 0x30000)
+    r[0x50:0x90] = report_data
+    r[0x90:0xC0] = measurement
+    r[0xC0:0xE0] = host_data
+    r[0x188:0x18B] = b"\x19\x01\x01"
+    return bytes(r)

@@ -7,12 +7,14 @@ Tables carry the classes ``dstack-mr`` and ``dstack-mr-snp-<content>`` (``snp-in
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING
 
-from .render import Cell, digest_cell, short, table
+from .render import Cell, digest_cell, short, status_cell, table
 
 if TYPE_CHECKING:
     from .snp import SnpLaunchInputs, SnpMeasurement
+    from .snp_diagnose import SnpDiagnoseReport
 
 _WRAP_STYLE = (
     "<style>"
@@ -73,3 +75,44 @@ def measurement_html(m: SnpMeasurement) -> str:
         f'<span class="mono" style="font-family:monospace">{m.measurement.hex()}</span></p>'
     )
     return _wrap(head, _inputs_table(m.inputs), _steps_table(m))
+
+
+def report_html(r: SnpDiagnoseReport) -> str:
+    """Verdict, compared values, integrity chain, explanations; signature not checked."""
+    parts = [
+        f"<p><b>dstack-mr diagnose (AMD SEV-SNP)</b>: {html.escape(r.verdict)}<br>"
+        "report signature (ARK → ASK → VCEK): <b>not checked</b><br>"
+        f"evidence: {html.escape(', '.join(r.sources))}</p>",
+        table(
+            ["value", "status", "expected", "actual", "expected from"],
+            [
+                (
+                    c.name,
+                    status_cell(c.status),
+                    digest_cell(c.expected),
+                    digest_cell(c.actual),
+                    c.source,
+                )
+                for c in r.checks
+            ],
+            [c.status for c in r.checks],
+            kind="snp-checks",
+        ),
+        table(
+            ["link", "status", "detail"],
+            [(i.name, status_cell(i.status), i.message) for i in r.integrity],
+            [i.status for i in r.integrity],
+            caption="integrity chain (os_image_hash → sha256sum.txt → measurement.snp.cbor)",
+            kind="snp-integrity",
+        ),
+        _inputs_table(r.inputs),
+    ]
+    notes = [f"problem: {p}" for p in r.problems] + [f"warning: {w}" for w in r.warnings]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    if r.findings:
+        items = "".join(
+            f"<li>{'✔ ' if f.reproduced else ''}{html.escape(f.message)}</li>" for f in r.findings
+        )
+        parts.append(f"<p><b>explanation</b></p><ul>{items}</ul>")
+    return _wrap(*parts)
