@@ -364,3 +364,43 @@ def test_cli_measure_snp_from_document_and_files(real: Path, tmp_path: Path) -> 
     assert bad.exit_code == 2 and "unknown vcpu_type" in bad.output
     bad = RUN.invoke(app, ["measure", "--snp", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+# --- the docs page shows current output ------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "snp.md"
+
+
+def _block_after(page: str, command: str) -> list[str]:
+    lines = page.split("\n")
+    start = lines.index(f"$ {command}") + 1
+    end = lines.index("```", start)
+    return lines[start:end]
+
+
+def test_docs_page_diagnose_output_is_current(
+    real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / capture(real).name).write_bytes(capture(real).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = RUN.invoke(app, ["diagnose", "--attestation", capture(real).name])
+    shown = _block_after(
+        DOCS.read_text(), "dstack-mr diagnose --attestation dstack-snp-0.6.0-attestation.json"
+    )
+    assert result.output.rstrip("\n").split("\n") == shown, (
+        "docs/snp.md shows an outdated diagnose report: paste the current output between the "
+        "snp-diagnose-output markers"
+    )
+
+
+def test_docs_page_measure_output_is_current(real: Path, tmp_path: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    doc = att.vm_config.measurement_document()
+    (tmp_path / "measurement.snp.cbor").write_bytes(doc.measurement)
+    (tmp_path / "sha256sum.txt").write_bytes(doc.checksum_file)
+    result = RUN.invoke(app, ["measure", "--snp", "-c", "2", str(tmp_path)])
+    shown = _block_after(
+        DOCS.read_text(), "dstack-mr measure --snp -c 2 /opt/dstack/images/dstack-nvidia-0.6.0.a2"
+    )
+    assert result.output.rstrip("\n").split("\n") == shown

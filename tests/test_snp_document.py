@@ -226,3 +226,15 @@ def test_vm_config_shapes() -> None:
         SnpVmConfig.from_dict({"mr_config": {}})
     with pytest.raises(SnpEvidenceError, match="JSON object"):
         SnpVmConfig.from_json("[1]")
+
+
+def test_other_evidence_is_left_to_the_tdx_path(real: Path) -> None:
+    getquote = (real / "dstack-0.6.0-getquote.json").read_bytes()
+    assert parse_snp_attestation(getquote) is None
+    assert parse_snp_attestation(b"[]") is None
+    assert parse_snp_attestation(b"04000200") is None  # hex of a TDX quote header
+    # A TDX VersionedAttestation: version 0, variant 0 (a one-byte quote, no events), no
+    # runtime events, report_data, empty config.
+    tdx = b"\x00\x00" + b"\x04\x00" + b"\x00" + b"\x00" + bytes(64) + b"\x00"
+    assert parse_snp_attestation(tdx) is None
+    assert parse_snp_attestation(b'{"attestation": "' + tdx.hex().encode() + b'"}') is None

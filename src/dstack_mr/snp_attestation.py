@@ -13,15 +13,17 @@ The report's signature chain (ARK → ASK → VCEK) is not verified here; see
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._binary import from_hex
 from .config import parse_json
 from .errors import SnpEvidenceError
-from .scale import SnpQuote, decode_versioned_attestation
-from .snp_document import SnpVmConfig
-from .snp_report import SnpReport, parse_snp_report
+
+if TYPE_CHECKING:
+    from .snp_document import SnpVmConfig
+    from .snp_report import SnpReport
 
 __all__ = ["SnpAttestation", "parse_snp_attestation", "versioned_attestation_bytes"]
 
@@ -81,6 +83,11 @@ def parse_snp_attestation(data: bytes, source: str = "attestation") -> SnpAttest
     found = versioned_attestation_bytes(data)
     if found is None:
         return None
+    # Only now the decoders: TDX evidence, sniffed above, never pays for importing them.
+    from .scale import SnpQuote, decode_versioned_attestation
+    from .snp_document import SnpVmConfig
+    from .snp_report import parse_snp_report
+
     raw, shape = found
     att = decode_versioned_attestation(raw)
     if not isinstance(att.quote, SnpQuote):
