@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from snp_helpers import sev_ovmf, snp_attestation_bytes, snp_report
 from typer.testing import CliRunner
@@ -21,6 +22,9 @@ from dstack_mr.snp_image import load_snp_image
 from dstack_mr_cli.main import app
 
 RUN = CliRunner()
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "snp-diagnose.schema.json").read_text()
+)
 MEASUREMENT = (
     "7f51e17f72a04d5422cb2c00998166536019a217376f3aa45a630e59c805a599"
     "847ff250dbffcd07e1ba639771d6f05d"
@@ -63,7 +67,9 @@ def rebind(cfg: dict[str, Any], cbor: bytes) -> dict[str, Any]:
 
 
 def judge(att: SnpAttestation, cfg: dict[str, Any], **kw: Any) -> SnpDiagnoseReport:
-    return diagnose_snp(att, vm_config=SnpVmConfig.from_dict(cfg), **kw)
+    report = diagnose_snp(att, vm_config=SnpVmConfig.from_dict(cfg), **kw)
+    jsonschema.validate(report.to_dict(), SCHEMA)
+    return report
 
 
 def facts(report: SnpDiagnoseReport) -> list[tuple[str | None, str | None]]:
@@ -83,6 +89,7 @@ def test_real_capture_matches(real: Path) -> None:
     assert not r.problems and not r.warnings and not r.findings
     assert r.signature_checked is False
     d = r.to_dict()
+    jsonschema.validate(d, SCHEMA)
     assert d["verdict"] == "MATCH" and d["signature_checked"] is False
     assert d["expected"]["measurement"] == MEASUREMENT
     assert json.loads(json.dumps(d)) == d
@@ -231,6 +238,28 @@ def test_missing_rootfs_hash_is_a_problem(tmp_path: Path) -> None:
     assert all(i.ok for i in r.integrity)
     assert r.verdict == "MISMATCH"
     assert any("rootfs_hash" in p for p in r.problems)
+    jsonschema.validate(r.to_dict(), SCHEMA)
+    # The wrapper's report_data must be the signed report's.
+    other = parse_snp_attestation(
+        snp_attestation_bytes(
+            snp_report(measurement, snp_host_data(mr_config)),
+            mr_config,
+            json.dumps(cfg),
+            report_data=b"\1" * 64,
+        )
+    )
+    assert other is not None
+    assert any("report_data" in p for p in diagnose_snp(other).problems)
+
+
+def test_measurement_html(real: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    m = att.vm_config.measurement_document().launch_inputs().measure()
+    html = m._repr_html_()
+    assert MEASUREMENT in html
+    assert html.count("<tr>") == 1 + 10 + 1 + 10  # two tables: inputs and stages
+    assert "dstack-mr-snp-steps" in html and "vmsa[1] (AP, reset_eip)" in html
 
 
 def test_kernel_from_the_image_directory_is_proven(tmp_path: Path) -> None:
