@@ -32,6 +32,10 @@ class KernelError(DstackMrError):
     """The kernel (bzImage / PE) is malformed, truncated, or cannot take the initrd."""
 
 
+class SnpError(DstackMrError):
+    """AMD SEV-SNP launch inputs or an SEV firmware (OVMF) image are invalid."""
+
+
 class AcpiError(DstackMrError):
     """The ACPI table blob is malformed or lacks a required table."""
 
@@ -62,6 +66,10 @@ class EvidenceError(DstackMrError):
 
 class QuoteError(EvidenceError):
     """A TDX quote cannot be parsed."""
+
+
+class SnpEvidenceError(EvidenceError):
+    """An SEV-SNP attestation, report or measurement document is malformed."""
 
 
 class EventLogError(EvidenceError):
