@@ -2,6 +2,7 @@
 """Mutation testing of the core modules with mutmut, one module at a time (docs/testing.md).
 
     python bench/mutation.py run tdvf kernel      # mutate and test these modules
+    python bench/mutation.py run --sample 100 acpi  # a deterministic sample of ~100 mutants
     python bench/mutation.py report               # score per module from mutmut's cache
 
 ``nox -s mutation -- MODULE...`` does both. mutmut's configuration is ``[tool.mutmut]`` in
@@ -16,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 #: The measured core, as mutmut names its mutants (``package.module.x_function__mutmut_N``;
 #: methods are ``xǁClassǁmethod``). Where only part of a module is in scope, its functions
@@ -101,19 +103,34 @@ def module_of(name: str) -> str | None:
     return None
 
 
-def report() -> dict[str, Counter[str]]:
+def results() -> dict[str, str]:
+    """Every generated mutant's name and status, from mutmut's cache."""
     out = subprocess.run(
         ["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True
     ).stdout
+    return {m[1]: m[2] for m in map(_LINE.match, out.splitlines()) if m is not None}
+
+
+def report() -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = {m: Counter() for m in MODULES}
-    for line in out.splitlines():
-        match = _LINE.match(line)
-        if match is None:
-            continue
-        module = module_of(match[1])
+    for name, status in results().items():
+        module = module_of(name)
         if module is not None:
-            counts[module][match[2]] += 1
+            counts[module][status] += 1
     return counts
+
+
+def _number(name: str) -> tuple[str, int]:
+    head, _, n = name.rpartition("__mutmut_")
+    return head, int(n)
+
+
+def sample(module: str, size: int) -> list[str]:
+    """Every k-th mutant of ``module`` (in source order), about ``size`` of them: a
+    deterministic sample, so a rerun tests the same mutants."""
+    names = sorted((n for n in results() if module_of(n) == module), key=_number)
+    step = max(1, -(-len(names) // size))
+    return names[::step]
 
 
 def print_report(counts: dict[str, Counter[str]]) -> None:
@@ -132,16 +149,23 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "run":
+        size = 0
+        if len(argv) > 2 and argv[1] == "--sample":
+            size, argv = int(argv[2]), [argv[0], *argv[3:]]
         modules = argv[1:] or list(MODULES)
         unknown = [m for m in modules if m not in MODULES]
         if unknown:
             print(f"unknown module(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
             return 2
+        children = os.environ.get("MUTMUT_CHILDREN", "1")  # the machine is shared
+        mutmut = ["mutmut", "run", "--max-children", children]
+        if size and not Path("mutants").is_dir():
+            # Generate the mutants (and the test map) without testing any, to sample them.
+            subprocess.run([*mutmut, "no-such-mutant"], check=False)
         for module in modules:
             print(f"--- mutating {module}", flush=True)
-            children = os.environ.get("MUTMUT_CHILDREN", "1")  # the machine is shared
-            subprocess.run(["mutmut", "run", "--max-children", children, *MODULES[module]],
-                           check=True)  # fmt: skip
+            names = sample(module, size) if size else list(MODULES[module])
+            subprocess.run([*mutmut, *names], check=False)
     print_report(report())
     return 0
 

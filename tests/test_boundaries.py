@@ -301,3 +301,86 @@ def test_whole_example_image_against_the_spec_model(image_dir: Path) -> None:
     loader, rsdp = spec_acpi(example.build_acpi_tables())
     tables = acpi.build_tables(example.build_acpi_tables())
     assert (tables.loader, tables.rsdp) == (loader, rsdp)
+
+
+def cli_args(machine: dict[str, Any]) -> list[str]:
+    """The ``measure`` options for one reference machine (bool options take true|false)."""
+    flag = {"two_pass_add_pages": "--two-pass-add-pages", "pic": "--pic", "smm": "--smm",
+            "hotplug_off": "--hotplug-off", "root_verity": "--root-verity"}  # fmt: skip
+    args = ["--cpu", str(machine["cpu_count"]), "--memory", str(machine["memory_size"])]
+    for key, option in flag.items():
+        if machine[key] is not None:
+            args += [option, str(machine[key]).lower()]
+    if machine["hugepages"]:
+        args.append("--hugepages")
+    for key in ("num_gpus", "num_nvswitches"):
+        args += [f"--{key.replace('_', '-')}", str(machine[key])]
+    if machine["pci_hole64_size"] is not None:
+        args += ["--pci-hole64-size", hex(machine["pci_hole64_size"])]
+    if machine["qemu_version"] is not None:
+        args += ["--qemu-version", machine["qemu_version"]]
+    return [*args, "--host-share-mode", machine["host_share_mode"]]
+
+
+@pytest.mark.parametrize("name", sorted(ARGV))
+def test_cli_options_reach_the_dumper_as_the_reference(
+    name: str, image_dir: Path, fake_dumper: FakeDumper
+) -> None:
+    """Each ``measure`` option maps to its own Machine field: the dumper gets the argv the
+    reference gave it for that machine."""
+    case = ARGV[name]
+    fake_dumper.serve(image_dir / "acpi-tables.bin")
+    meta = image_dir / "metadata.json"
+    result = CliRunner().invoke(app, ["measure", *cli_args(case["machine"]), str(meta)])
+    assert result.exit_code == 0, result.output
+    (call,) = fake_dumper.calls()
+    names = {"{firmware}": str(image_dir / "ovmf.fd"), "{kernel}": str(image_dir / "bzImage")}
+    assert call["argv"] == [names.get(a, a) for a in case["argv"]]
+    assert call["compat_ver"] == case["compat_ver"]
+
+
+@pytest.mark.parametrize(
+    ("args", "events"),
+    [
+        ([], 13),  # the example image is 0.5.4: pre-202505
+        (["--ovmf-variant", "stable202505"], 17),
+        (["--dstack-os-version", "0.5.10"], 17),
+        (["--dstack-os-version", "0.5.9"], 13),
+        (["--dstack-os-version", "0.5.10", "--ovmf-variant", "pre202505"], 13),
+    ],
+)
+def test_cli_ovmf_variant_options(image_dir: Path, args: list[str], events: int) -> None:
+    acpi_file, meta = str(image_dir / "acpi-tables.bin"), str(image_dir / "metadata.json")
+    result = CliRunner().invoke(
+        app, ["measure", "--json", "--events", *args, "--acpi-tables", acpi_file, meta]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert len(doc["rtmr_logs"][0]) == events
+    labels = [e["label"] for e in doc["rtmr_logs"][0]]
+    assert ("variable_authority" in labels) is (events == 17)
+
+
+def test_cli_measure_output_is_the_spec_model(image_dir: Path) -> None:
+    acpi_file, meta = str(image_dir / "acpi-tables.bin"), str(image_dir / "metadata.json")
+    want = spec_registers(3 * GIB)
+    text = CliRunner().invoke(app, ["measure", "-c", "2", "-m", "3G", "--acpi-tables", acpi_file,
+                                    "--events", meta])  # fmt: skip
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[:5] == ["Machine measurements:", f"MRTD: {want['mrtd'].hex()}",
+                         f"RTMR0: {want['rtmr0'].hex()}", f"RTMR1: {want['rtmr1'].hex()}",
+                         f"RTMR2: {want['rtmr2'].hex()}"]  # fmt: skip
+    events = spec_events(3 * GIB)
+    assert lines[6] == "RTMR0 events (13):"
+    assert lines[7] == f"  [ 0] {'td_hob':<22} {events[0][0].hex()}"
+    assert f"  [ 4] {'kernel_authenticode':<22}" not in text.output
+    assert f"  [ 0] {'kernel_authenticode':<22} {events[1][0].hex()}" in lines
+    assert f"  [ 1] {'initrd':<22} {events[2][1].hex()}" in lines
+    args = ["measure", "-c", "2", "-m", "3G", "--acpi-tables", acpi_file, "--events", "--json"]
+    doc = json.loads(CliRunner().invoke(app, [*args, meta]).output)
+    assert {k: doc[k] for k in want} == {k: v.hex() for k, v in want.items()}
+    assert [[e["digest"] for e in log] for log in doc["rtmr_logs"]] == [
+        [d.hex() for d in log] for log in events
+    ]
+    assert [e["index"] for e in doc["rtmr_logs"][1]] == [0, 1, 2, 3, 4]
