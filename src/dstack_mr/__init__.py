@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CollateralError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -42,6 +43,7 @@ from .errors import (
     FirmwareError,
     ImageError,
     KernelError,
+    MissingExtraError,
     PathEscapeError,
     QuoteError,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CollateralError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -84,6 +87,7 @@ __all__ = [
     "Machine",
     "MeasuredEvent",
     "MeasurementDetails",
+    "MissingExtraError",
     "OvmfVariant",
     "PathEscapeError",
     "QuoteError",

@@ -66,3 +66,11 @@ class QuoteError(EvidenceError):
 
 class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
+
+
+class CollateralError(DstackMrError):
+    """Quote collateral (TCB info, QE identity, CRLs, issuer chains) is malformed."""
+
+
+class MissingExtraError(DstackMrError):
+    """An optional dependency this operation needs is not installed (e.g. ``dstack-mr[verify]``)."""

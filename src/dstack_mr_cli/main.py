@@ -475,6 +475,12 @@ def example(
     )
 
 
+from .verify_cmd import EPILOG as _VERIFY_EPILOG  # noqa: E402
+from .verify_cmd import verify as _verify  # noqa: E402
+
+app.command("verify", epilog=_VERIFY_EPILOG)(_verify)
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
