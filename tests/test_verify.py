@@ -633,3 +633,98 @@ def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     # Without collateral nothing needs dcap-qvl; the platform is just unknown.
     code, lines = cli("--attestation", str(shared_path("real", "dstack-0.6.0-getquote.json")))
     assert code == 1 and "FMSPC unknown" in lines[0]
+
+
+# --- --pccs-url against a collateral server on the loopback interface --------------------------
+
+
+class _Pccs:
+    """A minimal PCCS (Intel's v4 API) serving one pair's collateral; records requested paths."""
+
+    def __init__(self, collateral: Collateral) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        c = collateral
+        quote = urllib.parse.quote
+        routes: dict[str, tuple[bytes, dict[str, str]]] = {
+            "/sgx/certification/v4/pckcrl": (
+                c.pck_crl,
+                {"SGX-PCK-CRL-Issuer-Chain": quote(c.pck_crl_issuer_chain)},
+            ),
+            "/sgx/certification/v4/rootcacrl": (c.root_ca_crl.hex().encode(), {}),
+            "/tdx/certification/v4/tcb": (
+                f'{{"tcbInfo":{c.tcb_info},"signature":"{c.tcb_info_signature.hex()}"}}'.encode(),
+                {"TCB-Info-Issuer-Chain": quote(c.tcb_info_issuer_chain)},
+            ),
+            "/tdx/certification/v4/qe/identity": (
+                f'{{"enclaveIdentity":{c.qe_identity},"signature":"'
+                f'{c.qe_identity_signature.hex()}"}}'.encode(),
+                {"SGX-Enclave-Identity-Issuer-Chain": quote(c.qe_identity_issuer_chain)},
+            ),
+        }
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                paths.append(self.path)
+                route = routes.get(urllib.parse.urlparse(self.path).path)
+                if route is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body, headers = route
+                self.send_response(200)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def pccs() -> Any:
+    server = _Pccs(parse_collateral(pair(UP_TO_DATE)))
+    yield server
+    server.close()
+
+
+def test_pccs_url_fetches_from_the_given_server_only(pccs: _Pccs, tmp_path: Path) -> None:
+    doc = pair(UP_TO_DATE)
+    qpath = write(tmp_path, "q.hex", doc["quote"])
+    code, lines = cli("--quote", qpath, "--pccs-url", pccs.url, "--at", doc["verify_at"])
+    assert code == 0, lines
+    assert lines[0].startswith("VALID") and "TCB status: UpToDate (accepted" in "\n".join(lines)
+    assert sorted(p.split("?")[0] for p in pccs.paths) == [
+        "/sgx/certification/v4/pckcrl",
+        "/sgx/certification/v4/rootcacrl",
+        "/tdx/certification/v4/qe/identity",
+        "/tdx/certification/v4/tcb",
+    ]
+    assert "fmspc=20A06F000000" in next(p for p in pccs.paths if "/tcb" in p)
+
+
+def test_pccs_url_errors_are_bad_input(pccs: _Pccs, tmp_path: Path) -> None:
+    doc = pair(UP_TO_DATE)
+    qpath = write(tmp_path, "q.hex", doc["quote"])
+    code, lines = cli("--quote", qpath, "--pccs-url", pccs.url + "/nothing-here")
+    assert code == 2 and "cannot fetch collateral" in lines[-1]
+    code, lines = cli("--quote", qpath, "--pccs-url", "file:///etc/passwd")
+    assert code == 2 and "http" in lines[-1]
+    path = str(shared_path("real", "collateral", UP_TO_DATE))
+    code, _ = cli("--collateral", path, "--pccs-url", pccs.url)
+    assert code == 2

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from .collateral import Collateral, ValidityWindow, pem_certificates
+from .collateral import Collateral, ValidityWindow, parse_collateral, pem_certificates
 from .errors import CollateralError, ConfigError, MissingExtraError, QuoteError
 from .quote import TdxQuote, parse_quote_signature
 
@@ -30,6 +30,7 @@ __all__ = [
     "TCB_STATUSES",
     "QuoteVerdict",
     "TcbPolicy",
+    "fetch_collateral",
     "normalize_tcb_status",
     "quote_fmspc",
     "to_utc",
@@ -288,3 +289,28 @@ def verify_quote(
         accepted=policy.accepts(status),
         fmspc=fmspc,
     )
+
+
+def fetch_collateral(pccs_url: str, quote: TdxQuote, timeout: float = 30.0) -> Collateral:
+    """Fetch the quote's collateral from a PCCS (or Intel PCS) at ``pccs_url`` with
+    dcap-qvl's client. Never called implicitly: verification is offline unless asked.
+
+    Raises :class:`CollateralError` when the service cannot be reached or answers badly.
+    """
+    import asyncio
+
+    qvl = _dcap_qvl()
+    if not pccs_url.startswith(("http://", "https://")):
+        raise CollateralError(f"PCCS URL {pccs_url!r}: expected an http:// or https:// URL")
+    raw = quote.raw[: quote.signed_length]
+
+    async def fetch() -> Any:
+        return await asyncio.wait_for(qvl.get_collateral(pccs_url, raw), timeout)
+
+    try:
+        fetched = asyncio.run(fetch())
+    except (ValueError, RuntimeError, OSError, asyncio.TimeoutError) as exc:
+        detail = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+        raise CollateralError(f"cannot fetch collateral from {pccs_url}: {detail}") from None
+    collateral = parse_collateral(fetched)
+    return attrs.evolve(collateral, source=f"PCCS {pccs_url}")

@@ -160,6 +160,14 @@ def verify(
             "Without it the signature is not checked and the result is not valid.",
         ),
     ] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            "--pccs-url",
+            metavar="URL",
+            help="Fetch the collateral from this PCCS instead of --collateral (online).",
+        ),
+    ] = None,
     at: Annotated[
         str | None,
         typer.Option("--at", metavar="ISO8601", help="Verification time (default: now)."),
@@ -203,7 +211,7 @@ def verify(
     something is invalid or not accepted (the first line says what), 2 on bad input.
     """
     from dstack_mr.config import VmConfig
-    from dstack_mr.dcap import TcbPolicy
+    from dstack_mr.dcap import TcbPolicy, fetch_collateral
     from dstack_mr.diagnose import Evidence
     from dstack_mr.errors import EvidenceError
     from dstack_mr.image import Image
@@ -234,6 +242,10 @@ def verify(
             raise EvidenceError(
                 "no quote: give --quote, --attestation, or a --collateral file with a 'quote'"
             )
+        if pccs_url is not None:
+            if coll is not None:
+                raise typer.BadParameter("give either --collateral or --pccs-url, not both")
+            coll = fetch_collateral(pccs_url, evidence.quote)
         vm = VmConfig.from_json(_read(vm_config, "VmConfig")) if vm_config else None
         image = None
         if image_dir is not None:
