@@ -632,7 +632,7 @@ def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 2 and "pip install 'dstack-mr[verify]'" in result.output
     # Without collateral nothing needs dcap-qvl; the platform is just unknown.
     code, lines = cli("--attestation", str(shared_path("real", "dstack-0.6.0-getquote.json")))
-    assert code == 1 and "FMSPC unknown" in lines[0]
+    assert code == 1 and "(FMSPC unknown)" in lines[0]
 
 
 # --- --pccs-url against a collateral server on the loopback interface --------------------------
@@ -728,3 +728,39 @@ def test_pccs_url_errors_are_bad_input(pccs: _Pccs, tmp_path: Path) -> None:
     path = str(shared_path("real", "collateral", UP_TO_DATE))
     code, _ = cli("--collateral", path, "--pccs-url", pccs.url)
     assert code == 2
+
+
+# --- the docs page ------------------------------------------------------------------------------
+
+
+def test_docs_worked_example_is_real_output() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "verify.md").read_text()
+    block = page[page.index("<!-- verify-example -->") :]
+    block = block[block.index("```text\n") + 8 :]
+    block = block[: block.index("\n```")]
+    real = shared_path("real")
+    code, lines = cli(
+        "--attestation", str(real / "dstack-0.5.4-8cpu-64g-getquote.json"),
+        "--collateral", str(real / "collateral" / OUT_OF_DATE), "--at", "2026-08-13T11:45:38Z",
+    )  # fmt: skip
+    assert code == 1 and lines == block.splitlines()
+    code, lines = cli(
+        "--attestation", str(real / "dstack-0.5.4-8cpu-64g-getquote.json"),
+        "--collateral", str(real / "collateral" / OUT_OF_DATE), "--at", "2026-08-13T11:45:38Z",
+        "--accept-tcb", "UpToDate,OutOfDate",
+    )  # fmt: skip
+    assert code == 0
+    assert lines[0] == (
+        "VALID: every check passed (not checked: report_data, measurements, os_image_hash)"
+    )
+    assert lines[0] in " ".join(page.split())
+    # The page's claim about the September 2025 collateral for the same quote.
+    code, lines = cli(
+        "--attestation", str(real / "dstack-0.5.4-8cpu-64g-getquote.json"),
+        "--collateral", str(real / "collateral" / PAIRS[0]), "--at", "2025-09-16T11:31:47Z",
+    )  # fmt: skip
+    assert code == 0 and "TCB status: UpToDate (accepted; accepted: UpToDate)" in lines
+    no_collateral = page[page.index("```text\nINVALID: signature not checked") + 8 :]
+    first = no_collateral[: no_collateral.index("\n")]
+    code, lines = cli("--attestation", str(real / "dstack-0.6.0-getquote.json"))
+    assert code == 1 and lines[0] == first

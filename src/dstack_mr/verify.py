@@ -284,8 +284,9 @@ def _quote_checks(verdict: QuoteVerdict | None, quote: TdxQuote) -> tuple[Check,
             Check(
                 "quote",
                 NOT_CHECKED,
-                "signature not checked: no collateral given (the quote's platform is FMSPC "
-                f"{quote_fmspc(quote) or 'unknown'}); the quote may be forged",
+                "signature not checked: no collateral given; collateral for this quote's "
+                f"platform (FMSPC {quote_fmspc(quote) or 'unknown'}) is needed, without it the "
+                "quote may be forged",
             ),
             Check("tcb", NOT_CHECKED, "TCB status unknown without collateral"),
         )
