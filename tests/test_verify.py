@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 import pytest
 from conftest import shared_path
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, Image, VmConfig
@@ -764,3 +766,85 @@ def test_docs_worked_example_is_real_output() -> None:
     first = no_collateral[: no_collateral.index("\n")]
     code, lines = cli("--attestation", str(real / "dstack-0.6.0-getquote.json"))
     assert code == 1 and lines[0] == first
+
+
+# --- hostile bytes -----------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutated_crls_and_certificates_fail_only_with_collateral_error(data: Any) -> None:
+    base = parse_collateral(pair(UP_TO_DATE))
+    field = data.draw(st.sampled_from(["root_ca_crl", "pck_crl", "tcb_info_issuer_chain"]))
+    if field == "tcb_info_issuer_chain":
+        der = bytearray(pem_certificates(base.tcb_info_issuer_chain)[0])
+    else:
+        der = bytearray(getattr(base, field))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(der) - 1))
+        der[i] = data.draw(st.integers(0, 255))
+    der = der[: data.draw(st.integers(0, len(der)))]
+    if field == "tcb_info_issuer_chain":
+        import base64
+
+        pem = "-----BEGIN CERTIFICATE-----\n" + base64.b64encode(bytes(der)).decode()
+        edited = attrs.evolve(base, tcb_info_issuer_chain=pem + "\n-----END CERTIFICATE-----\n")
+    else:
+        edited = attrs.evolve(base, **{field: bytes(der)})
+    try:
+        window = edited.validity()
+    except CollateralError:
+        return
+    assert window.not_before <= window.not_after or not window.contains(window.not_before)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutated_signature_data_fails_only_with_quote_error(data: Any) -> None:
+    from dstack_mr.errors import QuoteError
+
+    quote = parse_quote(pair(UP_TO_DATE)["quote"])
+    sig = parse_quote_signature(quote)
+    raw = bytearray(quote.raw[: quote.signed_length])
+    # Mutate the lengths and types that locate the PCK chain.
+    assert sig.qe_report_offset is not None and sig.pck_chain_offset is not None
+    hot = [sig.cert_data_offset - 6, sig.cert_data_offset - 4, sig.qe_report_offset + 448,
+           sig.pck_chain_offset - 6, sig.pck_chain_offset - 4]  # fmt: skip
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.sampled_from(hot)) + data.draw(st.integers(0, 3))
+        raw[i] = data.draw(st.integers(0, 255))
+    try:
+        mutated = parse_quote(bytes(raw))
+        got = parse_quote_signature(mutated)
+    except QuoteError:
+        return
+    end = mutated.signed_length
+    if got.pck_chain is not None:
+        assert got.pck_chain_offset is not None
+        assert got.pck_chain_offset + len(got.pck_chain) <= end
+        assert mutated.raw[got.pck_chain_offset : got.pck_chain_offset + len(got.pck_chain)] == (
+            got.pck_chain
+        )
+
+
+@settings(max_examples=25, deadline=None)
+@given(offset=st.integers(0, 4000), bit=st.integers(0, 7))
+def test_any_flipped_signed_bit_never_verifies(offset: int, bit: int) -> None:
+    """Every byte before the PCK chain is signed (header and body by the attestation key, the
+    QE report by the PCK key, the key and QE auth data through the QE report's report_data).
+    The PEM text itself is not: whitespace there may change without changing a certificate."""
+    from dstack_mr.errors import QuoteError
+
+    doc = pair(UP_TO_DATE)
+    quote = parse_quote(doc["quote"])
+    chain_at = parse_quote_signature(quote).pck_chain_offset
+    assert chain_at is not None
+    raw = bytearray(quote.raw[: quote.signed_length])
+    i = offset % chain_at
+    raw[i] ^= 1 << bit
+    try:
+        bad = parse_quote(bytes(raw))
+    except QuoteError:
+        return  # the header, a length or the trailing bytes no longer parse: bad input
+    result = verify(bad, parse_collateral(doc), at=when(doc["verify_at"]))
+    assert not result.is_valid
