@@ -848,3 +848,32 @@ def test_any_flipped_signed_bit_never_verifies(offset: int, bit: int) -> None:
         return  # the header, a length or the trailing bytes no longer parse: bad input
     result = verify(bad, parse_collateral(doc), at=when(doc["verify_at"]))
     assert not result.is_valid
+
+
+def test_near_public_data_file_is_both_evidence_and_collateral(tmp_path: Path) -> None:
+    doc = pair(PAIRS[0])
+    capture = json.loads(shared_path("real", "dstack-0.5.4-8cpu-64g-getquote.json").read_text())
+    coll = parse_collateral(doc).to_dict()
+    for key in ("root_ca_crl", "pck_crl", "tcb_info_signature", "qe_identity_signature"):
+        coll[key] = list(bytes.fromhex(coll[key]))
+    for key in ("tcb_info", "qe_identity", "pck_crl_issuer_chain"):
+        coll[key] += "\0"  # C strings, as NEAR's node publishes them
+    public = {
+        "near_signer_public_key": "ed25519:...",
+        "tee_participant_info": {
+            "Dstack": {
+                "quote": list(bytes.fromhex(capture["quote"])),
+                "collateral": coll,
+                "tcb_info": {"event_log": json.loads(capture["event_log"])},
+            }
+        },
+    }
+    path = write(tmp_path, "public_data.json", public)
+    code, lines = cli("--attestation", path, "--collateral", path, "--at", doc["verify_at"])
+    assert code == 0, lines
+    assert "  ok   event_log: 28 events replay to the quote's RTMR0-3" in lines
+    assert any(line.startswith("  key_provider: local-sgx 1b7a4937") for line in lines)
+    # Bytes that are not bytes are bad input, not a silently different quote.
+    public["tee_participant_info"]["Dstack"]["quote"][0] = 256
+    code, lines = cli("--attestation", write(tmp_path, "bad.json", public))
+    assert code == 2 and "is not bytes" in lines[-1]
