@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import jsonschema
 import pytest
 from conftest import shared_path
 from hypothesis import given, settings
@@ -42,6 +43,9 @@ UP_TO_DATE = "phala-20a06f-quote-collateral.json"
 OUT_OF_DATE = "dstack-0.5.4-8cpu-64g-quote-tcbeval20-collateral.json"
 ADVISORIES = ["INTEL-SA-01192", "INTEL-SA-01245", "INTEL-SA-01312", "INTEL-SA-01313"]
 BODY = 48  # the TD report body of a v4 quote starts after the 48-byte header
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "verify.schema.json").read_text()
+)
 
 
 def pair(name: str) -> dict[str, Any]:
@@ -172,6 +176,7 @@ def test_json_form_uses_dstack_verifier_names() -> None:
     assert out["details"]["report_data"] == parse_quote(doc["quote"]).report_data.hex()
     assert out["details"]["verified_at"] == doc["verify_at"]
     assert out["details"]["collateral_valid_until"] == doc["valid_until"]
+    jsonschema.validate(out, SCHEMA)
     code, lines = cli(
         "--collateral", str(shared_path("real", "collateral", UP_TO_DATE)),
         "--at", doc["verify_at"], "--json",
@@ -877,3 +882,22 @@ def test_near_public_data_file_is_both_evidence_and_collateral(tmp_path: Path) -
     public["tee_participant_info"]["Dstack"]["quote"][0] = 256
     code, lines = cli("--attestation", write(tmp_path, "bad.json", public))
     assert code == 2 and "is not bytes" in lines[-1]
+
+
+def test_json_follows_the_schema_in_every_outcome() -> None:
+    real = shared_path("real")
+    doc = pair(OUT_OF_DATE)
+    att = parse_attestation((real / "dstack-0.5.4-8cpu-64g-getquote.json").read_text())
+    quote = att.quote
+    assert quote is not None
+    results = [
+        verify(att, parse_collateral(doc), at=when(doc["verify_at"])),  # TCB not accepted
+        verify(att, parse_collateral(doc), at=when(doc["valid_until"]) + dt.timedelta(1)),
+        verify(parse_attestation((real / "dstack-0.6.0-getquote.json").read_text())),
+        verify(flipped(quote, BODY + 100), parse_collateral(doc), at=when(doc["verify_at"])),
+    ]
+    for result in results:
+        out = result.to_dict()
+        jsonschema.validate(out, SCHEMA)
+        assert (out["reason"] is None) == out["is_valid"]
+    assert [r.details.tcb_status for r in results] == ["OutOfDate", None, None, None]
