@@ -901,3 +901,13 @@ def test_json_follows_the_schema_in_every_outcome() -> None:
         jsonschema.validate(out, SCHEMA)
         assert (out["reason"] is None) == out["is_valid"]
     assert [r.details.tcb_status for r in results] == ["OutOfDate", None, None, None]
+
+
+def test_driver_zero_padding_after_the_quote_is_accepted(tmp_path: Path) -> None:
+    doc = pair(UP_TO_DATE)
+    padded = bytes.fromhex(doc["quote"]) + bytes(8000 - len(bytes.fromhex(doc["quote"])))
+    qfile = tmp_path / "quote.bin"
+    qfile.write_bytes(padded)
+    path = str(shared_path("real", "collateral", UP_TO_DATE))
+    code, lines = cli("--quote", str(qfile), "--collateral", path, "--at", doc["verify_at"])
+    assert code == 0, lines
