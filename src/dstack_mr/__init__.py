@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CborError,
     CollateralError,
     ConfigError,
     DstackMrError,
@@ -46,16 +47,11 @@ from .errors import (
     MissingExtraError,
     PathEscapeError,
     QuoteError,
+    ScaleError,
 )
+from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
-from .machine import (
-    Machine,
-    MeasuredEvent,
-    MeasurementDetails,
-    RtmrLog,
-    TdxMeasurements,
-    VersionedOptions,
-)
+from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
 
 __version__ = "0.1.0"
 
@@ -67,6 +63,7 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CborError",
     "CollateralError",
     "ConfigError",
     "DstackMrError",
@@ -92,6 +89,7 @@ __all__ = [
     "PathEscapeError",
     "QuoteError",
     "RtmrLog",
+    "ScaleError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",

@@ -68,6 +68,14 @@ class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
 
 
+class CborError(DstackMrError):
+    """A CBOR document is malformed or uses a feature outside the strict subset accepted."""
+
+
+class ScaleError(EvidenceError):
+    """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""
+
+
 class CollateralError(DstackMrError):
     """Quote collateral (TCB info, QE identity, CRLs, issuer chains) is malformed."""
 
