@@ -342,10 +342,8 @@ def example(
     )
 
 
-from .verify_cmd import EPILOG as _VERIFY_EPILOG  # noqa: E402
-from .verify_cmd import verify as _verify  # noqa: E402
-
-app.command("verify", epilog=_VERIFY_EPILOG)(_verify)
+# Like diagnose, verify lives in its own module and registers itself on import.
+from . import verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:

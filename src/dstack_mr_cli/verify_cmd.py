@@ -13,6 +13,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dstack_mr.acpi import DEFAULT_TIMEOUT
+
+from .main import (
+    AcpiDumperOpt,
+    AcpiTablesOpt,
+    AcpiTimeoutOpt,
+    JsonOpt,
+    _read,
+    acpi_source,
+    app,
+    library_errors,
+)
+
 if TYPE_CHECKING:
     from dstack_mr.collateral import Collateral
     from dstack_mr.diagnose import Evidence
@@ -67,8 +80,6 @@ def _parse_report_data(text: str | None) -> bytes | None:
 def _json_file(path: Path, what: str) -> Any:
     from dstack_mr.config import parse_json
     from dstack_mr.errors import EvidenceError
-
-    from .main import _read
 
     return parse_json(_read(path, what), f"{what} {path}", EvidenceError)
 
@@ -140,6 +151,7 @@ def render_result(result: VerificationResult, at_given: bool) -> str:
     return "\n".join(out)
 
 
+@app.command(epilog=EPILOG)
 def verify(
     quote: Annotated[
         Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
@@ -186,23 +198,16 @@ def verify(
         Path | None,
         typer.Option("--vm-config", help="VmConfig JSON, when the evidence carries none."),
     ] = None,
-    acpi_tables: Annotated[
-        Path | None,
-        typer.Option(
-            "--acpi-tables", metavar="FILE", help="ACPI tables blob (else the dumper runs)."
-        ),
-    ] = None,
-    acpi_dumper: Annotated[
-        str | None,
-        typer.Option("--acpi-dumper", metavar="PATH", help="The dstack-acpi-tables program."),
-    ] = None,
+    acpi_tables: AcpiTablesOpt = None,
+    acpi_dumper: AcpiDumperOpt = None,
+    acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
     report_data: Annotated[
         str | None,
         typer.Option(
             "--report-data", metavar="HEX", help="Expected report_data (zero-padded to 64)."
         ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Verify a dstack VM: quote signature and TCB status (offline, dcap-qvl), event log
     replay, measurements against an image, and the app identity from RTMR3.
@@ -217,8 +222,6 @@ def verify(
     from dstack_mr.image import Image
     from dstack_mr.quote import parse_quote
     from dstack_mr.verify import verify as run_verify
-
-    from .main import _read, acpi_source, library_errors
 
     when = _parse_at(at)
     expected_rd = _parse_report_data(report_data)
@@ -249,7 +252,7 @@ def verify(
         vm = VmConfig.from_json(_read(vm_config, "VmConfig")) if vm_config else None
         image = None
         if image_dir is not None:
-            image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, 30.0))
+            image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
         result = run_verify(
             evidence,
             coll,
