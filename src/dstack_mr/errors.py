@@ -87,3 +87,11 @@ class ScaleError(EvidenceError):
 class MeasurementDocumentError(DstackMrError):
     """A ``measurement.tdx.cbor`` document or its integrity chain (``sha256sum.txt`` and
     ``os_image_hash``) is malformed, of an unsupported version, or does not check out."""
+
+
+class CollateralError(DstackMrError):
+    """Quote collateral (TCB info, QE identity, CRLs, issuer chains) is malformed."""
+
+
+class MissingExtraError(DstackMrError):
+    """An optional dependency this operation needs is not installed (e.g. ``dstack-mr[verify]``)."""
