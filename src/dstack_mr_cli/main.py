@@ -251,13 +251,41 @@ def measure(
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
     json_out: JsonOpt = False,
+    snp: Annotated[
+        bool,
+        typer.Option(
+            "--snp",
+            help="AMD SEV-SNP instead: the launch MEASUREMENT for --cpu vCPUs, from the "
+            "image's measurement.snp.cbor (else its SEV firmware, kernel and initrd).",
+        ),
+    ] = False,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="SEV-SNP: QEMU CPU model.", metavar="MODEL")
+    ] = "EPYC-v4",
+    guest_features: Annotated[
+        str, typer.Option("--guest-features", help="SEV-SNP: SEV features.", metavar="N")
+    ] = "0x1",
 ) -> None:
     """Compute MRTD and RTMR0-2 of an image for one machine configuration.
 
     The image's cmdline is measured with " initrd=initrd" appended, like the reference.
     RTMR0 needs QEMU's ACPI tables: from --acpi-tables FILE, or by running the
-    dstack-acpi-tables dumper.
+    dstack-acpi-tables dumper. With --snp: the AMD SEV-SNP launch MEASUREMENT instead
+    (METADATA may then also be the image directory).
     """
+    if snp:
+        from . import snp as snp_cli
+
+        with library_errors():
+            snp_cli.measure_snp(
+                metadata,
+                _u32(cpu, "--cpu"),
+                vcpu_type,
+                snp_cli.parse_features(guest_features),
+                events,
+                json_out,
+            )
+        return
     from dstack_mr.image import ImageFiles
 
     with library_errors():
@@ -380,6 +408,10 @@ def example(
     typer.echo(
         f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
     )
+
+
+# Like diagnose, these commands live in their own modules and register themselves on import.
+from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:
