@@ -19,6 +19,7 @@ from . import acpi as acpi_mod
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
+from .acpi_log import AcpiDigests
 from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
 from .digest import replay
 from .errors import ConfigError, ImageError
@@ -284,7 +285,8 @@ class MeasurementDetails:
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
-    acpi_tables: AcpiTables = attrs.field(repr=False)
+    #: The tables measured, or only their digests when those were given (e.g. from a log).
+    acpi_tables: AcpiTables | AcpiDigests = attrs.field(repr=False)
     invocation: DumperInvocation = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
@@ -303,7 +305,9 @@ def _log(rtmr: int, specs: Sequence[EventSpec], digests: Sequence[bytes]) -> Rtm
     return RtmrLog(rtmr, events)
 
 
-def rtmr0_digests(variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables) -> list[bytes]:
+def rtmr0_digests(
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables | AcpiDigests
+) -> list[bytes]:
     per_machine = {
         "td_hob": td_hob_digest,
         "acpi_loader": tables.loader_digest,
@@ -321,7 +325,7 @@ def compute(
     kernel: bytes,
     initrd_size: int,
     initrd_digest: bytes | Callable[[], bytes],
-    acpi: AcpiSource,
+    acpi: AcpiSource | AcpiDigests,
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
@@ -330,7 +334,8 @@ def compute(
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
-    still be hashing while everything else is computed.
+    still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
+    themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
     """
     opts = machine.versioned_options()
     if mrtd is None:
@@ -338,7 +343,11 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    tables = (
+        acpi
+        if isinstance(acpi, AcpiDigests)
+        else acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    )
     rtmr0 = _log(
         0, RTMR0_LAYOUTS[machine.ovmf_variant], rtmr0_digests(machine.ovmf_variant, td_hob, tables)
     )
