@@ -736,7 +736,7 @@ def test_cli_ccel(example: Image) -> None:
 def test_report_names_match_identity_kinds() -> None:
     """Every label of every layout has an identity of its own kind (none falls through)."""
     from dstack_mr.event_identity import expected_identity
-    from dstack_mr.uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
+    from dstack_mr.events import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 
     for layout in RTMR0_LAYOUTS.values():
         for spec in layout:

@@ -32,6 +32,7 @@ from .event_identity import (
     EventIdentity,
     actual_identity,
     expected_identity,
+    is_acpi_label,
     same_event,
     tag_positional,
 )
@@ -479,7 +480,7 @@ def _check(
         actual_description=None if actual is None else describe_payload(actual),
         identity=ident.name,
         actual_identity=None if actual_ident is None else actual_ident.name,
-        from_log=from_log and spec is not None and spec.label.startswith("acpi_"),
+        from_log=from_log and spec is not None and is_acpi_label(spec.label),
     )
 
 
@@ -663,7 +664,7 @@ class DiagnoseReport:
         judged = self.acpi.judged
 
         def digest(rtmr: int, e: MeasuredEvent) -> str | None:
-            if rtmr == 0 and not judged and e.label.startswith("acpi_"):
+            if rtmr == 0 and not judged and is_acpi_label(e.label):
                 return None
             return e.digest.hex()
 

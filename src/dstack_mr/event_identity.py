@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from . import events
 from ._binary import take, u32, u64
 from .errors import EventLogError
 from .eventlog import (
@@ -42,6 +43,7 @@ from .eventlog import (
     Event,
     describe_payload,
 )
+from .uefi import BOOT_ATTEMPT_ACTION, EXIT_BOOT_SERVICES_ACTION, EXIT_BOOT_SERVICES_OK_ACTION
 
 if TYPE_CHECKING:
     from .machine import MeasurementDetails
@@ -50,6 +52,7 @@ __all__ = [
     "EventIdentity",
     "actual_identity",
     "expected_identity",
+    "is_acpi_label",
     "same_event",
     "simulated_event",
     "simulated_log",
@@ -83,53 +86,71 @@ def same_event(a: EventIdentity, b: EventIdentity) -> bool:
 # --- expected events, by the label of the layout tables ------------------------------------------
 
 _ACTIONS = {
-    "boot_attempt": "Calling EFI Application from Boot Option",
-    "exit_boot_services": "Exit Boot Services Invocation",
-    "exit_boot_services_ok": "Exit Boot Services Returned with Success",
+    events.BOOT_ATTEMPT: BOOT_ATTEMPT_ACTION.decode("ascii"),
+    events.EXIT_BOOT_SERVICES: EXIT_BOOT_SERVICES_ACTION.decode("ascii"),
+    events.EXIT_BOOT_SERVICES_OK: EXIT_BOOT_SERVICES_OK_ACTION.decode("ascii"),
 }
 
 #: The seed's label for index 13 of the stable202505 layout. That event is the SMBIOS
-#: handoff-tables event (SHARED SPEC-UPSTREAM §2); later labels for it map here as well.
-SMBIOS_LABELS = frozenset({"variable_authority", "smbios", "smbios_handoff_tables"})
+#: handoff-tables event (SPEC-UPSTREAM §2), whatever a layout calls it.
+SMBIOS_LABELS = frozenset({events.VARIABLE_AUTHORITY})
+
+_EFI_PREFIX = events.efi_variable_label("")
+_FW_CFG = {events.FWCFG_BOOT_MENU: "BootMenu", events.FWCFG_BOOTORDER: "bootorder"}
+_ACPI_PARTS = {
+    events.ACPI_LOADER: "table loader",
+    events.ACPI_RSDP: "RSDP",
+    events.ACPI_TABLES: "tables",
+}
+_BOOT_OPTIONS = (events.BOOT0000, events.BOOT0001)
+
+#: Events identified by label alone, per RTMR.
+_BY_LABEL: dict[tuple[int, str], EventIdentity] = {
+    (0, events.TD_HOB): EventIdentity("td-hob", None, "TD HOB"),
+    (0, events.CFV_IMAGE): EventIdentity("cfv", None, "OVMF variable store (CFV)"),
+    (0, events.SEPARATOR): EventIdentity("separator", None, "separator"),
+    (0, events.BOOT_ORDER): EventIdentity("boot-variable", "BootOrder", "EFI variable BootOrder"),
+    (0, events.BOOT_ORDER_VAR): EventIdentity(
+        "boot-variable", "BootOrder", "EFI variable BootOrder"
+    ),
+    **{
+        (0, label): EventIdentity("boot-variable", label, f"boot option {label}")
+        for label in _BOOT_OPTIONS
+    },
+    **{
+        (0, label): EventIdentity("acpi", None, f"ACPI DATA ({part})")
+        for label, part in _ACPI_PARTS.items()
+    },
+    **{
+        (0, label): EventIdentity("fw-cfg", item, f"fw_cfg item {item}")
+        for label, item in _FW_CFG.items()
+    },
+    **{
+        (0, label): EventIdentity("smbios", None, "SMBIOS handoff tables")
+        for label in SMBIOS_LABELS
+    },
+    (1, events.KERNEL_AUTHENTICODE): EventIdentity("kernel", None, "kernel image (Authenticode)"),
+    (1, events.SEPARATOR): EventIdentity("separator", None, "separator"),
+    **{(1, label): EventIdentity("action", text, f'"{text}"') for label, text in _ACTIONS.items()},
+    (2, events.CMDLINE): EventIdentity("cmdline", None, "kernel command line"),
+    (2, events.INITRD): EventIdentity("initrd", None, "initrd"),
+}
 
 
 def expected_identity(rtmr: int, label: str) -> EventIdentity:
     """The identity of an expected event of RTMR ``rtmr`` with layout label ``label``."""
-    if rtmr == 0:
-        if label == "td_hob":
-            return EventIdentity("td_hob", None, "TD HOB")
-        if label == "cfv_image":
-            return EventIdentity("cfv", None, "OVMF variable store (CFV)")
-        if label.startswith("efi:"):
-            name = label[4:]
-            return EventIdentity("efi_variable", name, f"EFI variable {name}")
-        if label == "separator":
-            return EventIdentity("separator", None, "separator")
-        if label in ("acpi_loader", "acpi_rsdp", "acpi_tables"):
-            what = {"acpi_loader": "table loader", "acpi_rsdp": "RSDP", "acpi_tables": "tables"}
-            return EventIdentity("acpi", None, f"ACPI DATA ({what[label]})")
-        if label in ("boot_order", "boot_order_var"):
-            return EventIdentity("boot_variable", "BootOrder", "EFI variable BootOrder")
-        if label.startswith("Boot") and len(label) == 8:
-            return EventIdentity("boot_variable", label, f"boot option {label}")
-        if label.startswith("fwcfg:"):
-            name = label[6:]
-            return EventIdentity("fw_cfg", name, f"fw_cfg item {name}")
-        if label in SMBIOS_LABELS:
-            return EventIdentity("smbios", None, "SMBIOS handoff tables")
-    if rtmr == 1:
-        if label == "kernel_authenticode":
-            return EventIdentity("kernel", None, "kernel image (Authenticode)")
-        if label == "separator":
-            return EventIdentity("separator", None, "separator")
-        if label in _ACTIONS:
-            return EventIdentity("action", _ACTIONS[label], f'"{_ACTIONS[label]}"')
-    if rtmr == 2:
-        if label == "cmdline":
-            return EventIdentity("cmdline", None, "kernel command line")
-        if label == "initrd":
-            return EventIdentity("initrd", None, "initrd")
+    known = _BY_LABEL.get((rtmr, label))
+    if known is not None:
+        return known
+    if rtmr == 0 and label.startswith(_EFI_PREFIX):
+        name = label[len(_EFI_PREFIX) :]
+        return EventIdentity("efi-variable", name, f"EFI variable {name}")
     return EventIdentity(f"label:{label}", None, label)
+
+
+def is_acpi_label(label: str) -> bool:
+    """One of RTMR0's three ACPI events."""
+    return label in events.ACPI_LABELS
 
 
 # --- actual events, by type and payload ----------------------------------------------------------
@@ -190,32 +211,32 @@ def actual_identity(event: Event) -> EventIdentity:
     t, p = event.event_type, event.event_payload
     desc = describe_payload(event)
     if t == EV_EFI_HANDOFF_TABLES2:
-        return EventIdentity("td_hob", None, "TD HOB")
+        return EventIdentity("td-hob", None, "TD HOB")
     if t in (EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_PLATFORM_FIRMWARE_BLOB):
         return EventIdentity("cfv", None, "OVMF variable store (CFV)")
     if t == EV_EFI_HANDOFF_TABLES:
         guids = _handoff_guids(p)
         if not guids or guids[0] in (SMBIOS3_TABLE_GUID, SMBIOS_TABLE_GUID):
             return EventIdentity("smbios", None, "SMBIOS handoff tables")
-        return EventIdentity("handoff_tables", str(guids[0]), f"handoff table {{{guids[0]}}}")
+        return EventIdentity("handoff-tables", str(guids[0]), f"handoff table {{{guids[0]}}}")
     if t in (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY):
         name = _variable_name(p) if p else None
         return EventIdentity(
-            "efi_variable", name, f"EFI variable {name}" if name else "an EFI variable"
+            "efi-variable", name, f"EFI variable {name}" if name else "an EFI variable"
         )
     if t in (EV_EFI_VARIABLE_BOOT, EV_EFI_VARIABLE_BOOT2):
         name = _variable_name(p) if p else None
         if name is not None and name != "BootOrder":
-            return EventIdentity("boot_variable", name, f"boot option {name}")
+            return EventIdentity("boot-variable", name, f"boot option {name}")
         return EventIdentity(
-            "boot_variable", name, "EFI variable BootOrder" if name else "a boot variable"
+            "boot-variable", name, "EFI variable BootOrder" if name else "a boot variable"
         )
     if t == EV_SEPARATOR:
         return EventIdentity("separator", None, "separator")
     if t == EV_PLATFORM_CONFIG_FLAGS:
         item = fw_cfg_item_name(p)
         if item is not None:
-            return EventIdentity("fw_cfg", item, f"fw_cfg item {item}")
+            return EventIdentity("fw-cfg", item, f"fw_cfg item {item}")
         if p.rstrip(b"\0") == b"ACPI DATA" or event.event.startswith("acpi-"):
             return EventIdentity("acpi", None, "ACPI DATA")
     if t == EV_EFI_BOOT_SERVICES_APPLICATION:
@@ -246,17 +267,17 @@ def tag_positional(rtmr: int, index: int, identity: EventIdentity) -> EventIdent
     """Payload-less RTMR2 tagged events: the first is the command line, the second the initrd
     (how the Linux EFI stub measures them)."""
     if rtmr == 2 and identity.kind in ("tagged", f"type:{EV_EVENT_TAG:#x}"):
-        return expected_identity(2, "cmdline" if index == 0 else "initrd")
+        return expected_identity(2, events.CMDLINE if index == 0 else events.INITRD)
     return identity
 
 
 # --- simulated logs ------------------------------------------------------------------------------
 
 _SIMULATED_TYPES = {
-    "td_hob": EV_EFI_HANDOFF_TABLES2,
+    "td-hob": EV_EFI_HANDOFF_TABLES2,
     "cfv": EV_EFI_PLATFORM_FIRMWARE_BLOB2,
-    "efi_variable": EV_EFI_VARIABLE_DRIVER_CONFIG,
-    "boot_variable": EV_EFI_VARIABLE_BOOT,
+    "efi-variable": EV_EFI_VARIABLE_DRIVER_CONFIG,
+    "boot-variable": EV_EFI_VARIABLE_BOOT,
     "separator": EV_SEPARATOR,
     "smbios": EV_EFI_HANDOFF_TABLES,
     "kernel": EV_EFI_BOOT_SERVICES_APPLICATION,
@@ -272,7 +293,7 @@ def simulated_event(rtmr: int, label: str, digest: bytes) -> Event:
     ident = expected_identity(rtmr, label)
     if ident.kind == "acpi":
         return Event(rtmr, EV_PLATFORM_CONFIG_FLAGS, digest, "", b"ACPI DATA")
-    if ident.kind == "fw_cfg" and ident.key is not None:
+    if ident.kind == "fw-cfg" and ident.key is not None:
         name = ident.key.encode("ascii").ljust(56, b"\0")
         return Event(rtmr, EV_PLATFORM_CONFIG_FLAGS, digest, "", FW_CFG_EVENT_PREFIX + name)
     if ident.kind == "action" and ident.key is not None:

@@ -16,13 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import events
 from . import kernel as kernel_mod
 from .config import OvmfVariant, format_memory_size
 from .digest import replay
 from .errors import DstackMrError
-from .event_identity import SMBIOS_LABELS, actual_identity, expected_identity, kernel_image_length
+from .event_identity import (
+    SMBIOS_LABELS,
+    actual_identity,
+    expected_identity,
+    is_acpi_label,
+    kernel_image_length,
+)
+from .events import RTMR0_LAYOUTS
 from .machine import checked_cmdline_digest, rtmr0_digests
-from .uefi import RTMR0_LAYOUTS
 
 if TYPE_CHECKING:
     from .config import VmConfig
@@ -271,7 +278,7 @@ class _Explainer:
         for ev in mine:
             if ev.status != "mismatch":
                 continue
-            if other_layout and expected_identity(0, ev.label).kind not in ("td_hob", "acpi"):
+            if other_layout and expected_identity(0, ev.label).kind not in ("td-hob", "acpi"):
                 continue  # the other layout's own events, explained by the layout finding
             finding = self._event(ev)
             if finding is not None:
@@ -281,9 +288,9 @@ class _Explainer:
         assert ev.actual is not None
         kind = expected_identity(ev.rtmr, ev.label).kind
         reg = f"RTMR{ev.rtmr}"
-        if kind == "td_hob":
+        if kind == "td-hob":
             return self._memory(
-                reg, "td_hob", self._memory_candidates(), self.image.tdvf.td_hob_digest,
+                reg, events.TD_HOB, self._memory_candidates(), self.image.tdvf.td_hob_digest,
                 lambda d: d == ev.actual, "",
                 otherwise=(
                     f"td_hob: no memory size reproduces it; the TD HOB depends only on the "
@@ -345,7 +352,7 @@ class _Explainer:
                 f"({self.image.initrd_size} bytes; QEMU writes the size into the kernel's header)"
             )
         return Finding(
-            "kernel_authenticode",
+            events.KERNEL_AUTHENTICODE,
             message,
             register=reg,
             tried=tried,
@@ -363,7 +370,7 @@ class _Explainer:
 
     def _acpi_event(self, ev: EventCheck) -> Finding | None:
         differing = [
-            e.label for e in self.events if e.rtmr == 0 and e.label.startswith("acpi_")
+            e.label for e in self.events if e.rtmr == 0 and is_acpi_label(e.label)
             and e.status == "mismatch"
         ]  # fmt: skip
         if ev.label != differing[0]:
@@ -371,7 +378,7 @@ class _Explainer:
         layout = (
             "; the loader and RSDP match, so the table layout (sizes and offsets) is right and "
             "some table content differs"
-            if differing == ["acpi_tables"]
+            if differing == [events.ACPI_TABLES]
             else ""
         )
         return Finding(
@@ -468,17 +475,17 @@ class _Explainer:
         log = self.expected.rtmr_logs[0]
         labels = [e.label for e in log.events]
         base = log.digests
-        hob = labels.index("td_hob")
+        hob = labels.index(events.TD_HOB)
 
         def with_hob(digest: bytes) -> bool:
             return replay([digest if k == hob else d for k, d in enumerate(base)]) == reg.actual
 
         found = self._memory(
-            "RTMR0", "td_hob", self._memory_candidates(), self.image.tdvf.td_hob_digest,
+            "RTMR0", events.TD_HOB, self._memory_candidates(), self.image.tdvf.td_hob_digest,
             with_hob, "", otherwise=None,
         )  # fmt: skip
         if found is not None:
-            self._add(self._register_proof(0, "td_hob", found, labels))
+            self._add(self._register_proof(0, events.TD_HOB, found, labels))
             return
         ours = self.expected.ovmf_variant
         other = _other(ours)
@@ -523,7 +530,7 @@ class _Explainer:
         labels = [e.label for e in log.events]
         found = self._kernel_memory(lambda d: replay([d, *rest]) == reg.actual, "RTMR1")
         if found is not None:
-            self._add(self._register_proof(1, "kernel_authenticode", found, labels))
+            self._add(self._register_proof(1, events.KERNEL_AUTHENTICODE, found, labels))
             return
         self._add(
             Finding(
@@ -543,7 +550,9 @@ class _Explainer:
         initrd = self.expected.rtmr_logs[2].digests[1]
         found = self._cmdline("RTMR2", lambda d: replay([d, initrd]) == reg.actual, None)
         if found is not None and found.proven:
-            self._add(self._register_proof(2, "cmdline", found, ["cmdline", "initrd"]))
+            self._add(
+                self._register_proof(2, events.CMDLINE, found, [events.CMDLINE, events.INITRD])
+            )
             return
         self._add(
             Finding(
@@ -609,7 +618,7 @@ class _Explainer:
         candidates.append(("3G", 3 * GIB))
         return self._memory(
             register,
-            "kernel_authenticode",
+            events.KERNEL_AUTHENTICODE,
             candidates,
             lambda mem: img._kernel_digest(img.kernel, img.initrd_size, mem),
             reproduces,

@@ -23,7 +23,7 @@ from dstack_mr import (
     ovmf_variant_for_version,
 )
 from dstack_mr.acpi import DEFAULT_TIMEOUT
-from dstack_mr.config import parse_memory_size, parse_rust_u32
+from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
 
 app = typer.Typer(
@@ -175,6 +175,16 @@ def measure(
     num_nvswitches: Annotated[
         str, typer.Option("--num-nvswitches", metavar="N", help="NVSwitches passed through (VFIO).")
     ] = "0",
+    num_nics: Annotated[
+        str, typer.Option("--num-nics", metavar="N", help="virtio-net NICs (0 allowed).")
+    ] = "1",
+    num_verity_volumes: Annotated[
+        str,
+        typer.Option("--num-verity-volumes", metavar="N", help="Read-only virtio-blk volumes."),
+    ] = "0",
+    swtpm: Annotated[
+        bool, typer.Option("--swtpm", help="VM has a software TPM (refused: not modelled).")
+    ] = False,
     hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
         str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
@@ -186,8 +196,9 @@ def measure(
         str | None,
         typer.Option(
             "--dstack-os-version",
-            help="dstack OS version X.Y.Z; picks the OVMF event layout (0.5.10 <= v < 0.6.0 "
-            "and v >= 0.6.1 are stable202505). Default: from metadata.json.",
+            help="dstack OS version X.Y.Z[.SUFFIX]; picks the OVMF event layout "
+            "(0.5.10 <= v < 0.6.0 and v >= 0.6.1 are stable202505). Default: from "
+            "metadata.json.",
         ),
     ] = None,
     ovmf_variant: Annotated[
@@ -216,16 +227,31 @@ def measure(
     with library_errors():
         files = ImageFiles.from_metadata(metadata)
         info = files.info
+        decided_by_version: str | None = None
         if ovmf_variant is not None:
             variant = ovmf_variant
         elif dstack_os_version is not None:
             variant = ovmf_variant_for_version(dstack_os_version)
+            decided_by_version = dstack_os_version
         elif info.ovmf_variant is not None:
             variant = info.ovmf_variant
         elif info.version:
             variant = ovmf_variant_for_version(info.version)
+            decided_by_version = info.version
         else:
             variant = OvmfVariant.PRE202505
+        # Text mode only: JSON output stays exactly the reference's, with nothing beside it.
+        if (
+            not json_out
+            and decided_by_version is not None
+            and version_rules_disagree(decided_by_version)
+        ):
+            typer.echo(
+                f"note: OVMF layout stable202505 from version {decided_by_version} (the "
+                "reference's rule); upstream dstack uses pre202505 for every version. Pass "
+                "--ovmf-variant to choose; a real event log shows which one the VM has.",
+                err=True,
+            )
         machine = Machine(
             cpu_count=_u32(cpu, "--cpu"),
             memory_size=_memory(memory),
@@ -240,6 +266,9 @@ def measure(
             hugepages=hugepages,
             num_gpus=_u32(num_gpus, "--num-gpus"),
             num_nvswitches=_u32(num_nvswitches, "--num-nvswitches"),
+            num_nics=_u32(num_nics, "--num-nics"),
+            num_verity_volumes=_u32(num_verity_volumes, "--num-verity-volumes"),
+            swtpm=swtpm,
             hotplug_off=_parse_bool(hotplug_off),
             root_verity=_parse_bool(root_verity),
             qemu_version=qemu_version,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dstack_mr.config import VmConfig
 from dstack_mr.diagnose import DiagnoseReport, EventCheck, RegisterCheck
+from dstack_mr.event_identity import is_acpi_label
 from dstack_mr.explain import Finding
 
 _COLORS = {
@@ -266,7 +267,7 @@ def _verbose_lines(report: DiagnoseReport, st: Style) -> list[str]:
     log0 = report.expected.rtmr_logs[0]
     out += ["", f"=== RTMR0 event log ({len(log0.events)} entries) ==="]
     for ev in log0.events:
-        unknown = not judged and ev.label.startswith("acpi_")
+        unknown = not judged and is_acpi_label(ev.label)
         digest = "(not judged)" if unknown else ev.digest.hex()
         out.append(f"  [{ev.index:>2}] {ev.label:<20} {digest}")
         if ev.varies_with:
