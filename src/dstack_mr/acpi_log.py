@@ -41,6 +41,8 @@ class AcpiDigests:
     loader_digest: bytes = attrs.field(repr=_hex48)
     rsdp_digest: bytes = attrs.field(repr=_hex48)
     tables_digest: bytes = attrs.field(repr=_hex48)
+    #: Where the digests came from (``log``: the VM's own event log, not verified).
+    source: str = attrs.field(default="log", kw_only=True)
 
 
 def _is_acpi(event: Event) -> bool:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -249,17 +249,39 @@ class TdxMeasurements:
         return measurements_html(self)
 
 
+class AcpiDigestsLike(Protocol):
+    """The three RTMR0 ACPI digests: :class:`AcpiTables` has them, and so has a set taken
+    from an event log."""
+
+    @property
+    def loader_digest(self) -> bytes: ...
+    @property
+    def rsdp_digest(self) -> bytes: ...
+    @property
+    def tables_digest(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
+
+
 @attrs.frozen
 class MeasurementDetails:
-    """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
+    """Registers, labelled event logs, the ACPI blobs and dumper call behind them.
+
+    ``mode`` is ``"lite"`` for results computed from a measurement document
+    (:func:`dstack_mr.lite.measure_from_document`): then ``acpi_tables`` holds only the three
+    digests, taken from the VM's event log (``acpi_from_log``), and no dumper ran
+    (``invocation`` is None).
+    """
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
-    #: The tables measured, or only their digests when those were given (e.g. from a log).
-    acpi_tables: AcpiTables | AcpiDigests = attrs.field(repr=False)
-    invocation: DumperInvocation = attrs.field(repr=False)
+    #: The tables measured, or only their three digests when those were given instead.
+    acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
+    invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    mode: Literal["legacy", "lite"] = "legacy"
+    acpi_from_log: bool = False
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -267,7 +289,7 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables | AcpiDigests) -> dict[str, bytes]:
+def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
     """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
     return {
         events.TD_HOB: td_hob_digest,
@@ -278,7 +300,7 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables | AcpiDigests) -> dict
 
 
 def rtmr0_digests(
-    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables | AcpiDigests
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
 ) -> list[bytes]:
     return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
 
@@ -307,10 +329,10 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = (
+    tables: AcpiTables | AcpiDigests = (
         acpi
         if isinstance(acpi, AcpiDigests)
-        else acpi_mod.build_tables(acpi.acpi_tables(invocation))
+        else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     )
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
@@ -334,6 +356,7 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
+        acpi_from_log=isinstance(acpi, AcpiDigests),
     )
 
 
