@@ -324,7 +324,7 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
