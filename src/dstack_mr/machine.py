@@ -279,6 +279,13 @@ class MeasurementDetails:
     mode: Literal["legacy", "lite"] = "legacy"
     acpi_from_log: bool = False
 
+    @property
+    def acpi_source(self) -> str:
+        """Where the ACPI digests came from: the tables' source, or the event log."""
+        if isinstance(self.acpi_tables, AcpiTables):
+            return self.acpi_tables.source
+        return "event log" if self.acpi_from_log else "given digests"
+
     def _repr_html_(self) -> str:
         from .render import details_html
 
