@@ -258,6 +258,8 @@ class AcpiDigestsLike(Protocol):
     def rsdp_digest(self) -> bytes: ...
     @property
     def tables_digest(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
 
 
 @attrs.frozen
@@ -278,13 +280,6 @@ class MeasurementDetails:
     ovmf_variant: OvmfVariant
     mode: Literal["legacy", "lite"] = "legacy"
     acpi_from_log: bool = False
-
-    @property
-    def acpi_source(self) -> str:
-        """Where the ACPI digests came from: the tables' source, or the event log."""
-        if isinstance(self.acpi_tables, AcpiTables):
-            return self.acpi_tables.source
-        return "event log" if self.acpi_from_log else "given digests"
 
     def _repr_html_(self) -> str:
         from .render import details_html

@@ -346,7 +346,7 @@ def measure(
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
         if events:
-            out["acpi_source"] = details.acpi_source
+            out["acpi_source"] = details.acpi_tables.source
             out["rtmr_logs"] = [
                 [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
                 for log in details.rtmr_logs
@@ -359,11 +359,11 @@ def measure(
     typer.echo(f"RTMR1: {m.rtmr1.hex()}")
     typer.echo(f"RTMR2: {m.rtmr2.hex()}")
     if events:
+        typer.echo(f"ACPI tables from: {details.acpi_tables.source}")
         for log in details.rtmr_logs:
             typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
             for e in log.events:
                 typer.echo(f"  [{e.index:>2}] {e.label:<22} {e.digest.hex()}")
-        typer.echo(f"\nACPI tables from: {details.acpi_source}")
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -410,8 +410,7 @@ def example(
     )
 
 
-# Like diagnose, verify and the measurement-document commands live in their own modules and
-# register themselves on import.
+# Like diagnose, these commands live in their own modules and register themselves on import.
 from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
