@@ -17,6 +17,7 @@ from dstack_mr.acpi import DEFAULT_TIMEOUT
 
 from .main import (
     AcpiDumperOpt,
+    AcpiSourceOpt,
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
@@ -201,6 +202,7 @@ def verify(
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     report_data: Annotated[
         str | None,
         typer.Option(
@@ -252,7 +254,9 @@ def verify(
         vm = VmConfig.from_json(_read(vm_config, "VmConfig")) if vm_config else None
         image = None
         if image_dir is not None:
-            image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+            image = Image.load(
+                image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+            )
         result = run_verify(
             evidence,
             coll,
