@@ -82,3 +82,16 @@ class CborError(DstackMrError):
 
 class ScaleError(EvidenceError):
     """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""
+
+
+class MeasurementDocumentError(DstackMrError):
+    """A ``measurement.tdx.cbor`` document or its integrity chain (``sha256sum.txt`` and
+    ``os_image_hash``) is malformed, of an unsupported version, or does not check out."""
+
+
+class CollateralError(DstackMrError):
+    """Quote collateral (TCB info, QE identity, CRLs, issuer chains) is malformed."""
+
+
+class MissingExtraError(DstackMrError):
+    """An optional dependency this operation needs is not installed (e.g. ``dstack-mr[verify]``)."""

@@ -4,6 +4,7 @@ Library errors become one line on stderr and exit code 2 (``--debug`` shows the 
 ``diagnose`` exits 1 when evidence and expectation differ.
 """
 
+import enum
 import json
 import sys
 from collections.abc import Iterator
@@ -109,12 +110,46 @@ def _memory(value: str) -> int:
         raise typer.BadParameter(str(exc)) from None
 
 
-def acpi_source(tables: Path | None, dumper: str | None, timeout: float) -> AcpiSource:
+def acpi_source(
+    tables: Path | None, dumper: str | None, timeout: float, source: object = None
+) -> AcpiSource:
+    """The tables' source: --acpi-source if given, else --acpi-tables FILE, else the dumper."""
+    kind = getattr(source, "value", source)
     if tables is not None and dumper is not None:
         raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
+    if kind in ("builtin", "auto"):
+        if tables is not None:
+            raise typer.BadParameter(f"--acpi-source {kind} does not read --acpi-tables")
+        from dstack_mr.acpi_model import QemuAcpiModel, auto_source
+
+        if kind == "builtin":
+            return QemuAcpiModel()
+        return auto_source(AcpiDumper(program=dumper, timeout=timeout))
+    if kind == "file" and tables is None:
+        raise typer.BadParameter("--acpi-source file needs --acpi-tables FILE")
+    if kind == "dumper" and tables is not None:
+        raise typer.BadParameter("--acpi-source dumper does not read --acpi-tables")
     if tables is not None:
         return AcpiTablesFile(tables)
     return AcpiDumper(program=dumper, timeout=timeout)
+
+
+class AcpiSourceKind(str, enum.Enum):
+    auto = "auto"
+    dumper = "dumper"
+    file = "file"
+    builtin = "builtin"
+
+
+AcpiSourceOpt = Annotated[
+    AcpiSourceKind | None,
+    typer.Option(
+        "--acpi-source",
+        help="Where the ACPI tables come from: the dumper, --acpi-tables FILE, the built-in "
+        "model of dstack's QEMU (QEMU 8.0 to 9.1), or auto (the dumper when installed, else "
+        "builtin). Default: FILE when --acpi-tables is given, else the dumper.",
+    ),
+]
 
 
 AcpiTablesOpt = Annotated[
@@ -211,6 +246,7 @@ def measure(
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     events: Annotated[
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
@@ -303,11 +339,14 @@ def measure(
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
         )
-        details = machine.measure_with_logs(acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+        details = machine.measure_with_logs(
+            acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+        )
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
         if events:
+            out["acpi_source"] = details.acpi_tables.source
             out["rtmr_logs"] = [
                 [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
                 for log in details.rtmr_logs
@@ -320,6 +359,7 @@ def measure(
     typer.echo(f"RTMR1: {m.rtmr1.hex()}")
     typer.echo(f"RTMR2: {m.rtmr2.hex()}")
     if events:
+        typer.echo(f"ACPI tables from: {details.acpi_tables.source}")
         for log in details.rtmr_logs:
             typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
             for e in log.events:
@@ -368,6 +408,11 @@ def example(
     typer.echo(
         f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
     )
+
+
+from . import measurement_cmd  # noqa: E402, F401  (registers its commands on app)
+# Like diagnose, verify lives in its own module and registers itself on import.
+from . import verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:
