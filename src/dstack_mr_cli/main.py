@@ -410,9 +410,8 @@ def example(
     )
 
 
-from . import measurement_cmd  # noqa: E402, F401  (registers its commands on app)
-# Like diagnose, verify lives in its own module and registers itself on import.
-from . import verify_cmd  # noqa: E402, F401
+# Like diagnose, these commands live in their own modules and register themselves on import.
+from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:
