@@ -66,3 +66,7 @@ class QuoteError(EvidenceError):
 
 class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
+
+
+class SmbiosError(DstackMrError):
+    """An SMBIOS table is malformed (a structure or its strings run past the end)."""
