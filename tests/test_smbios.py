@@ -396,3 +396,18 @@ def test_annotated_hex_names_every_structure() -> None:
         "".join(line[6:53] for line in text.splitlines() if not line.startswith("#"))
     )
     assert hex_bytes == event.measured
+
+
+def _block_after(page: str, marker: str) -> str:
+    start = page.index(marker)
+    body = page[page.index("```text\n", start) + len("```text\n") :]
+    return body[: body.index("\n```")]
+
+
+def test_docs_worked_example_is_what_the_model_prints() -> None:
+    page = (oracle.RECORDING.parent.parent.parent / "docs" / "smbios.md").read_text()
+    event = smbios.build_event(SmbiosInputs("8.2.2", 2 * GIB, cpu_count=8))
+    assert _block_after(page, "<!-- smbios-worked-example -->") == smbios.annotated_hex(
+        event.measured
+    )
+    assert _block_after(page, "<!-- smbios-worked-digest -->") == SEED.hex() == event.digest.hex()

@@ -17,11 +17,13 @@ import attrs
 
 from . import acpi as acpi_mod
 from . import kernel as kernel_mod
+from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
 from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
 from .digest import replay
 from .errors import ConfigError, ImageError
+from .smbios import SmbiosInputs, SmbiosOptions
 from .uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT, EventSpec, cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
@@ -84,6 +86,11 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
+def _smbios_options(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, SmbiosOptions):
+        raise ConfigError(f"smbios must be None or a SmbiosOptions, got {value!r}")
+
+
 #: Real OVMF images are 2-4 MiB and kernels ~10-15 MiB; refuse to slurp absurd files.
 MAX_FIRMWARE_SIZE = 256 << 20
 MAX_KERNEL_SIZE = 1 << 30
@@ -131,6 +138,9 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+    #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
+    #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).
+    smbios: SmbiosOptions | None = attrs.field(default=None, validator=_smbios_options)
 
     def versioned_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
@@ -173,6 +183,14 @@ class Machine:
             hotplug_off=self.hotplug_off,
             pci_hole64_size=self.pci_hole64_size,
             host_share_mode=self.host_share_mode,
+        )
+
+    def smbios_inputs(self) -> SmbiosInputs | None:
+        """The SMBIOS model's inputs when ``smbios`` is set (else None: the constant)."""
+        if self.smbios is None:
+            return None
+        return self.smbios.inputs(
+            self.memory_size, self.versioned_options().version, self.cpu_count
         )
 
     def check_memory(self) -> None:
@@ -288,6 +306,10 @@ class MeasurementDetails:
     invocation: DumperInvocation = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    #: What a reader must know about this result (e.g. which SMBIOS event digest was used).
+    notes: tuple[str, ...] = ()
+    #: The inputs of the computed SMBIOS event; None when the reference's constant was used.
+    smbios_inputs: SmbiosInputs | None = None
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -303,15 +325,28 @@ def _log(rtmr: int, specs: Sequence[EventSpec], digests: Sequence[bytes]) -> Rtm
     return RtmrLog(rtmr, events)
 
 
-def rtmr0_digests(variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables) -> list[bytes]:
+#: The stable202505 event whose digest the SMBIOS model computes.
+SMBIOS_EVENT_LABEL = "variable_authority"
+
+
+def rtmr0_digests(
+    variant: OvmfVariant,
+    td_hob_digest: bytes,
+    tables: AcpiTables,
+    smbios_digest: bytes | None = None,
+) -> list[bytes]:
+    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
     per_machine = {
         "td_hob": td_hob_digest,
         "acpi_loader": tables.loader_digest,
         "acpi_rsdp": tables.rsdp_digest,
         "acpi_tables": tables.tables_digest,
     }
+    if smbios_digest is not None:
+        per_machine[SMBIOS_EVENT_LABEL] = smbios_digest
     return [
-        s.digest if s.digest is not None else per_machine[s.label] for s in RTMR0_LAYOUTS[variant]
+        per_machine[s.label] if s.label in per_machine or s.digest is None else s.digest
+        for s in RTMR0_LAYOUTS[variant]
     ]
 
 
@@ -339,8 +374,11 @@ def compute(
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
     tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     rtmr0 = _log(
-        0, RTMR0_LAYOUTS[machine.ovmf_variant], rtmr0_digests(machine.ovmf_variant, td_hob, tables)
+        0,
+        RTMR0_LAYOUTS[machine.ovmf_variant],
+        rtmr0_digests(machine.ovmf_variant, td_hob, tables, smbios_digest),
     )
 
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
@@ -361,7 +399,22 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
+        notes=notes,
+        smbios_inputs=smbios_inputs,
     )
+
+
+def _smbios_event(
+    machine: Machine, opts: VersionedOptions
+) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
+    """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
+    reference's constant stands."""
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        return None, None, ()
+    inputs = machine.smbios_inputs()
+    if inputs is None:
+        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:

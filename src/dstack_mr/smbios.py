@@ -862,3 +862,152 @@ def annotated_hex(table: bytes) -> str:
             text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
             lines.append(f"{s.offset + row:04x}  {chunk.hex(' '):<47}  {text}")
     return "\n".join(lines)
+
+
+# --- measuring a machine -----------------------------------------------------------------
+
+#: The configuration the reference's constant holds for (with any vCPU count).
+SEED_CONFIGURATION = (2 * GIB, (8, 2, 2))
+
+
+def _check_host_cpu(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, HostCpu):
+        raise ConfigError(f"host_cpu must be a HostCpu (see smbios.find_host_cpu), got {value!r}")
+
+
+@attrs.frozen
+class SmbiosOptions:
+    """What computing a machine's SMBIOS event assumes beyond the machine itself (which gives
+    memory, QEMU version and vCPUs): the host CPU and the ``-smbios type=1`` strings."""
+
+    host_cpu: HostCpu = attrs.field(default=DEFAULT_HOST_CPU, validator=_check_host_cpu)
+    manufacturer: str | None = attrs.field(default=DSTACK_MANUFACTURER, validator=_check_string)
+    product: str | None = attrs.field(default=DSTACK_PRODUCT, validator=_check_string)
+
+    def inputs(
+        self, memory_size: int, qemu_version: tuple[int, int, int], cpu_count: int = 1
+    ) -> SmbiosInputs:
+        return SmbiosInputs(
+            qemu_version=qemu_version,
+            memory_size=memory_size,
+            manufacturer=self.manufacturer,
+            product=self.product,
+            cpuid_eax=self.host_cpu.eax,
+            cpuid_edx=self.host_cpu.edx,
+            cpu_count=max(1, min(cpu_count, 0xFFFF)),
+        )
+
+
+def seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
+    """What a stable202505 result says when event 13 is the reference's constant."""
+    note = (
+        "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event "
+        "(EV_EFI_HANDOFF_TABLES: SHA-384 of the filtered SMBIOS table), not a firmware "
+        "constant. Its expected digest here is the reference's constant, which holds only for "
+        f"{SmbiosInputs(SEED_CONFIGURATION[1], SEED_CONFIGURATION[0]).describe()} "
+        "(any vCPU count)"
+    )
+    if (memory_size, qemu_version) == SEED_CONFIGURATION:
+        return note + "; this machine has that memory and QEMU version."
+    return (
+        note + f"; this machine has {format_size(memory_size)} on QEMU "
+        f"{'.'.join(map(str, qemu_version))}, so it will not match. Compute the event instead: "
+        "`measure --smbios-computed` (library: Machine(..., smbios=SmbiosOptions()))."
+    )
+
+
+def computed_note(inputs: SmbiosInputs) -> str:
+    return (
+        "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event, computed "
+        f"from QEMU's SMBIOS tables assuming {inputs.describe()}."
+    )
+
+
+# --- searching for the inputs behind an actual digest ------------------------------------
+
+#: ``-smbios type=1`` strings a dstack host plausibly passes: dstack's VMM default, and none.
+KNOWN_SMBIOS_STRINGS: tuple[tuple[str | None, str | None], ...] = (
+    (DSTACK_MANUFACTURER, DSTACK_PRODUCT),
+    (None, None),
+)
+#: Nearby memory sizes are tried in whole GiB up to twice the configured size, at most this many.
+MAX_NEARBY_SIZES = 256
+
+
+def nearby_memory_sizes(memory_size: int) -> list[int]:
+    """Whole-GiB sizes from 1 GiB to twice ``memory_size`` (capped), closest first."""
+    top = min(max(2 * memory_size // GIB, 4), MAX_NEARBY_SIZES)
+    sizes = [k * GIB for k in range(1, top + 1) if k * GIB != memory_size]
+    return sorted(sizes, key=lambda s: (abs(s - memory_size), s))
+
+
+@attrs.frozen
+class SmbiosSearch:
+    """The outcome of :func:`search`: the inputs that reproduce the digest, or what was tried."""
+
+    actual: bytes = attrs.field(repr=lambda d: d.hex()[:16] + "…")
+    match: SmbiosInputs | None
+    qemu_version: tuple[int, int, int]
+    memory_sizes: tuple[int, ...]
+    host_cpus: tuple[HostCpu, ...] = attrs.field(repr=False)
+    strings: tuple[tuple[str | None, str | None], ...] = attrs.field(repr=False)
+    tried: int
+
+    @property
+    def found(self) -> bool:
+        return self.match is not None
+
+    def describe(self) -> str:
+        if self.match is not None:
+            return f"SMBIOS event reproduced (proven) by {self.match.describe()}"
+        sizes = ", ".join(format_size(m) for m in self.memory_sizes[:6])
+        if len(self.memory_sizes) > 6:
+            sizes += f" and {len(self.memory_sizes) - 6} more"
+        strings = "; ".join(
+            "none (QEMU defaults)" if m is None and p is None else f"{m}/{p}"
+            for m, p in self.strings
+        )
+        return (
+            f"no SMBIOS table reproduces {self.actual.hex()[:16]}…: tried {self.tried} "
+            f"combinations of QEMU {'.'.join(map(str, self.qemu_version))}, memory {sizes}, "
+            f"host CPUs {', '.join(c.name for c in self.host_cpus)} (EDX as TDX QEMU 8.2.2 "
+            f"stores it), SMBIOS strings {strings}"
+        )
+
+
+def search(
+    actual: bytes,
+    memory_size: int,
+    qemu_version: str | tuple[int, int, int],
+    *,
+    host_cpus: Sequence[HostCpu] = KNOWN_TDX_HOST_CPUS,
+    strings: Sequence[tuple[str | None, str | None]] = KNOWN_SMBIOS_STRINGS,
+    nearby_memory: bool = True,
+) -> SmbiosSearch:
+    """Find the SMBIOS inputs whose event digest is ``actual``.
+
+    The configured memory is tried first with every host CPU and string pair; then, if
+    ``nearby_memory``, :func:`nearby_memory_sizes`. A match is a recomputation that
+    reproduces the digest, so it is a proven fact about those inputs.
+    """
+    version = _version(qemu_version)
+    sizes = [memory_size] + (nearby_memory_sizes(memory_size) if nearby_memory else [])
+    tried = 0
+    match = None
+    for size in sizes:
+        for manufacturer, product in strings:
+            for cpu in host_cpus:
+                inputs = SmbiosInputs(
+                    version, size, manufacturer, product, cpuid_eax=cpu.eax, cpuid_edx=cpu.edx
+                )
+                tried += 1
+                if event_digest(inputs) == actual:
+                    match = inputs
+                    break
+            if match:
+                break
+        if match:
+            break
+    return SmbiosSearch(
+        actual, match, version, tuple(sizes), tuple(host_cpus), tuple(strings), tried
+    )
