@@ -26,9 +26,9 @@ from conftest import ROOT, SHARED, shared_path
 from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
+from dstack_mr.events import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image
-from dstack_mr.uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 from dstack_mr_cli.main import app
 
 DOCS = ROOT / "docs"

@@ -11,15 +11,16 @@ from typer.testing import CliRunner
 from dstack_mr import Machine, OvmfVariant, smbios
 from dstack_mr.acpi import AcpiTablesFile
 from dstack_mr.errors import ConfigError
+from dstack_mr.events import RTMR0_LAYOUTS, SMBIOS_HANDOFF
 from dstack_mr.example import write_example_image
 from dstack_mr.image import ImageFiles
-from dstack_mr.machine import SMBIOS_EVENT_LABEL, MeasurementDetails
+from dstack_mr.machine import MeasurementDetails
 from dstack_mr.smbios import SmbiosInputs, SmbiosOptions
-from dstack_mr.uefi import RTMR0_LAYOUTS, STABLE202505_VARIABLE_AUTHORITY_DIGEST
+from dstack_mr.uefi import STABLE202505_VARIABLE_AUTHORITY_DIGEST
 from dstack_mr_cli.main import app
 
 GIB = 1 << 30
-INDEX = [s.label for s in RTMR0_LAYOUTS[OvmfVariant.STABLE202505]].index(SMBIOS_EVENT_LABEL)
+INDEX = [s.label for s in RTMR0_LAYOUTS[OvmfVariant.STABLE202505]].index(SMBIOS_HANDOFF)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_computed_event_follows_memory_and_says_what_it_assumed(example: Path) -
     want = smbios.event_digest(SmbiosInputs("8.2.2", 16 * GIB, cpuid_eax=0xA06D1))
     log = details.rtmr_logs[0]
     assert log.digests[INDEX] == want != STABLE202505_VARIABLE_AUTHORITY_DIGEST
-    assert log.events[INDEX].label == SMBIOS_EVENT_LABEL
+    assert log.events[INDEX].label == SMBIOS_HANDOFF
     (note,) = details.notes
     assert "Granite Rapids stepping 1" in note and "memory 16 GiB" in note
     # Only event 13 moved.

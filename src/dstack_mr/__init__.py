@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CborError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -44,16 +45,11 @@ from .errors import (
     KernelError,
     PathEscapeError,
     QuoteError,
+    ScaleError,
 )
+from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
-from .machine import (
-    Machine,
-    MeasuredEvent,
-    MeasurementDetails,
-    RtmrLog,
-    TdxMeasurements,
-    VersionedOptions,
-)
+from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
 
 __version__ = "0.1.0"
 
@@ -65,6 +61,7 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CborError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -88,6 +85,7 @@ __all__ = [
     "PathEscapeError",
     "QuoteError",
     "RtmrLog",
+    "ScaleError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",

@@ -26,10 +26,10 @@ from .config import (
 from .digest import DIGEST_LEN, replay
 from .errors import DstackMrError, EvidenceError
 from .eventlog import Attestation, Event, describe_payload, event_type_name
+from .events import RTMR0_LAYOUTS
 from .image import Image, ovmf_variant_with_source
 from .machine import MeasurementDetails, checked_cmdline_digest, rtmr0_digests
 from .quote import TdxQuote
-from .uefi import RTMR0_LAYOUTS
 
 SCHEMA_VERSION = 1
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")

@@ -70,3 +70,11 @@ class EventLogError(EvidenceError):
 
 class SmbiosError(DstackMrError):
     """An SMBIOS table is malformed (a structure or its strings run past the end)."""
+
+
+class CborError(DstackMrError):
+    """A CBOR document is malformed or uses a feature outside the strict subset accepted."""
+
+
+class ScaleError(EvidenceError):
+    """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import attrs
 
 from . import acpi as acpi_mod
+from . import events
 from . import kernel as kernel_mod
 from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
 from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
-from .digest import replay
+from .digest import short_hex
 from .errors import ConfigError, ImageError
+from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
+from .events import RtmrLog as RtmrLog  # re-exported: part of this API
 from .smbios import SmbiosInputs, SmbiosOptions
-from .uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT, EventSpec, cmdline_digest
+from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
 MIN_QEMU_VERSION = (8, 0, 0)
@@ -135,6 +138,11 @@ class Machine:
     num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
     num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
     hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
+    #: Upstream dstack's extra devices; the defaults reproduce the reference's argv exactly.
+    num_nics: int = attrs.field(default=1, validator=_u32("num_nics"))
+    num_verity_volumes: int = attrs.field(default=0, validator=_u32("num_verity_volumes"))
+    #: A software TPM: refused (ConfigError) wherever ACPI tables are measured.
+    swtpm: bool = attrs.field(default=False, validator=_flag("swtpm"))
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
@@ -183,6 +191,9 @@ class Machine:
             hotplug_off=self.hotplug_off,
             pci_hole64_size=self.pci_hole64_size,
             host_share_mode=self.host_share_mode,
+            num_nics=self.num_nics,
+            num_verity_volumes=self.num_verity_volumes,
+            swtpm=self.swtpm,
         )
 
     def smbios_inputs(self) -> SmbiosInputs | None:
@@ -238,17 +249,12 @@ class Machine:
             )
 
 
-def _short(b: bytes) -> str:
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}"
-
-
 @attrs.frozen
 class TdxMeasurements:
-    mrtd: bytes = attrs.field(repr=_short)
-    rtmr0: bytes = attrs.field(repr=_short)
-    rtmr1: bytes = attrs.field(repr=_short)
-    rtmr2: bytes = attrs.field(repr=_short)
+    mrtd: bytes = attrs.field(repr=short_hex)
+    rtmr0: bytes = attrs.field(repr=short_hex)
+    rtmr1: bytes = attrs.field(repr=short_hex)
+    rtmr2: bytes = attrs.field(repr=short_hex)
 
     def to_dict(self) -> dict[str, str]:
         """Hex strings under the reference's JSON keys."""
@@ -258,42 +264,6 @@ class TdxMeasurements:
         from .render import measurements_html
 
         return measurements_html(self)
-
-
-@attrs.frozen
-class MeasuredEvent:
-    """One expected RTMR event: position, label, what it varies with, digest."""
-
-    index: int
-    label: str
-    varies_with: str = attrs.field(repr=False)
-    digest: bytes = attrs.field(repr=_short)
-
-    @property
-    def fixed(self) -> bool:
-        return self.varies_with.startswith("fixed")
-
-
-@attrs.frozen
-class RtmrLog:
-    rtmr: int
-    events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
-
-    @property
-    def value(self) -> bytes:
-        return replay(e.digest for e in self.events)
-
-    @property
-    def digests(self) -> list[bytes]:
-        return [e.digest for e in self.events]
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def _repr_html_(self) -> str:
-        from .render import rtmr_log_html
-
-        return rtmr_log_html(self)
 
 
 @attrs.frozen
@@ -317,16 +287,14 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def _log(rtmr: int, specs: Sequence[EventSpec], digests: Sequence[bytes]) -> RtmrLog:
-    events = tuple(
-        MeasuredEvent(i, spec.label, spec.varies_with, d)
-        for i, (spec, d) in enumerate(zip(specs, digests, strict=True))
-    )
-    return RtmrLog(rtmr, events)
-
-
-#: The stable202505 event whose digest the SMBIOS model computes.
-SMBIOS_EVENT_LABEL = "variable_authority"
+def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables) -> dict[str, bytes]:
+    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
+    return {
+        events.TD_HOB: td_hob_digest,
+        events.ACPI_LOADER: tables.loader_digest,
+        events.ACPI_RSDP: tables.rsdp_digest,
+        events.ACPI_TABLES: tables.tables_digest,
+    }
 
 
 def rtmr0_digests(
@@ -336,18 +304,10 @@ def rtmr0_digests(
     smbios_digest: bytes | None = None,
 ) -> list[bytes]:
     """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
-    per_machine = {
-        "td_hob": td_hob_digest,
-        "acpi_loader": tables.loader_digest,
-        "acpi_rsdp": tables.rsdp_digest,
-        "acpi_tables": tables.tables_digest,
-    }
+    inputs = rtmr0_inputs(td_hob_digest, tables)
     if smbios_digest is not None:
-        per_machine[SMBIOS_EVENT_LABEL] = smbios_digest
-    return [
-        per_machine[s.label] if s.label in per_machine or s.digest is None else s.digest
-        for s in RTMR0_LAYOUTS[variant]
-    ]
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
 
 
 def compute(
@@ -375,22 +335,21 @@ def compute(
     invocation = machine.dumper_invocation()
     tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
     smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
-    rtmr0 = _log(
-        0,
-        RTMR0_LAYOUTS[machine.ovmf_variant],
-        rtmr0_digests(machine.ovmf_variant, td_hob, tables, smbios_digest),
-    )
-
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
-    rtmr1 = _log(
-        1, RTMR1_LAYOUT, [kernel_sha384, *(s.digest for s in RTMR1_LAYOUT[1:] if s.digest)]
-    )
-
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
     if callable(initrd_digest):
         initrd_digest = initrd_digest()
-    rtmr2 = _log(2, RTMR2_LAYOUT, [cmdline_sha384, initrd_digest])
+    rtmr0, rtmr1, rtmr2 = events.labelled_logs(
+        machine.ovmf_variant,
+        {
+            **rtmr0_inputs(td_hob, tables),
+            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
+            events.KERNEL_AUTHENTICODE: kernel_sha384,
+            events.CMDLINE: cmdline_sha384,
+            events.INITRD: initrd_digest,
+        },
+    )
 
     return MeasurementDetails(
         measurements=TdxMeasurements(mrtd, rtmr0.value, rtmr1.value, rtmr2.value),
