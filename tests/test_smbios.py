@@ -57,7 +57,12 @@ def test_default_host_cpu_is_emerald_rapids_stepping_2() -> None:
 
 
 def test_known_cpu_signatures_decode_to_their_names() -> None:
-    models = {"Sapphire Rapids": 0x8F, "Emerald Rapids": 0xCF, "Granite Rapids": 0xAD}
+    models = {
+        "Sapphire Rapids": 0x8F,
+        "Emerald Rapids": 0xCF,
+        "Granite Rapids": 0xAD,
+        "Sierra Forest": 0xAF,
+    }
     assert len({c.eax for c in smbios.KNOWN_TDX_HOST_CPUS}) == len(smbios.KNOWN_TDX_HOST_CPUS)
     for cpu in smbios.KNOWN_TDX_HOST_CPUS:
         family_name = cpu.name.rsplit(" stepping ", 1)[0]

@@ -195,10 +195,50 @@ def test_search_lists_what_it_tried() -> None:
     found = smbios.search(bytes(48), 4 * GIB, "8.2.2", nearby_memory=False)
     assert not found.found and found.match is None
     cpus, pairs = len(smbios.KNOWN_TDX_HOST_CPUS), len(smbios.KNOWN_SMBIOS_STRINGS)
-    assert found.tried == cpus * pairs
+    assert found.qemu_versions == ((8, 2, 2), (9, 1, 0), (9, 2, 1))
+    assert found.tried == 3 * cpus * pairs
     text = found.describe()
-    assert "no SMBIOS table reproduces" in text and "memory 4 GiB" in text
-    assert all(c.name in text for c in smbios.KNOWN_TDX_HOST_CPUS)
+    assert "no SMBIOS table reproduces" in text and "memory 4 GiB;" in text
+    assert "QEMU 8.2.2, 9.1.0, 9.2.1" in text
+    assert "Emerald Rapids steppings 2, 1; Sapphire Rapids steppings 8, 7, 6, 5, 4, 3" in text
+    only = smbios.search(bytes(48), 4 * GIB, "8.2.2", other_qemu_versions=False)
+    assert only.tried == (1 + len(smbios.nearby_memory_sizes(4 * GIB))) * cpus * pairs
+
+
+def test_search_finds_the_qemu_version_the_config_does_not_name() -> None:
+    # A VmConfig without qemu_version means 9.1.0 to the reference; the VM ran 8.2.2.
+    truth = SmbiosInputs("8.2.2", 16 * GIB)
+    found = smbios.search(smbios.event_digest(truth), 16 * GIB, "9.1.0", nearby_memory=False)
+    assert found.match == truth
+
+
+def test_fast_per_cpu_digests_equal_the_full_recomputation() -> None:
+    base = SmbiosInputs("9.2.1", 24 * GIB, None, None)
+    fast = list(smbios.digests_by_cpu(base, smbios.KNOWN_TDX_HOST_CPUS))
+    slow = [
+        smbios.event_digest(attrs.evolve(base, cpuid_eax=c.eax, cpuid_edx=c.edx))
+        for c in smbios.KNOWN_TDX_HOST_CPUS
+    ]
+    assert fast == slow and len(set(fast)) == len(fast)
+
+
+@pytest.mark.parametrize(
+    ("fmspc", "names"),
+    [
+        ("B0C06F000000", ["Emerald Rapids stepping 2", "Emerald Rapids stepping 1"]),
+        ("00806F050000", [f"Sapphire Rapids stepping {s}" for s in (8, 7, 6, 5, 4, 3)]),
+        ("20a06f000000", [f"Sierra Forest stepping {s}" for s in (3, 2, 1, 0)]),
+    ],
+)
+def test_fmspc_narrows_the_host_cpus(fmspc: str, names: list[str]) -> None:
+    assert [c.name for c in smbios.host_cpus_for_fmspc(fmspc)] == names
+
+
+def test_unknown_fmspc_gives_every_stepping_and_bad_ones_are_refused() -> None:
+    cpus = smbios.host_cpus_for_fmspc("00906ED50000")
+    assert [c.eax for c in cpus] == [0x906E0 + s for s in range(16)]
+    with pytest.raises(ConfigError, match="FMSPC"):
+        smbios.host_cpus_for_fmspc("B0C06F")
 
 
 def test_nearby_memory_sizes_are_whole_gib_closest_first() -> None:

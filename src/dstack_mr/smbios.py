@@ -124,6 +124,8 @@ KNOWN_TDX_HOST_CPUS: tuple[HostCpu, ...] = (
     *(_host("Emerald Rapids", 0xCF, s) for s in (2, 1)),
     *(_host("Sapphire Rapids", 0x8F, s) for s in (8, 7, 6, 5, 4, 3)),
     *(_host("Granite Rapids", 0xAD, s) for s in (1, 0, 2, 3)),
+    # FMSPC 20A06F000000 of a real Phala TDX quote (../shared/real/collateral) is this model.
+    *(_host("Sierra Forest", 0xAF, s) for s in (3, 2, 1, 0)),
 )
 #: Emerald Rapids stepping 2: the CPU of the real CVMs that pinned the recipe down.
 DEFAULT_HOST_CPU = KNOWN_TDX_HOST_CPUS[0]
@@ -941,13 +943,61 @@ def nearby_memory_sizes(memory_size: int) -> list[int]:
     return sorted(sizes, key=lambda s: (abs(s - memory_size), s))
 
 
+#: QEMU versions dstack hosts have run: the configured version is tried first, these next.
+KNOWN_DSTACK_QEMU_VERSIONS: tuple[tuple[int, int, int], ...] = ((8, 2, 2), (9, 1, 0), (9, 2, 1))
+
+
+def host_cpus_for_fmspc(
+    fmspc: str, known: Sequence[HostCpu] = KNOWN_TDX_HOST_CPUS
+) -> tuple[HostCpu, ...]:
+    """The host CPUs a quote's FMSPC (its PCK certificate's platform id, 12 hex digits) allows.
+
+    Its nibbles 2-5 are CPUID leaf 1 EAX bits 19-4 (extended model, family, model), e.g.
+    ``B0C06F000000`` for Emerald Rapids; the stepping is not in it. Known CPUs of that family
+    and model, else every stepping of it.
+    """
+    text = fmspc.strip()
+    try:
+        if len(text) != 12:
+            raise ValueError
+        signature = int(text[2:6], 16)
+    except ValueError:
+        raise ConfigError(f"FMSPC must be 12 hex digits, got {fmspc!r}") from None
+    matches = tuple(c for c in known if (c.eax >> 4) & 0xFFFF == signature)
+    if matches:
+        return matches
+    return tuple(
+        HostCpu(f"CPUID {(signature << 4) | s:#x}", (signature << 4) | s) for s in range(16)
+    )
+
+
+def describe_cpus(cpus: Sequence[HostCpu]) -> str:
+    """``Emerald Rapids steppings 2, 1; Sapphire Rapids stepping 8`` for a list of CPUs."""
+    groups: dict[str, list[str]] = {}
+    for cpu in cpus:
+        family, sep, stepping = cpu.name.rpartition(" stepping ")
+        if sep:
+            groups.setdefault(family, []).append(stepping)
+        else:
+            groups.setdefault(cpu.name, [])
+    return "; ".join(
+        f"{name} stepping{'s' if len(st) > 1 else ''} {', '.join(st)}" if st else name
+        for name, st in groups.items()
+    )
+
+
+def _describe_strings(pair: tuple[str | None, str | None]) -> str:
+    manufacturer, product = pair
+    return "none (QEMU defaults)" if pair == (None, None) else f"{manufacturer}/{product}"
+
+
 @attrs.frozen
 class SmbiosSearch:
     """The outcome of :func:`search`: the inputs that reproduce the digest, or what was tried."""
 
     actual: bytes = attrs.field(repr=lambda d: d.hex()[:16] + "…")
     match: SmbiosInputs | None
-    qemu_version: tuple[int, int, int]
+    qemu_versions: tuple[tuple[int, int, int], ...]
     memory_sizes: tuple[int, ...]
     host_cpus: tuple[HostCpu, ...] = attrs.field(repr=False)
     strings: tuple[tuple[str | None, str | None], ...] = attrs.field(repr=False)
@@ -962,17 +1012,24 @@ class SmbiosSearch:
             return f"SMBIOS event reproduced (proven) by {self.match.describe()}"
         sizes = ", ".join(format_size(m) for m in self.memory_sizes[:6])
         if len(self.memory_sizes) > 6:
-            sizes += f" and {len(self.memory_sizes) - 6} more"
-        strings = "; ".join(
-            "none (QEMU defaults)" if m is None and p is None else f"{m}/{p}"
-            for m, p in self.strings
-        )
+            sizes += f" and {len(self.memory_sizes) - 6} more whole-GiB sizes"
+        versions = ", ".join(".".join(map(str, v)) for v in self.qemu_versions)
         return (
             f"no SMBIOS table reproduces {self.actual.hex()[:16]}…: tried {self.tried} "
-            f"combinations of QEMU {'.'.join(map(str, self.qemu_version))}, memory {sizes}, "
-            f"host CPUs {', '.join(c.name for c in self.host_cpus)} (EDX as TDX QEMU 8.2.2 "
-            f"stores it), SMBIOS strings {strings}"
+            f"combinations of QEMU {versions}; memory {sizes}; host CPUs "
+            f"{describe_cpus(self.host_cpus)} (EDX as TDX QEMU 8.2.2 stores it); "
+            f"SMBIOS strings {'; '.join(map(_describe_strings, self.strings))}"
         )
+
+
+def digests_by_cpu(inputs: SmbiosInputs, host_cpus: Sequence[HostCpu]) -> Iterator[bytes]:
+    """``event_digest`` of ``inputs`` with each host CPU's CPUID words, built once: the
+    processor ID (Type 4 bytes 8-15) is the only place they appear and no filter touches it."""
+    measured = bytearray(build_event(inputs).measured)
+    type4 = next(s for s in structures(bytes(measured)) if s.kind == 4)
+    for cpu in host_cpus:
+        struct.pack_into("<II", measured, type4.offset + 8, cpu.eax, cpu.edx)
+        yield sha384(measured)
 
 
 def search(
@@ -982,32 +1039,46 @@ def search(
     *,
     host_cpus: Sequence[HostCpu] = KNOWN_TDX_HOST_CPUS,
     strings: Sequence[tuple[str | None, str | None]] = KNOWN_SMBIOS_STRINGS,
+    other_qemu_versions: bool = True,
     nearby_memory: bool = True,
 ) -> SmbiosSearch:
     """Find the SMBIOS inputs whose event digest is ``actual``.
 
-    The configured memory is tried first with every host CPU and string pair; then, if
-    ``nearby_memory``, :func:`nearby_memory_sizes`. A match is a recomputation that
-    reproduces the digest, so it is a proven fact about those inputs.
+    Tried in order, each with every host CPU and string pair: the configured memory and QEMU
+    version; the configured memory with :data:`KNOWN_DSTACK_QEMU_VERSIONS` (if
+    ``other_qemu_versions``); the configured version with :func:`nearby_memory_sizes` (if
+    ``nearby_memory``). A match is a recomputation that reproduces the digest, so it is a
+    proven fact about those inputs.
     """
     version = _version(qemu_version)
-    sizes = [memory_size] + (nearby_memory_sizes(memory_size) if nearby_memory else [])
+    versions = [version] + (
+        [v for v in KNOWN_DSTACK_QEMU_VERSIONS if v != version] if other_qemu_versions else []
+    )
+    nearby = nearby_memory_sizes(memory_size) if nearby_memory else []
+    plan = [(v, memory_size) for v in versions] + [(version, m) for m in nearby]
     tried = 0
-    match = None
-    for size in sizes:
+    for v, size in plan:
         for manufacturer, product in strings:
-            for cpu in host_cpus:
-                inputs = SmbiosInputs(
-                    version, size, manufacturer, product, cpuid_eax=cpu.eax, cpuid_edx=cpu.edx
-                )
+            base = SmbiosInputs(v, size, manufacturer, product)
+            for cpu, digest in zip(host_cpus, digests_by_cpu(base, host_cpus), strict=True):
                 tried += 1
-                if event_digest(inputs) == actual:
-                    match = inputs
-                    break
-            if match:
-                break
-        if match:
-            break
+                if digest == actual:
+                    inputs = attrs.evolve(base, cpuid_eax=cpu.eax, cpuid_edx=cpu.edx)
+                    return SmbiosSearch(
+                        actual,
+                        inputs,
+                        tuple(versions),
+                        (memory_size, *nearby),
+                        tuple(host_cpus),
+                        tuple(strings),
+                        tried,
+                    )
     return SmbiosSearch(
-        actual, match, version, tuple(sizes), tuple(host_cpus), tuple(strings), tried
+        actual,
+        None,
+        tuple(versions),
+        (memory_size, *nearby),
+        tuple(host_cpus),
+        tuple(strings),
+        tried,
     )
