@@ -149,8 +149,13 @@ def find_host_cpu(name: str) -> HostCpu:
         ) from None
     if not (0 <= eax <= 0xFFFF_FFFF and 0 <= edx <= 0xFFFF_FFFF):
         raise ConfigError(f"host CPU {name!r}: EAX and EDX are 32-bit values")
+    return host_cpu_for(eax, edx)
+
+
+def host_cpu_for(eax: int, edx: int) -> HostCpu:
+    """The known host CPU with these CPUID leaf 1 words, else one named by its EAX."""
     for cpu in KNOWN_TDX_HOST_CPUS:
-        if cpu.eax == eax and cpu.edx == edx:
+        if (cpu.eax, cpu.edx) == (eax, edx):
             return cpu
     return HostCpu(f"CPUID {eax:#x}", eax, edx)
 
@@ -244,10 +249,7 @@ class SmbiosInputs:
 
     @property
     def host_cpu(self) -> HostCpu:
-        for cpu in KNOWN_TDX_HOST_CPUS:
-            if (cpu.eax, cpu.edx) == (self.cpuid_eax, self.cpuid_edx):
-                return cpu
-        return HostCpu(f"CPUID {self.cpuid_eax:#x}", self.cpuid_eax, self.cpuid_edx)
+        return host_cpu_for(self.cpuid_eax, self.cpuid_edx)
 
     def describe(self) -> str:
         """The inputs in one line, as a report states its assumptions."""
@@ -307,8 +309,8 @@ def _default(value: str | None, default: str) -> str:
 
 
 def type1(inputs: SmbiosInputs) -> bytes:
-    """System Information (smbios_build_type_1_table): version = machine type, no UUID
-    (dstack gives no ``-uuid``), wake-up type 06 (power switch)."""
+    """System Information (smbios_build_type_1_table): version = machine type, UUID zero as
+    without ``-uuid`` (the filter blanks it either way), wake-up type 06 (power switch)."""
     (manufacturer, product, version, serial), strings = _strings(
         [
             _default(inputs.manufacturer, QEMU_MANUFACTURER),
