@@ -29,3 +29,15 @@ def docs(session: nox.Session) -> None:
     out = session.posargs[0] if session.posargs else "site"
     session.run("mkdocs", "build", "--strict", "-d", out)
     session.run("pytest", "-q", "tests/test_docs.py", env={"DSTACK_MR_DOCS_REQUIRED": "1"})
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing with mutmut, one core module at a time (docs/testing.md):
+    `nox -s mutation -- tdvf kernel`, or every module when none is named. Slow (minutes per
+    module on 2 cores); results accumulate in mutants/ and `-- report` prints the scores."""
+    session.install("-e", ".[test]", "mutmut>=3.3,<4")
+    args = session.posargs or ["run"]
+    if args[0] not in ("run", "report"):
+        args = ["run", *args]
+    session.run("python", "bench/mutation.py", *args)

@@ -11,7 +11,7 @@ import pytest
 from conftest import TESTS_BIN, FakeDumper, load_vectors, shared_path
 from typer.testing import CliRunner
 
-from dstack_mr import DstackMrError, PathEscapeError
+from dstack_mr import DumperNotFoundError, PathEscapeError
 from dstack_mr.example import write_example_image
 from dstack_mr_cli.main import app
 
@@ -133,7 +133,10 @@ def test_debug_shows_the_exception(example: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
     result = RUN.invoke(app, ["--debug", "measure", str(example)])
-    assert isinstance(result.exception, DstackMrError)
+    assert isinstance(result.exception, DumperNotFoundError)
+    assert "ACPI dumper 'dstack-acpi-tables' (looked up on PATH) was not found" in str(
+        result.exception
+    )
 
 
 @pytest.mark.parametrize("field", ["bios", "kernel", "initrd"])

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -266,16 +266,38 @@ class TdxMeasurements:
         return measurements_html(self)
 
 
+class AcpiDigestsLike(Protocol):
+    """The three RTMR0 ACPI digests: :class:`AcpiTables` has them, and so has a set taken
+    from an event log."""
+
+    @property
+    def loader_digest(self) -> bytes: ...
+    @property
+    def rsdp_digest(self) -> bytes: ...
+    @property
+    def tables_digest(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
+
+
 @attrs.frozen
 class MeasurementDetails:
-    """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
+    """Registers, labelled event logs, the ACPI blobs and dumper call behind them.
+
+    ``mode`` is ``"lite"`` for results computed from a measurement document
+    (:func:`dstack_mr.lite.measure_from_document`): then ``acpi_tables`` holds only the three
+    digests, taken from the VM's event log (``acpi_from_log``), and no dumper ran
+    (``invocation`` is None).
+    """
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
-    acpi_tables: AcpiTables = attrs.field(repr=False)
-    invocation: DumperInvocation = attrs.field(repr=False)
+    acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
+    invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    mode: Literal["legacy", "lite"] = "legacy"
+    acpi_from_log: bool = False
     #: What a reader must know about this result (e.g. which SMBIOS event digest was used).
     notes: tuple[str, ...] = ()
     #: The inputs of the computed SMBIOS event; None when the reference's constant was used.
@@ -287,7 +309,7 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables) -> dict[str, bytes]:
+def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
     """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
     return {
         events.TD_HOB: td_hob_digest,
@@ -300,7 +322,7 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables) -> dict[str, bytes]:
 def rtmr0_digests(
     variant: OvmfVariant,
     td_hob_digest: bytes,
-    tables: AcpiTables,
+    tables: AcpiDigestsLike,
     smbios_digest: bytes | None = None,
 ) -> list[bytes]:
     """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
@@ -333,7 +355,7 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
