@@ -410,9 +410,9 @@ def example(
     )
 
 
-from . import measurement_cmd  # noqa: E402, F401  (registers its commands on app)
-# Like diagnose, verify lives in its own module and registers itself on import.
-from . import verify_cmd  # noqa: E402, F401
+# measurement-doc, inspect-measurement and verify live in their own modules and register
+# themselves on app when imported.
+from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:

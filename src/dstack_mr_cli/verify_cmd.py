@@ -198,6 +198,15 @@ def verify(
         Path | None,
         typer.Option("--vm-config", help="VmConfig JSON, when the evidence carries none."),
     ] = None,
+    measurement_doc: Annotated[
+        Path | None,
+        typer.Option(
+            "--measurement-doc",
+            metavar="FILE",
+            help="A trusted measurement.tdx.cbor: check the measurements against it (lite) "
+            "instead of the VmConfig's own tdx_measurement.",
+        ),
+    ] = None,
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
@@ -250,6 +259,11 @@ def verify(
                 raise typer.BadParameter("give either --collateral or --pccs-url, not both")
             coll = fetch_collateral(pccs_url, evidence.quote)
         vm = VmConfig.from_json(_read(vm_config, "VmConfig")) if vm_config else None
+        document = None
+        if measurement_doc is not None:
+            from dstack_mr.measurement_doc import MeasurementDocument
+
+            document = MeasurementDocument.from_cbor(_read(measurement_doc, "measurement document"))
         image = None
         if image_dir is not None:
             image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
@@ -260,6 +274,7 @@ def verify(
             policy=policy,
             image=image,
             vm_config=vm,
+            document=document,
             report_data=expected_rd,
         )
     if json_out:
