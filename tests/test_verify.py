@@ -359,7 +359,7 @@ def test_altered_event_log_fails_and_withholds_app_info() -> None:
     events[k] = attrs.evolve(events[k], digest=bytes(48), payload_consistent=True)
     result = verify(attrs.evolve(ev, events=tuple(events)), parse_collateral(doc),
                     at=when(doc["verify_at"]), policy=policy)  # fmt: skip
-    assert result.reason is not None and "does not replay to the quote's RTMR3" in result.reason
+    assert result.reason is not None and "do not replay to the quote's RTMR3" in result.reason
 
 
 def test_report_data_check() -> None:
@@ -1005,3 +1005,39 @@ def test_measurement_doc_option(tmp_path: Path) -> None:
     docfile.write_bytes(material[:-1])
     code, lines = cli("--attestation", path, "--measurement-doc", str(docfile))
     assert code == 2
+
+
+# --- dstack's SCALE attestation (the verifier's own input), with its stripped boot log ----------
+
+
+@pytest.mark.parametrize("shape", ["raw", "json-hex"])
+def test_scale_attestation_verifies_like_dstack(shape: str, tmp_path: Path) -> None:
+    from test_attestation_shapes import lite_scale
+
+    raw, cap = lite_scale(shared_path("real"))
+    path = tmp_path / "attestation"
+    if shape == "raw":
+        path.write_bytes(raw)
+    else:
+        path.write_text(json.dumps({"attestation": raw.hex()}))
+    code, lines = cli("--attestation", str(path))
+    assert code == 1 and "signature not checked" in lines[0]  # FMSPC 90C06F: no collateral
+    text = "\n".join(lines)
+    assert "  ok   measurements: MRTD and RTMR0-2 equal the measurement document's" in text
+    assert "  ok   report_data: the quote's report_data is the attestation's" in text
+    assert "the attestation's boot log is stripped (RTMR0 (3 events), RTMR1 (0 events)" in text
+    result = verify(parse_attestation(raw))
+    assert result.details.event_log_verified and result.details.os_image_hash_verified
+    assert result.details.app_info is not None
+    assert result.details.app_info.app_id.hex() == "86b0e55f2fa8e4fb69d890f14f54d5612707646e"
+    # The same stripped log in a GetQuote response is not excused: it must replay.
+    stripped_json = attrs.evolve(parse_attestation(raw), report_data=None)
+    bad = verify(stripped_json)
+    assert (
+        bad.reason is not None and "does not replay to the quote's RTMR0 (3 events)" in bad.reason
+    )
+    # A report_data the quote does not carry is refused.
+    other = attrs.evolve(parse_attestation(raw), report_data=bytes(64))
+    refused = verify(other)
+    assert refused.reason is not None and "is not the attestation's" in refused.reason
+    assert str(cap["report_data"]) in refused.reason

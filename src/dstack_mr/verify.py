@@ -182,35 +182,49 @@ def _payload_measured(event: Event) -> bool:
         return False
 
 
-def _event_log(quote: TdxQuote, evidence: Evidence) -> Check:
-    events = evidence.events
+def _event_log(quote: TdxQuote, events: tuple[Event, ...] | None, stripped: bool) -> Check:
+    """RTMR3 must replay (the app identity is read from it); RTMR0-2 must replay too, unless
+    the evidence is dstack's SCALE attestation, whose boot log is stripped by design (the
+    measurement check judges those registers)."""
     if events is None:
         return Check("event_log", NOT_CHECKED, "no event log given")
-    bad = []
-    for imr in range(4):
-        mine = [e for e in events if e.imr == imr]
-        if replay(e.digest for e in mine) != quote.rtmr[imr]:
-            bad.append(f"RTMR{imr} ({len(mine)} events)")
-    inconsistent = [e.event for e in runtime_events(events) if not _payload_measured(e)]
-    if bad:
+    runtime = [e for e in events if e.imr == 3]
+    if replay(e.digest for e in runtime) != quote.rtmr3:
         return Check(
             "event_log",
             FAILED,
-            f"the event log does not replay to the quote's {', '.join(bad)}: trimmed or altered",
+            f"the event log's RTMR3 events ({len(runtime)}) do not replay to the quote's RTMR3: "
+            "trimmed or altered, so the app identity cannot be read from them",
         )
+    inconsistent = [e.event for e in runtime_events(events) if not _payload_measured(e)]
     if inconsistent:
         return Check(
             "event_log",
             FAILED,
             "RTMR3 events whose digest is not that of their payload: " + ", ".join(inconsistent),
         )
+    bad = []
+    for imr in range(3):
+        mine = [e for e in events if e.imr == imr]
+        if replay(e.digest for e in mine) != quote.rtmr[imr]:
+            bad.append(f"RTMR{imr} ({len(mine)} events)")
+    if bad and not stripped:
+        return Check(
+            "event_log",
+            FAILED,
+            f"the event log does not replay to the quote's {', '.join(bad)}: trimmed or altered",
+        )
     derived = sum(e.digest_derived for e in events)
     note = f" ({derived} runtime digests recomputed from payloads)" if derived else ""
-    return Check(
-        "event_log",
-        PASSED,
-        f"{len(events)} events replay to the quote's RTMR0-3{note}",
-    )
+    if bad:
+        return Check(
+            "event_log",
+            PASSED,
+            f"the RTMR3 events ({len(runtime)}) replay to the quote's RTMR3{note}; the "
+            f"attestation's boot log is stripped ({', '.join(bad)} not replayable), so RTMR0-2 "
+            "rest on the measurement check",
+        )
+    return Check("event_log", PASSED, f"{len(events)} events replay to the quote's RTMR0-3{note}")
 
 
 def _image_digest(image: Image) -> bytes | None:
@@ -340,7 +354,21 @@ def _lite_measurements(
     )
 
 
-def _report_data(quote: TdxQuote, expected: bytes | None) -> Check:
+def _report_data(quote: TdxQuote, expected: bytes | None, stated: bytes | None) -> Check:
+    if expected is None and stated is not None:
+        # dstack's attestation states its report_data beside the quote; they must agree.
+        if quote.report_data != stated:
+            return Check(
+                "report_data",
+                FAILED,
+                f"the quote's report_data {quote.report_data.hex()} is not the attestation's "
+                f"{stated.hex()}",
+            )
+        return Check(
+            "report_data",
+            PASSED,
+            "the quote's report_data is the attestation's (no expected value given)",
+        )
     if expected is None:
         return Check("report_data", NOT_CHECKED, "no expected report_data given")
     if len(expected) > 64:
@@ -397,7 +425,7 @@ def _app_info(
     quote: TdxQuote, evidence: Evidence, log: Check, vm: VmConfig | None
 ) -> tuple[AppInfo | None, Check]:
     if log.status != PASSED or evidence.events is None:
-        return None, Check("app_info", NOT_CHECKED, "needs a verified event log")
+        return None, Check("app_info", NOT_CHECKED, "needs a verified RTMR3 event log")
     info = app_info(quote, evidence.events, vm.os_image_hash if vm is not None else b"")
     name = info.key_provider.name if info.key_provider else "none"
     return info, Check(
@@ -432,6 +460,8 @@ def verify(
     Raises :class:`~dstack_mr.errors.DstackMrError` subclasses only for unusable input.
     """
     ev = _as_evidence(evidence)
+    # dstack's SCALE attestation (the only shape that states report_data) strips the boot log.
+    stated = evidence.report_data if isinstance(evidence, Attestation) else None
     quote = ev.quote
     if quote is None:
         raise EvidenceError("verify needs a quote: the evidence carries none")
@@ -441,8 +471,13 @@ def verify(
     vm = vm_config or ev.vm_config
 
     quote_check, tcb_check = _quote_checks(verdict, quote)
-    checks = [quote_check, tcb_check, _td_attributes(quote), _report_data(quote, report_data)]
-    log = _event_log(quote, ev)
+    checks = [
+        quote_check,
+        tcb_check,
+        _td_attributes(quote),
+        _report_data(quote, report_data, stated),
+    ]
+    log = _event_log(quote, ev.events, stripped=stated is not None)
     checks.append(log)
     acpi_verified = False
     if vm is None:
