@@ -67,6 +67,8 @@ class LiteAcpiDigests:
     loader_digest: bytes = attrs.field(repr=lambda b: b.hex())
     rsdp_digest: bytes = attrs.field(repr=lambda b: b.hex())
     tables_digest: bytes = attrs.field(repr=lambda b: b.hex())
+    #: where the digests came from, as :attr:`AcpiTables.source` says it for real tables
+    source: str = attrs.field(default="log", kw_only=True)
 
 
 def lite_acpi_digests_from_log(events: Iterable[Event]) -> LiteAcpiDigests:

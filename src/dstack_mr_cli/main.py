@@ -410,8 +410,7 @@ def example(
     )
 
 
-# measurement-doc, inspect-measurement and verify live in their own modules and register
-# themselves on app when imported.
+# Like diagnose, these commands live in their own modules and register themselves on import.
 from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
