@@ -387,16 +387,18 @@ def test_real_capture(capture_image: Image) -> None:
     assert found == {
         "image": "hypothesis",
         "mrtd": "hypothesis",
-        "acpi": "hypothesis",
+        "acpi": "proven",
         "kernel_authenticode": "hypothesis",
         "cmdline": "proven",
         "initrd": "proven",
     }
-    # The stand-in image is not the VM's image: that is the lead, as a hypothesis (the
-    # directory has no sha256sum.txt to prove it).
+    # The stand-in tables file has the real layout but not the real tables: the built-in ACPI
+    # model proves it (it reproduces the VM's three ACPI digests with the VM's config), and a
+    # proven cause leads. The stand-in image stays a hypothesis (no sha256sum.txt).
     assert report.headline().startswith(
-        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: "
-    ) and report.headline().endswith("[hypothesis]")
+        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — acpi_tables: the built-in model of dstack's QEMU "
+        "reproduces all three of the VM's ACPI digests"
+    ) and report.headline().endswith("[proven]")
     # Findings name the image's real files, not generic names.
     text = " ".join(f.message for f in report.findings)
     assert "ovmf-2022.11-deb12.fd" in text and "vmlinuz-6.1.0-56-amd64" in text
@@ -581,7 +583,7 @@ def test_real_capture_cli(capture_image: Image) -> None:
     assert code == 1
     lines = text.splitlines()
     assert lines[0] == doc["headline"] and lines[0].startswith("MISMATCH: ")
-    assert lines[0].endswith("[hypothesis]")
+    assert lines[0].endswith("[proven]")  # the stand-in tables file, proven by the ACPI model
     assert "FIRST DIVERGENT RTMR0 EVENT: index=10 label=acpi_tables expected=c31d04bb" in text
     assert "\x1b[" not in text  # no colour when not a TTY
     assert "=== events" not in text
@@ -689,7 +691,9 @@ def test_cli_acpi_source_log_and_none(
     monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
     att = shared_path("real", "dstack-0.6.0-getquote.json")
     directory = capture_image.files.directory
-    code, out = _run("--attestation", str(att), "--image-dir", directory, "--json")
+    code, out = _run(
+        "--attestation", str(att), "--image-dir", directory, "--acpi-source", "log", "--json"
+    )
     doc = json.loads(out)
     assert doc["acpi_source"] == {
         "kind": "log",
@@ -703,7 +707,9 @@ def test_cli_acpi_source_log_and_none(
     assert code == 2 and "dstack-acpi-tables" in out
     doc06 = json.loads(att.read_text())
     (tmp_path / "q.hex").write_text(doc06["quote"])
-    (tmp_path / "vm.json").write_text(doc06["vm_config"])
+    # A QEMU version the built-in ACPI model does not cover, so auto has no table source.
+    vm06 = json.loads(doc06["vm_config"]) | {"qemu_version": "10.0.0"}
+    (tmp_path / "vm.json").write_text(json.dumps(vm06))
     code, text = _run("--quote", str(tmp_path / "q.hex"), "--vm-config", str(tmp_path / "vm.json"),
                       "--image-dir", directory)  # fmt: skip
     assert code == 1
@@ -745,3 +751,25 @@ def test_report_names_match_identity_kinds() -> None:
         for spec in layout:
             assert not expected_identity(rtmr, spec.label).kind.startswith("label:"), spec.label
     assert uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394") == SMBIOS3_TABLE_GUID
+
+
+def test_cli_acpi_source_builtin_matches_the_real_capture(
+    capture_image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the built-in ACPI model (explicitly, or by auto without a dumper) predicts
+    the real 0.6.0 CVM's loader, RSDP and tables events: all three MATCH, verified."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
+    att = shared_path("real", "dstack-0.6.0-getquote.json")
+    directory = capture_image.files.directory
+    for mode in ("builtin", "auto"):
+        code, out = _run(
+            "--attestation", str(att), "--image-dir", directory, "--acpi-source", mode, "--json"
+        )
+        assert code == 1, out  # the stand-in image's own events still differ
+        doc = json.loads(out)
+        jsonschema.validate(doc, SCHEMA)
+        assert doc["acpi_source"]["kind"] == "builtin" and doc["acpi_source"]["verified"]
+        acpi = [e for e in doc["events"] if e["label"].startswith("acpi_")]
+        assert [e["label"] for e in acpi] == ["acpi_loader", "acpi_rsdp", "acpi_tables"]
+        assert [e["status"] for e in acpi] == ["match"] * 3, mode

@@ -328,7 +328,7 @@ def test_troubleshooting_output_is_current(tmp_path: Path) -> None:
     # Every part the page explains is in the output: verdict first, register blocks, the
     # first divergent event per RTMR, the evidence.
     lines = actual.splitlines()
-    assert lines[0].startswith("MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: ")
+    assert lines[0].startswith("MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — acpi_tables: ")
     for part in ("\nimage:\n", "\nMRTD: MISMATCH", "\nRTMR0: MISMATCH", "\nevidence:\n",
                  "FIRST DIVERGENT RTMR0 EVENT: index=10 label=acpi_tables", "[proven]",
                  "[hypothesis]", "would settle it: ", "tried: "):  # fmt: skip

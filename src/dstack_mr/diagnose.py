@@ -216,7 +216,7 @@ def parse_register_hex(text: str, what: str) -> bytes:
 
 # --- where RTMR0's ACPI digests come from ------------------------------------------------------
 
-ACPI_MODES = ("auto", "dumper", "file", "log")
+ACPI_MODES = ("auto", "dumper", "file", "log", "builtin")
 
 
 @attrs.frozen
@@ -245,6 +245,8 @@ class AcpiChoice:
             return cls("file", f"ACPI tables from {source.path}", source)
         if isinstance(source, AcpiDumper):
             return cls("dumper", "ACPI tables from the dumper", source)
+        if getattr(source, "source_name", None) == "builtin":
+            return cls("builtin", "ACPI tables from the built-in model of dstack's QEMU", source)
         return cls(type(source).__name__, f"ACPI tables from {type(source).__name__}", source)
 
     @classmethod
@@ -268,14 +270,18 @@ def resolve_acpi(
     dumper: str | None = None,
     timeout: float | None = None,
     events: Sequence[Event] | None = None,
+    qemu_version: str | None = None,
 ) -> AcpiChoice:
     """Pick the ACPI source for a diagnosis.
 
     ``auto``: an explicitly given tables file or dumper program; else the dumper when it is
-    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the event log's three ACPI digests; else
-    nothing (RTMR0 is then not judged, everything else still is). The other modes insist on
-    their source and raise when it is unavailable.
+    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the built-in model when it covers
+    ``qemu_version`` (the VM's resolved QEMU version); else the event log's three ACPI
+    digests; else nothing (RTMR0 is then not judged, everything else still is). The other
+    modes insist on their source and raise when it is unavailable.
     """
+    from .acpi_model import QemuAcpiModel, covers
+
     if mode not in ACPI_MODES:
         raise ConfigError(f"unknown ACPI source {mode!r} (expected one of {', '.join(ACPI_MODES)})")
     if tables is not None and dumper is not None:
@@ -293,6 +299,10 @@ def resolve_acpi(
         return attrs.evolve(
             choice, description=f"ACPI tables from the dumper {dumper_source.resolve()}"
         )
+    if mode == "builtin":
+        if tables is not None or dumper is not None:
+            raise ConfigError("--acpi-source builtin does not use --acpi-tables or --acpi-dumper")
+        return AcpiChoice.from_source(QemuAcpiModel())
     if mode == "log":
         if events is None:
             raise EvidenceError("--acpi-source log needs an event log (--attestation, --event-log)")
@@ -306,6 +316,8 @@ def resolve_acpi(
             AcpiChoice.from_source(dumper_source),
             description=f"ACPI tables from the dumper {found}",
         )
+    if qemu_version is not None and covers(qemu_version):
+        return AcpiChoice.from_source(QemuAcpiModel())
     if events is not None:
         try:
             return AcpiChoice.from_log(events)

@@ -5,11 +5,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dstack_mr.acpi import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from dstack_mr.config import VmConfig
+    from dstack_mr.image import Image
 
 from .main import (
     AcpiDumperOpt,
@@ -27,6 +31,18 @@ class AcpiSourceMode(str, enum.Enum):
     dumper = "dumper"
     file = "file"
     log = "log"
+    builtin = "builtin"
+
+
+def _resolved_qemu_version(image: "Image", vm: "VmConfig") -> str | None:
+    """The VM's QEMU version as the dumper would be told it (None when the config is bad:
+    the diagnosis reports that itself)."""
+    from dstack_mr.errors import DstackMrError
+
+    try:
+        return image.machine(vm).versioned_options().version_str
+    except DstackMrError:
+        return None
 
 
 class Color(str, enum.Enum):
@@ -123,8 +139,9 @@ def diagnose(
         typer.Option(
             "--acpi-source",
             help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
-            "when given, else the dumper when found, else the event log's three ACPI digests "
-            "(not verified), else RTMR0 is not judged.",
+            "when given, else the dumper when found, else the built-in model when it covers "
+            "the VM's QEMU version, else the event log's three ACPI digests (not verified), "
+            "else RTMR0 is not judged. builtin: the pure-Python model of dstack's QEMU.",
         ),
     ] = AcpiSourceMode.auto,
     acpi_tables: AcpiTablesOpt = None,
@@ -228,14 +245,15 @@ def diagnose(
             files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
         else:
             raise ConfigError("either --image-dir or --image-base-dir must be given")
+        image = Image(files)
         choice = dg.resolve_acpi(
             acpi_source_mode.value,
             tables=acpi_tables,
             dumper=acpi_dumper,
             timeout=acpi_timeout,
             events=evidence.events,
+            qemu_version=_resolved_qemu_version(image, vm),
         )
-        image = Image(files)
         report = dg.diagnose(vm, image, evidence, choice, explain=explain)
 
     if json_out:

@@ -26,7 +26,7 @@ import attrs
 from ..acpi import AcpiDumper, AcpiSource, DumperInvocation
 from ..errors import ConfigError, DumperNotFoundError
 from .build import TABLES_SIZE, build_tables
-from .config import MachineConfig, from_argv
+from .config import MachineConfig, from_argv, parse_compat
 from .dsdt import Flavour
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "QemuAcpiModel",
     "auto_source",
     "build_tables",
+    "covers",
     "from_argv",
     "tables_for",
 ]
@@ -101,6 +102,15 @@ def flavour_for(qemu: str, compat: tuple[int, int, int] | None) -> Flavour:
         "from 10.0 on and no measurement proves them yet; use the dumper "
         "(dstack-acpi-tables) or --acpi-tables FILE".format(*low, *high, *compat)
     )
+
+
+def covers(qemu_version: str) -> bool:
+    """Whether ``QemuAcpiModel()`` reproduces dstack's dumper for this QEMU version."""
+    try:
+        compat = parse_compat(qemu_version)
+    except ConfigError:
+        return False
+    return compat is not None and COVERED_COMPAT[0] <= compat < COVERED_COMPAT[1]
 
 
 def tables_for(invocation: DumperInvocation, qemu: str = "dstack") -> bytes:
