@@ -1,15 +1,14 @@
 """The ``dstack-mr`` command. A thin layer: parse options, call the library, print.
 
-Library errors become one line on stderr and exit code 2 (``--debug`` shows the traceback);
-``diagnose`` exits 1 when evidence and expectation differ.
+Library errors become one line on stderr and exit code 2 (``--debug`` adds the traceback);
+``diagnose`` exits 1 when evidence and expectation differ. The shared command base is
+:mod:`dstack_mr_cli.base`.
 """
 
 import enum
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -19,16 +18,25 @@ from dstack_mr import (
     AcpiDumper,
     AcpiSource,
     AcpiTablesFile,
-    DstackMrError,
     Machine,
     OvmfVariant,
+    __version__,
     ovmf_variant_for_version,
 )
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 from dstack_mr.config import parse_memory_size, parse_rust_u32
 from dstack_mr.errors import ConfigError
 
-app = typer.Typer(
+from .base import (
+    EXIT_BAD_INPUT,
+    App,
+    State,
+    bool_option,
+    library_errors,
+    parse_bool,
+)
+
+app = App(
     name="dstack-mr",
     help="Expected TDX measurements (MRTD, RTMR0-2) of dstack CVMs, and why a quote differs.",
     epilog="Examples:\n\n"
@@ -46,44 +54,32 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-EXIT_MISMATCH = 1
-EXIT_BAD_INPUT = 2
 #: Quotes, logs and configs are kilobytes; refuse to slurp anything huge.
 MAX_EVIDENCE_SIZE = 16 << 20
 
 
-class _State:
-    debug = False
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dstack-mr {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show a traceback on errors instead of one line.")
+        bool,
+        typer.Option(
+            "--debug", help="On an error, also print the traceback (the exit code stays the same)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
-    _State.debug = debug
-
-
-@contextmanager
-def library_errors() -> Iterator[None]:
-    """Turn the library's errors into one line on stderr and exit code 2."""
-    try:
-        yield
-    except DstackMrError as exc:
-        if _State.debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def _parse_bool(value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    # clap's bool parser: exactly "true" or "false".
-    if value not in ("true", "false"):
-        raise typer.BadParameter(f"{value!r} is not 'true' or 'false'")
-    return value == "true"
+    State.debug = debug
 
 
 def _u32(value: str, option: str) -> int:
@@ -94,14 +90,8 @@ def _u32(value: str, option: str) -> int:
     return number
 
 
-def _bool_value(name: str, help: str) -> typer.models.OptionInfo:
-    # The reference takes these as `--flag true|false`, not as bare switches.
-    option: typer.models.OptionInfo = typer.Option(name, metavar="true|false", help=help)
-    return option
-
-
 def _opt_bool(value: str | None) -> bool | None:
-    return None if value is None else _parse_bool(value)
+    return None if value is None else parse_bool(value)
 
 
 def _memory(value: str) -> int:
@@ -161,25 +151,23 @@ def measure(
     ] = "2G",
     two_pass_add_pages: Annotated[
         str | None,
-        _bool_value("--two-pass-add-pages", "Two-pass page add (default: by QEMU version)."),
+        bool_option("--two-pass-add-pages", "Two-pass page add (default: by QEMU version)."),
     ] = None,
-    pic: Annotated[str | None, _bool_value("--pic", "PIC on (default: by QEMU version).")] = None,
-    smm: Annotated[str, _bool_value("--smm", "SMM on.")] = "false",
+    pic: Annotated[str | None, bool_option("--pic", "PIC on (default: by QEMU version).")] = None,
+    smm: Annotated[str, bool_option("--smm", "SMM on.")] = "false",
     pci_hole64_size: Annotated[
         str | None, typer.Option("--pci-hole64-size", help="PCI hole64 size (2G, 0x...).")
     ] = None,
-    hugepages: Annotated[
-        bool, typer.Option("--hugepages", help="Back memory by hugepages.")
-    ] = False,
+    hugepages: Annotated[str, bool_option("--hugepages", "Back memory by hugepages.")] = "false",
     num_gpus: Annotated[
         str, typer.Option("--num-gpus", metavar="N", help="GPUs passed through (VFIO).")
     ] = "0",
     num_nvswitches: Annotated[
         str, typer.Option("--num-nvswitches", metavar="N", help="NVSwitches passed through (VFIO).")
     ] = "0",
-    hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
+    hotplug_off: Annotated[str, bool_option("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
-        str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
+        str, bool_option("--root-verity", "Root disk as virtio-blk (dm-verity).")
     ] = "true",
     qemu_version: Annotated[
         str | None, typer.Option("--qemu-version", help="QEMU version (default 9.1.0).")
@@ -237,13 +225,13 @@ def measure(
             kernel_cmdline=files.cmdline,
             two_pass_add_pages=_opt_bool(two_pass_add_pages),
             pic=_opt_bool(pic),
-            smm=_parse_bool(smm),
+            smm=parse_bool(smm),
             pci_hole64_size=None if pci_hole64_size is None else _memory(pci_hole64_size),
-            hugepages=hugepages,
+            hugepages=parse_bool(hugepages),
             num_gpus=_u32(num_gpus, "--num-gpus"),
             num_nvswitches=_u32(num_nvswitches, "--num-nvswitches"),
-            hotplug_off=_parse_bool(hotplug_off),
-            root_verity=_parse_bool(root_verity),
+            hotplug_off=parse_bool(hotplug_off),
+            root_verity=parse_bool(root_verity),
             qemu_version=qemu_version,
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
@@ -445,7 +433,8 @@ def diagnose(
         use_color = color is Color.always or (
             color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
-        typer.echo(render(report, use_color))
+        # click strips colour codes from non-terminal output unless told otherwise.
+        typer.echo(render(report, use_color), color=use_color)
     raise typer.Exit(report.exit_code)
 
 
@@ -479,7 +468,5 @@ def run() -> None:
     """Console-script entry point."""
     try:
         app()
-    except DstackMrError as exc:  # only reached with --debug
-        raise exc
     except KeyboardInterrupt:
         sys.exit(130)
