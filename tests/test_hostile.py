@@ -49,7 +49,7 @@ from dstack_mr import (
     kernel,
     tdvf,
 )
-from dstack_mr.machine import hash_file
+from dstack_mr.files import hash_file
 
 T = TypeVar("T")
 

@@ -139,7 +139,8 @@ class VmConfig:
     ovmf_variant: OvmfVariant | None = None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> VmConfig:
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> VmConfig:
+        """From JSON text, or from an already-parsed JSON object (same checks)."""
         return _load_json(text, cls, ConfigError, "VmConfig")
 
     @classmethod
@@ -162,7 +163,8 @@ class ImageInfo:
     ovmf_variant: OvmfVariant | None = None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> ImageInfo:
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> ImageInfo:
+        """From JSON text, or from an already-parsed JSON object (same checks)."""
         return _load_json(text, cls, ImageError, "image metadata")
 
     @classmethod
@@ -313,8 +315,12 @@ def parse_json(text: str | bytes, what: str, error: type[DstackMrError]) -> Any:
         raise error(f"{what}: JSON nested too deeply") from None
 
 
-def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
+def _load_json(
+    text: str | bytes | Mapping[str, Any], cls: type[T], error: type[DstackMrError], what: str
+) -> T:
     """Parse as strictly as serde_json; a field given twice is an error."""
+    if isinstance(text, Mapping):
+        return _structure(text, cls, error, what)
     return _structure(parse_json(text, what, error), cls, error, what)
 
 

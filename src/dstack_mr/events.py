@@ -10,7 +10,8 @@ measurement computes from the firmware, kernel, initrd, cmdline or ACPI tables.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import overload
 
 import attrs
 
@@ -231,8 +232,9 @@ class MeasuredEvent:
 
 
 @attrs.frozen
-class RtmrLog:
-    """One register's expected events, in order; ``value`` replays them."""
+class RtmrLog(Sequence[MeasuredEvent]):
+    """One register's expected events, in order: a read-only sequence of
+    :class:`MeasuredEvent` (``log[0]``, ``for e in log``); ``value`` replays them."""
 
     rtmr: int
     events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
@@ -247,6 +249,18 @@ class RtmrLog:
 
     def __len__(self) -> int:
         return len(self.events)
+
+    @overload
+    def __getitem__(self, index: int) -> MeasuredEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[MeasuredEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> MeasuredEvent | tuple[MeasuredEvent, ...]:
+        return self.events[index]
+
+    def __iter__(self) -> Iterator[MeasuredEvent]:
+        return iter(self.events)
 
     def _repr_html_(self) -> str:
         from .render import rtmr_log_html

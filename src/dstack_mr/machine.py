@@ -7,10 +7,8 @@ every event digest, labelled.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -25,12 +23,12 @@ from .digest import short_hex
 from .errors import ConfigError, ImageError
 from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
 from .events import RtmrLog as RtmrLog  # re-exported: part of this API
+from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, file_size, hash_file, read_file
 from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
 MIN_QEMU_VERSION = (8, 0, 0)
 MIB = 1024 * 1024
-_READ_CHUNK = 1 << 20
 
 
 def _u32(name: str) -> Any:
@@ -87,11 +85,6 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
-#: Real OVMF images are 2-4 MiB and kernels ~10-15 MiB; refuse to slurp absurd files.
-MAX_FIRMWARE_SIZE = 256 << 20
-MAX_KERNEL_SIZE = 1 << 30
-
-
 @attrs.frozen
 class VersionedOptions:
     """Settings whose defaults follow the QEMU version (8.x: pic on, two-pass page add)."""
@@ -134,6 +127,16 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+
+    def __repr__(self) -> str:
+        # Settings left at their defaults are omitted: a repr shows what makes this machine.
+        parts = []
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if f.default is attrs.NOTHING or value != f.default:
+                shown = value.value if isinstance(value, OvmfVariant) else value
+                parts.append(f"{f.name}={shown!r}")
+        return f"Machine({', '.join(parts)})"
 
     def versioned_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
@@ -250,6 +253,9 @@ class MeasurementDetails:
     invocation: DumperInvocation = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    #: Inputs measured as the reference measures them but probably not what was meant
+    #: (e.g. a kernel cut short after its headers). Empty when all is well.
+    warnings: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -317,6 +323,7 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
+        warnings=tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w),
     )
 
 
@@ -327,46 +334,3 @@ def checked_cmdline_digest(cmdline: str) -> bytes:
         raise ConfigError(
             "kernel command line contains a lone UTF-16 surrogate; it cannot be measured"
         ) from None
-
-
-@contextmanager
-def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Turn an OSError (or the ValueError of a NUL byte in a path) into an ImageError."""
-    try:
-        yield
-    except (OSError, ValueError) as exc:
-        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        raise ImageError(f"cannot read {what} {os.fspath(path)!r}: {why}") from None
-
-
-def read_file(path: str, what: str, limit: int) -> bytes:
-    """The whole file, refusing files over ``limit`` bytes before reading them."""
-    with reading(path, what), open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
-        # read(n) reserves n bytes up front: ask for what fstat saw (+1 to notice growth).
-        data = f.read(size + 1)
-        if len(data) > size:
-            data += f.read(limit + 1 - len(data))
-    if len(data) > limit:
-        raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
-    return data
-
-
-def file_size(path: str, what: str) -> int:
-    with reading(path, what):
-        return os.stat(path).st_size
-
-
-def hash_file(path: str, what: str) -> tuple[int, bytes]:
-    """(size, SHA-384) of a file, read in chunks so a huge initrd never sits in memory."""
-    h = hashlib.sha384()
-    size = 0
-    buf = bytearray(_READ_CHUNK)
-    view = memoryview(buf)
-    with reading(path, what), open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return size, h.digest()

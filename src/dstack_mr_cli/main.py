@@ -237,6 +237,8 @@ def measure(
             ovmf_variant=variant,
         )
         details = machine.measure_with_logs(acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+    for warning in details.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
