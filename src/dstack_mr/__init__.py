@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CborError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -44,6 +45,7 @@ from .errors import (
     KernelError,
     PathEscapeError,
     QuoteError,
+    ScaleError,
 )
 from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
@@ -59,6 +61,7 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CborError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -82,6 +85,7 @@ __all__ = [
     "PathEscapeError",
     "QuoteError",
     "RtmrLog",
+    "ScaleError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",

@@ -57,3 +57,45 @@ def from_hex(text: str) -> bytes | None:
     """Even-length ASCII hex and nothing else, or None (``bytes.fromhex`` alone would skip
     whitespace, which no encoder this package reads ever writes)."""
     return bytes.fromhex(text) if _HEX.fullmatch(text) else None
+
+
+class Cursor:
+    """A forward-only read position over one buffer, for formats read front to back (SCALE,
+    CBOR). Every read is bounds-checked and raises ``error`` naming ``what`` and the offset."""
+
+    __slots__ = ("_data", "_error", "offset")
+
+    def __init__(self, data: Buffer, error: type[DstackMrError]) -> None:
+        self._data = bytes(data)
+        self._error = error
+        self.offset = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self.offset
+
+    def fail(self, message: str) -> DstackMrError:
+        """The caller's error type for a problem found at the current offset."""
+        return self._error(f"{message} (at offset {self.offset:#x})")
+
+    def take(self, length: int, what: str) -> bytes:
+        out = take(self._data, self.offset, length, what, self._error)
+        self.offset += length
+        return out
+
+    def uint(self, size: int, what: str) -> int:
+        """A little-endian unsigned integer of ``size`` bytes (1, 2, 4 or 8)."""
+        value = uint(self._data, self.offset, size, what, self._error)
+        self.offset += size
+        return value
+
+    def uint_be(self, size: int, what: str) -> int:
+        """A big-endian unsigned integer of ``size`` bytes (CBOR's byte order)."""
+        return int.from_bytes(self.take(size, what), "big")
+
+    def expect_end(self, what: str) -> None:
+        """Fail unless every byte was consumed: trailing bytes are never silently ignored."""
+        if self.remaining:
+            raise self._error(
+                f"{what}: {self.remaining} unexpected trailing byte(s) at offset {self.offset:#x}"
+            )

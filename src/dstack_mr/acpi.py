@@ -45,6 +45,8 @@ REQUIRED_TABLES = ("DSDT", "FACP", "APIC", "MCFG", "WAET", "RSDT")
 SHARE_MODES = ("", "9p", "vhd", "vvfat")
 #: One pcie-root-port per GPU / NVSwitch; QEMU's `chassis` property is a u8.
 MAX_PASSTHROUGH_PORTS = 256
+#: NICs plus verity volumes: more functions than one q35 PCI bus has (32 slots x 8).
+MAX_BLOCK_AND_NET_DEVICES = 256
 
 _DUMMY_DISK = "/bin/sh"
 _SHARED_DIR = "/bin"
@@ -101,8 +103,23 @@ def dumper_invocation(
     hotplug_off: bool,
     pci_hole64_size: int | None,
     host_share_mode: str,
+    num_nics: int = 1,
+    num_verity_volumes: int = 0,
+    swtpm: bool = False,
 ) -> DumperInvocation:
-    """The exact QEMU command line the reference gives the dumper for this machine."""
+    """The exact QEMU command line the reference gives the dumper for this machine.
+
+    ``num_nics`` / ``num_verity_volumes`` follow upstream dstack (after e1003b63): at their
+    defaults (1 and 0) the argv is the reference's, byte for byte.
+    """
+    if swtpm:
+        # Upstream refuses too: a TPM adds ACPI content no dumper argv here describes, so
+        # any RTMR0 computed from tables would be a guess.
+        raise ConfigError(
+            "swtpm is true: the VM has a software TPM whose ACPI tables are not modelled, so "
+            "RTMR0 cannot be computed from ACPI tables; verify it in lite mode instead "
+            "(vm_config.tdx_measurement, ACPI digests taken from the event log)"
+        )
     if cpu_count <= 0:
         raise ConfigError("cpu_count must be greater than 0")
     if host_share_mode not in SHARE_MODES:
@@ -117,6 +134,13 @@ def dumper_invocation(
             f"num_gpus + num_nvswitches is {num_gpus + num_nvswitches}; QEMU supports at most "
             f"{MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
         )
+    if num_nics + num_verity_volumes > MAX_BLOCK_AND_NET_DEVICES:
+        # Same reason as above: a u32 count would build billions of argv entries.
+        raise ConfigError(
+            f"num_nics + num_verity_volumes is {num_nics + num_verity_volumes}; a q35 PCI bus "
+            f"holds at most {MAX_BLOCK_AND_NET_DEVICES} functions (32 slots x 8), so QEMU "
+            "cannot start such a machine"
+        )
     mem_mb = memory_size // (1024 * 1024)
     args = [
         "-cpu", "qemu64", "-smp", str(cpu_count), "-m", f"{mem_mb}M",
@@ -124,9 +148,17 @@ def dumper_invocation(
         "-bios", firmware, "-kernel", kernel, "-initrd", _DUMMY_DISK,
         "-drive", f"file={_DUMMY_DISK},if=none,id=hd1,format=raw,readonly=on",
         "-device", "virtio-blk-pci,drive=hd1",
-        "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
-        "-object", "tdx-guest,id=tdx", "-device", "vhost-vsock-pci,guest-cid=3",
     ]  # fmt: skip
+    # Upstream's device order (dstack-vmm's): verity volumes after hd1, then the NICs, where
+    # the reference had its one fixed net0.
+    for i in range(num_verity_volumes):
+        args += [
+            "-drive", f"file={_DUMMY_DISK},if=none,id=vol{i},format=raw,readonly=on",
+            "-device", f"virtio-blk-pci,drive=vol{i}",
+        ]  # fmt: skip
+    for i in range(num_nics):
+        args += ["-netdev", f"user,id=net{i}", "-device", f"virtio-net-pci,netdev=net{i}"]
+    args += ["-object", "tdx-guest,id=tdx", "-device", "vhost-vsock-pci,guest-cid=3"]
     if host_share_mode in ("vhd", "vvfat"):
         args += [
             "-drive", f"file={_DUMMY_DISK},if=none,id=hd2,format=raw,readonly=on",

@@ -66,3 +66,11 @@ class QuoteError(EvidenceError):
 
 class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
+
+
+class CborError(DstackMrError):
+    """A CBOR document is malformed or uses a feature outside the strict subset accepted."""
+
+
+class ScaleError(EvidenceError):
+    """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""

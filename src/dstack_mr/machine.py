@@ -124,6 +124,11 @@ class Machine:
     num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
     num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
     hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
+    #: Upstream dstack's extra devices; the defaults reproduce the reference's argv exactly.
+    num_nics: int = attrs.field(default=1, validator=_u32("num_nics"))
+    num_verity_volumes: int = attrs.field(default=0, validator=_u32("num_verity_volumes"))
+    #: A software TPM: refused (ConfigError) wherever ACPI tables are measured.
+    swtpm: bool = attrs.field(default=False, validator=_flag("swtpm"))
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
@@ -179,6 +184,9 @@ class Machine:
             hotplug_off=self.hotplug_off,
             pci_hole64_size=self.pci_hole64_size,
             host_share_mode=self.host_share_mode,
+            num_nics=self.num_nics,
+            num_verity_volumes=self.num_verity_volumes,
+            swtpm=self.swtpm,
         )
 
     def check_memory(self) -> None:
