@@ -22,6 +22,8 @@ from .config import parse_json
 from .digest import DIGEST_LEN, replay, sha384
 from .errors import EventLogError, EvidenceError, QuoteError
 from .quote import TdxQuote, parse_quote
+from .registry import EFI_GLOBAL_VARIABLE
+from .registry import U32_MAX as _U32_MAX
 
 __all__ = [
     "DSTACK_RUNTIME_EVENT_TYPE",
@@ -112,7 +114,6 @@ def event_type_name(event_type: int) -> str:
 
 # --- the event -------------------------------------------------------------------------------
 
-_U32_MAX = 0xFFFF_FFFF
 _NUM_RTMRS = 4
 
 
@@ -370,7 +371,7 @@ class _Undecodable(EventLogError):
     """Internal: a payload does not have the structure its event type promises."""
 
 
-_EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+_EFI_GLOBAL_VARIABLE = EFI_GLOBAL_VARIABLE
 _LOAD_OPTION_RE = re.compile(r"(Boot|Driver|SysPrep|PlatformRecovery)[0-9A-Fa-f]{4}")
 _ORDER_VARS = {"BootOrder": "Boot", "DriverOrder": "Driver", "SysPrepOrder": "SysPrep"}
 _LINUX_TAGS = {0x8F3B22EC: "Linux initrd", 0x8F3B22ED: "Linux load options"}

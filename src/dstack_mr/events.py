@@ -17,20 +17,22 @@ import attrs
 
 from .config import OvmfVariant
 from .digest import replay, sha384, short_hex
+from .registry import (
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    FRONTPAGE_FILE,
+    OVMF_FV,
+    UIAPP_FILE,
+)
 from .uefi import (
     BOOT_ATTEMPT_ACTION,
     CFV_DIGEST,
-    EFI_GLOBAL_VARIABLE,
-    EFI_IMAGE_SECURITY_DATABASE,
     EXIT_BOOT_SERVICES_ACTION,
     EXIT_BOOT_SERVICES_OK_ACTION,
-    FRONTPAGE_FILE,
     LINUXBOOT_BOOTORDER,
-    OVMF_FV,
     PRE202505_BOOT0000_DIGEST,
     SEPARATOR_DIGEST,
     STABLE202505_VARIABLE_AUTHORITY_DIGEST,
-    UIAPP_FILE,
     boot_order,
     efi_variable_digest,
     fv_file_path,

@@ -13,13 +13,13 @@ from typing import NamedTuple
 
 from ._binary import Buffer, u16, u32
 from .errors import KernelError
+from .registry import U32_MAX as _U32_MAX
 
 #: Bytes QEMU reserves for ACPI data at the top of low memory (its ``acpi_data_size``).
 ACPI_DATA_SIZE = 0x28000
 #: At and above this memory size QEMU's low-memory layout (and so the initrd address) is fixed.
 STABLE_MIN_MEMORY = 0xB000_0000
 MIN_KERNEL_LEN = 0x1000
-_U32_MAX = 0xFFFF_FFFF
 _PE_SIGNATURE = 0x0000_4550  # "PE\0\0"
 _CERT_DIR_INDEX = 4
 #: Section data a PE can make Authenticode hash: sections may overlap, so 65535 of them each

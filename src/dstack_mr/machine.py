@@ -14,11 +14,11 @@ from typing import Any
 import attrs
 
 from . import acpi as acpi_mod
-from . import events
+from . import events, validate
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
-from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
+from .config import OvmfVariant, parse_version_triple
 from .digest import short_hex
 from .errors import ConfigError, ImageError
 from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
@@ -32,41 +32,32 @@ MIB = 1024 * 1024
 
 
 def _u32(name: str) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U32_MAX:
-            raise ConfigError(f"{name} must be an integer in 0..={U32_MAX} (u32), got {value!r}")
-
-    return check
+    return validate.attrs_validator(validate.u32, name)
 
 
 def _u64(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
-            raise ConfigError(f"{name} must be an integer in 0..={U64_MAX} (u64), got {value!r}")
-
-    return check
+    return validate.attrs_validator(
+        validate.optional(validate.u64) if optional else validate.u64, name
+    )
 
 
 def _flag(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-    return check
+    return validate.attrs_validator(
+        validate.optional(validate.boolean) if optional else validate.boolean, name
+    )
 
 
 def _text(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+    return validate.attrs_validator(
+        validate.optional(validate.string) if optional else validate.string, name
+    )
 
-    return check
+
+def _whole_mib(_inst: object, _attr: object, value: int) -> None:
+    if value < MIB or value % MIB:
+        raise ConfigError(
+            f"memory_size {value} must be a positive whole number of MiB (QEMU is given -m in MiB)"
+        )
 
 
 def _path(value: str | os.PathLike[str]) -> str:
@@ -108,7 +99,7 @@ class Machine:
     """
 
     cpu_count: int = attrs.field(validator=_u32("cpu_count"))
-    memory_size: int = attrs.field(validator=_u64("memory_size"))
+    memory_size: int = attrs.field(validator=[_u64("memory_size"), _whole_mib])
     firmware: str = attrs.field(converter=_path)
     kernel: str = attrs.field(converter=_path)
     initrd: str = attrs.field(converter=_path)
@@ -132,11 +123,18 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+    # Resolved once, at construction: an unusable qemu_version fails here, not mid-measure.
+    _options: VersionedOptions = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_options", self._resolve_options())
 
     def __repr__(self) -> str:
         # Settings left at their defaults are omitted: a repr shows what makes this machine.
         parts = []
         for f in attrs.fields(type(self)):
+            if not f.init:
+                continue
             value = getattr(self, f.name)
             if f.default is attrs.NOTHING or value != f.default:
                 shown = value.value if isinstance(value, OvmfVariant) else value
@@ -144,6 +142,10 @@ class Machine:
         return f"Machine({', '.join(parts)})"
 
     def versioned_options(self) -> VersionedOptions:
+        """pic / two-pass as the QEMU version sets them (resolved when the Machine was made)."""
+        return self._options
+
+    def _resolve_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
         version = DEFAULT_QEMU_VERSION
         if self.qemu_version is not None:
@@ -188,13 +190,6 @@ class Machine:
             num_verity_volumes=self.num_verity_volumes,
             swtpm=self.swtpm,
         )
-
-    def check_memory(self) -> None:
-        if self.memory_size < MIB or self.memory_size % MIB:
-            raise ConfigError(
-                f"memory_size {self.memory_size} must be a positive whole number of MiB "
-                "(QEMU is given -m in MiB)"
-            )
 
     def measure(self, acpi: AcpiSource | None = None) -> TdxMeasurements:
         return self.measure_with_logs(acpi).measurements
@@ -305,7 +300,6 @@ def compute(
     opts = machine.versioned_options()
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
-    machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
     tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
