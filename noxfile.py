@@ -42,3 +42,15 @@ def bench(session: nox.Session) -> None:
     """The performance table of bench/README.md (arguments after -- go to the script)."""
     session.install("-e", ".[cli]")
     session.run("python", "bench/bench_measure.py", *session.posargs)
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing with mutmut, one core module at a time (docs/testing.md):
+    `nox -s mutation -- tdvf kernel`, or every module when none is named. Slow (minutes per
+    module on 2 cores); results accumulate in mutants/ and `-- report` prints the scores."""
+    session.install("-e", ".[test]", "mutmut>=3.3,<4")
+    args = session.posargs or ["run"]
+    if args[0] not in ("run", "report"):
+        args = ["run", *args]
+    session.run("python", "bench/mutation.py", *args)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _SHARED = Path(os.environ.get("DSTACK_MR_SHARED", "../shared"))
 SHARED = _SHARED if _SHARED.is_absolute() else (ROOT / _SHARED).resolve()
 
-# Must match atheris_harness.TARGETS.
+# Must match targets.TARGETS (tests/test_fuzz_targets.py checks).
 TDVF, KERNEL, ACPI, QUOTE, CCEL, JSON_LOG, VMCONFIG = range(7)
 
 _FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
@@ -78,14 +78,11 @@ def seeds() -> dict[str, bytes]:
     out["kernel-64k"] = bytes([KERNEL]) + k[:0x10000]
     for name in ("acpi-q35.bin", "acpi-q35-hpet.bin", "acpi-dstack-0.6.0-layout.bin"):
         out[f"acpi-{name}"] = bytes([ACPI]) + _acpi_used((inputs / name).read_bytes())
-    try:
-        from dstack_mr import example
+    from dstack_mr import example
 
-        out["tdvf-example-tail"] = bytes([TDVF]) + example.build_firmware()[-0x1000:]
-        out["kernel-example-head"] = bytes([KERNEL]) + example.build_kernel()[:0x1100]
-        out["acpi-example"] = bytes([ACPI]) + _acpi_used(example.build_acpi_tables())
-    except ImportError:
-        pass
+    out["tdvf-example-tail"] = bytes([TDVF]) + example.build_firmware()[-0x1000:]
+    out["kernel-example-head"] = bytes([KERNEL]) + example.build_kernel()[:0x1100]
+    out["acpi-example"] = bytes([ACPI]) + _acpi_used(example.build_acpi_tables())
     for path in sorted(real.glob("*-getquote.json")):
         doc = json.loads(path.read_text())
         out[f"quote-{path.stem}"] = bytes([QUOTE]) + bytes.fromhex(doc["quote"])

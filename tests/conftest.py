@@ -15,10 +15,19 @@ _SHARED = Path(os.environ.get("DSTACK_MR_SHARED", "../shared"))
 SHARED = _SHARED if _SHARED.is_absolute() else (ROOT / _SHARED).resolve()
 
 
+#: Set (to 1) by .ci/run: there a missing ../shared is a broken checkout, not an optional
+#: extra, and the tests that need it must fail rather than skip.
+SHARED_REQUIRED = os.environ.get("DSTACK_MR_SHARED_REQUIRED", "") not in ("", "0")
+
+
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared, skipping the test when the data set is absent."""
+    """A path under ../shared, skipping the test when the data set is absent (failing when
+    ``DSTACK_MR_SHARED_REQUIRED=1``)."""
     if not (SHARED / "vectors").is_dir():
-        pytest.skip(f"shared test data not present at {SHARED} (set DSTACK_MR_SHARED)")
+        why = f"shared test data not present at {SHARED} (set DSTACK_MR_SHARED)"
+        if SHARED_REQUIRED:
+            pytest.fail(f"{why}; DSTACK_MR_SHARED_REQUIRED is set", pytrace=False)
+        pytest.skip(why)
     return SHARED.joinpath(*parts)
 
 
@@ -36,6 +45,8 @@ def real() -> Path:
 def load_vectors() -> list[dict[str, object]]:
     path = SHARED / "vectors" / "measure.json"
     if not path.is_file():
+        if SHARED_REQUIRED:  # an empty parametrisation would skip silently
+            raise FileNotFoundError(f"{path} is missing and DSTACK_MR_SHARED_REQUIRED is set")
         return []
     vectors: list[dict[str, object]] = json.loads(path.read_text())
     return vectors

@@ -135,6 +135,7 @@ def test_debug_shows_the_exception(example: Path, monkeypatch: pytest.MonkeyPatc
     # The traceback is added; the exit code stays that of a bad input.
     assert result.exit_code == 2
     assert "Traceback" in result.stderr and "DumperNotFoundError" in result.stderr
+    assert "ACPI dumper 'dstack-acpi-tables' (looked up on PATH) was not found" in result.stderr
 
 
 @pytest.mark.parametrize("field", ["bios", "kernel", "initrd"])

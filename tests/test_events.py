@@ -75,13 +75,16 @@ def test_missing_input_is_named() -> None:
 _COMMON_WORDS = {events.CMDLINE, events.INITRD, events.SEPARATOR}
 # diagnose.py still names events by literal; its owner moves it onto these constants.
 _NOT_YET = {"diagnose.py"}
+# Upstream's measurement.tdx.cbor field names ("kernel_authenticode", "td_hob") happen to equal
+# two labels; there they are a document format, not event names.
+_NOT_LABELS = {"measurement_doc.py"}
 
 
 def test_no_label_is_typed_outside_events() -> None:
     labels = {s.label for layout in ALL_LAYOUTS for s in layout} - _COMMON_WORDS
     offenders = []
     for path in sorted((ROOT / "src").rglob("*.py")):
-        if path.name == "events.py" or path.name in _NOT_YET:
+        if path.name == "events.py" or path.name in _NOT_YET | _NOT_LABELS:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in labels:

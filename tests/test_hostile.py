@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import struct
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import shared_path
+from conftest import load_vectors, shared_path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -42,10 +43,12 @@ from dstack_mr import (
     DumperOutputError,
     DumperTimeoutError,
     FirmwareError,
+    ImageError,
     KernelError,
     Machine,
     VmConfig,
     acpi,
+    example,
     kernel,
     tdvf,
 )
@@ -101,10 +104,6 @@ def read_input(name: str) -> bytes:
 @pytest.fixture(scope="module")
 def inputs() -> Path:
     return shared_path("inputs")
-
-
-def example_module() -> Any:
-    return pytest.importorskip("dstack_mr.example")
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,7 +457,16 @@ def check_firmware(fw: bytes) -> None:
         assert isinstance(digest, bytes) and len(digest) == 48
     for memory in (2 << 30, 0xB000_0000, 1):
         hob = typed(lambda m=memory: parsed.td_hob(m))
-        assert isinstance(hob, (bytes, DstackMrError))
+        if isinstance(hob, DstackMrError):
+            assert isinstance(hob, FirmwareError)  # the memory sizes are all in range
+            continue
+        # A PHIT HOB (type 1, 56 bytes, version 9), then 48-byte resource descriptors, the
+        # PHIT's EfiEndOfHobList pointing 8 bytes past their end.
+        assert hob[:4] == b"\x01\x00\x38\x00" and hob[8:12] == b"\x09\x00\x00\x00"
+        assert len(hob) > 56 and (len(hob) - 56) % 48 == 0
+        assert all(hob[i : i + 4] == b"\x03\x00\x30\x00" for i in range(56, len(hob), 48))
+        end = int.from_bytes(hob[48:56], "little")
+        assert end == (parsed.td_hob_base + len(hob) + 8) % (1 << 64)
 
 
 @st.composite
@@ -482,17 +490,17 @@ def test_fuzz_example_firmware(data: st.DataObject) -> None:
 
 @functools.cache
 def example_firmware() -> bytes:
-    return bytes(example_module().build_firmware())
+    return bytes(example.build_firmware())
 
 
 @functools.cache
 def example_kernel() -> bytes:
-    return bytes(example_module().build_kernel())
+    return bytes(example.build_kernel())
 
 
 @functools.cache
 def example_acpi() -> bytes:
-    return bytes(example_module().build_acpi_tables())
+    return bytes(example.build_acpi_tables())
 
 
 def check_kernel(k: bytes, initrd_size: int, memory: int) -> None:
@@ -806,7 +814,12 @@ def test_machine_baseline(inputs: Path) -> None:
     """The fuzz below starts from a machine that measures fine."""
     m = Machine(cpu_count=2, memory_size=2 << 30, kernel_cmdline="x", **real_files(inputs))
     details = m.measure_with_logs(acpi=AcpiTablesBlob(read_input("acpi-q35.bin")))
-    assert len(details.measurements.rtmr0) == 48
+    # MRTD and RTMR0 do not depend on the kernel, initrd or cmdline: the golden vector's.
+    vector = next(v for v in load_vectors() if v["name"] == "default-2cpu-2g")
+    assert vector["inputs"]["firmware"] == FIRMWARES[0]
+    assert vector["inputs"]["acpi_tables"] == "acpi-q35.bin"
+    assert details.measurements.mrtd.hex() == vector["expected"]["mrtd"]
+    assert details.measurements.rtmr0.hex() == vector["expected"]["rtmr0"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -867,19 +880,27 @@ def test_too_many_passthrough_devices_is_a_config_error(inputs: Path) -> None:
 
 
 WRONG_TYPES = [
-    pytest.param({"qemu_version": 9}, id="qemu_version-int"),
-    pytest.param({"qemu_version": b"9.1.0"}, id="qemu_version-bytes"),
-    pytest.param({"ovmf_variant": "bogus"}, id="ovmf_variant-bogus"),
-    pytest.param({"ovmf_variant": 3}, id="ovmf_variant-int"),
-    pytest.param({"kernel_cmdline": None}, id="cmdline-None"),
-    pytest.param({"kernel_cmdline": b"x"}, id="cmdline-bytes"),
-    pytest.param({"firmware": None}, id="path-None"),
-    pytest.param({"firmware": 5}, id="path-int"),
-    pytest.param({"pic": "no"}, id="pic-str"),
-    pytest.param({"smm": 1}, id="smm-int"),
-    pytest.param({"host_share_mode": []}, id="share-list"),
-    pytest.param({"memory_size": 2.0 * (1 << 30)}, id="memory-float"),
-]
+    pytest.param({"qemu_version": 9}, "qemu_version must be a string, got int",
+                 id="qemu_version-int"),
+    pytest.param({"qemu_version": b"9.1.0"}, "qemu_version must be a string, got bytes",
+                 id="qemu_version-bytes"),
+    pytest.param({"ovmf_variant": "bogus"}, "ovmf_variant must be 'pre202505' or 'stable202505'",
+                 id="ovmf_variant-bogus"),
+    pytest.param({"ovmf_variant": 3}, "ovmf_variant must be 'pre202505' or 'stable202505'",
+                 id="ovmf_variant-int"),
+    pytest.param({"kernel_cmdline": None}, "kernel_cmdline must be a string, got NoneType",
+                 id="cmdline-None"),
+    pytest.param({"kernel_cmdline": b"x"}, "kernel_cmdline must be a string, got bytes",
+                 id="cmdline-bytes"),
+    pytest.param({"firmware": None}, "expected a file path, got NoneType", id="path-None"),
+    pytest.param({"firmware": 5}, "expected a file path, got int", id="path-int"),
+    pytest.param({"pic": "no"}, "pic must be true or false, got 'no'", id="pic-str"),
+    pytest.param({"smm": 1}, "smm must be true or false, got 1", id="smm-int"),
+    pytest.param({"host_share_mode": []}, "host_share_mode must be a string, got list",
+                 id="share-list"),
+    pytest.param({"memory_size": 2.0 * (1 << 30)}, "memory_size must be an integer",
+                 id="memory-float"),
+]  # fmt: skip
 
 
 def measure_with(inputs: Path, override: dict[str, Any]) -> Any:
@@ -891,24 +912,31 @@ def measure_with(inputs: Path, override: dict[str, Any]) -> Any:
         return Machine(**kwargs).measure_with_logs(acpi=blob)
 
 
-@pytest.mark.parametrize("override", WRONG_TYPES)
-def test_machine_wrong_types_are_typed_errors(inputs: Path, override: dict[str, Any]) -> None:
-    with pytest.raises(DstackMrError):
+@pytest.mark.parametrize(("override", "message"), WRONG_TYPES)
+def test_machine_wrong_types_are_typed_errors(
+    inputs: Path, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         measure_with(inputs, override)
 
 
 #: Inputs that once escaped as ValueError (open() with a NUL byte; int() of a >4300-digit
 #: version component).
 FORMER_GAPS = [
-    pytest.param({"firmware": "/tmp/x\0y"}, id="firmware-path-with-NUL"),
-    pytest.param({"initrd": "/tmp/x\0y"}, id="initrd-path-with-NUL"),
-    pytest.param({"qemu_version": "9" * 5000 + ".1.0"}, id="qemu_version-5000-digits"),
-]
+    pytest.param({"firmware": "/tmp/x\0y"}, ImageError, "cannot read firmware '/tmp/x\\x00y'",
+                 id="firmware-path-with-NUL"),
+    pytest.param({"initrd": "/tmp/x\0y"}, ImageError, "cannot read initrd '/tmp/x\\x00y'",
+                 id="initrd-path-with-NUL"),
+    pytest.param({"qemu_version": "9" * 5000 + ".1.0"}, ConfigError, "invalid qemu_version",
+                 id="qemu_version-5000-digits"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("override", FORMER_GAPS)
-def test_machine_former_gaps(inputs: Path, override: dict[str, Any]) -> None:
-    with pytest.raises(DstackMrError):
+@pytest.mark.parametrize(("override", "error", "message"), FORMER_GAPS)
+def test_machine_former_gaps(
+    inputs: Path, override: dict[str, Any], error: type[DstackMrError], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
         measure_with(inputs, override)
 
 

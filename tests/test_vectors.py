@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FakeDumper, load_vectors, shared_path
 
-from dstack_mr import DstackMrError, Machine
+from dstack_mr import ConfigError, Machine
 
 VECTORS = load_vectors()
+
+#: What each error vector's reference message says, as this library words it.
+ERRORS = {
+    "err-qemu-7": "unsupported QEMU version 7.2.0",
+    "err-bad-qemu-version": "expected exactly 3 parts (MAJOR.MINOR.PATCH), got 2",
+    "err-cpu-0": "cpu_count must be greater than 0",
+    "err-share-mode": "invalid host_share_mode 'nfs'",
+}
 
 
 def _machine(vector: dict[str, Any], inputs: Path) -> Machine:
@@ -27,7 +36,7 @@ def _machine(vector: dict[str, Any], inputs: Path) -> Machine:
 def test_vectors_present() -> None:
     shared_path("vectors", "measure.json")
     assert len(VECTORS) >= 30
-    assert any("expected_error" in v for v in VECTORS)
+    assert sorted(v["name"] for v in VECTORS if "expected_error" in v) == sorted(ERRORS)
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[str(v["name"]) for v in VECTORS])
@@ -37,8 +46,9 @@ def test_vector(vector: dict[str, Any], fake_dumper: FakeDumper) -> None:
 
     if "expected_error" in vector:
         # Raised when the Machine is made (e.g. QEMU 7.x) or when it is measured.
-        with pytest.raises(DstackMrError):
+        with pytest.raises(ConfigError, match=re.escape(ERRORS[vector["name"]])):
             _machine(vector, inputs).measure_with_logs()
+        assert fake_dumper.calls() == []  # rejected before QEMU would run
         return
 
     machine = _machine(vector, inputs)

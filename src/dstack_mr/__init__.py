@@ -31,6 +31,7 @@ from .config import (
 from .errors import (
     AcpiError,
     CborError,
+    CollateralError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -43,13 +44,17 @@ from .errors import (
     FirmwareError,
     ImageError,
     KernelError,
+    MeasurementDocumentError,
+    MissingExtraError,
     PathEscapeError,
     QuoteError,
     ScaleError,
 )
 from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
+from .lite import measure_from_document, measure_lite
 from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
+from .measurement_doc import MeasurementDocument
 
 __version__ = "0.1.0"
 
@@ -62,6 +67,7 @@ __all__ = [
     "AcpiTablesFile",
     "CachedAcpiSource",
     "CborError",
+    "CollateralError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -81,6 +87,9 @@ __all__ = [
     "Machine",
     "MeasuredEvent",
     "MeasurementDetails",
+    "MeasurementDocument",
+    "MeasurementDocumentError",
+    "MissingExtraError",
     "OvmfVariant",
     "PathEscapeError",
     "QuoteError",
@@ -91,6 +100,8 @@ __all__ = [
     "VmConfig",
     "__version__",
     "extract_version_from_image_name",
+    "measure_from_document",
+    "measure_lite",
     "ovmf_variant_for_image",
     "ovmf_variant_for_version",
 ]

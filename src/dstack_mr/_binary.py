@@ -112,3 +112,41 @@ class Cursor:
             raise self._error(
                 f"{what}: {self.remaining} unexpected trailing byte(s) at offset {self.offset:#x}"
             )
+
+
+def der_header(
+    data: Buffer, offset: int, what: str, error: type[DstackMrError]
+) -> tuple[int, int, int]:
+    """One DER tag-length header at ``offset``: (tag byte, content offset, content length).
+
+    Only what X.509 certificates and CRLs use: single-byte tags and definite lengths of at
+    most four length bytes; the content must lie inside ``data``.
+    """
+    tag = uint(data, offset, 1, f"{what} DER tag", error)
+    first = uint(data, offset + 1, 1, f"{what} DER length", error)
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 4:
+            raise error(f"{what}: unsupported DER length form {first:#04x} at offset {offset:#x}")
+        length = int.from_bytes(take(data, start, n, f"{what} DER length", error), "big")
+        start += n
+    take(data, start, length, f"{what} DER content", error)
+    return tag, start, length
+
+
+def der_children(
+    data: Buffer, offset: int, length: int, what: str, error: type[DstackMrError]
+) -> list[tuple[int, int, int]]:
+    """The (tag, content offset, content length) of each element inside a DER container."""
+    out = []
+    end = offset + length
+    while offset < end:
+        tag, start, n = der_header(data, offset, what, error)
+        if start + n > end:
+            raise error(f"{what}: DER element at offset {offset:#x} runs past its container")
+        out.append((tag, start, n))
+        offset = start + n
+    return out

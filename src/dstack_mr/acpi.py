@@ -59,6 +59,8 @@ class AcpiTables:
     tables: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     rsdp: bytes
     loader: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    #: which AcpiSource produced the tables (:func:`source_name`), "" when not recorded
+    source: str = attrs.field(default="", kw_only=True)
 
     @property
     def tables_digest(self) -> bytes:
@@ -225,12 +227,20 @@ class AcpiSource(Protocol):
     def acpi_tables(self, invocation: DumperInvocation) -> bytes: ...
 
 
+def source_name(source: AcpiSource) -> str:
+    """A short label for where an AcpiSource's tables come from ("dumper", "builtin", ...)."""
+    name = getattr(source, "source_name", None)
+    return name if isinstance(name, str) else type(source).__name__
+
+
 @attrs.frozen
 class AcpiTablesBlob:
     """Tables the caller already holds (e.g. dumped once on a host). The invocation is ignored:
     the caller vouches that the blob belongs to this machine configuration."""
 
     data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+
+    source_name = "blob"
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return self.data
@@ -241,6 +251,10 @@ class AcpiTablesFile:
     """Tables read from a file when needed (same contract as :class:`AcpiTablesBlob`)."""
 
     path: Path = attrs.field(converter=Path)
+
+    @property
+    def source_name(self) -> str:
+        return f"file {self.path}"
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return read_file(self.path, "ACPI tables file", MAX_TABLES_SIZE, AcpiError)
@@ -259,6 +273,7 @@ class AcpiDumper:
     program: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_output: int = MAX_TABLES_SIZE
+    source_name = "dumper"
 
     def resolve(self) -> str:
         import shutil  # the dumper's helpers load only when a dumper runs (CLI start-up)
@@ -397,6 +412,10 @@ class CachedAcpiSource:
         self.inner = inner
         self._cache: LruCache[DumperInvocation, bytes] = LruCache(maxsize)
 
+    @property
+    def source_name(self) -> str:
+        return source_name(self.inner)
+
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return self._cache.get_or_compute(invocation, lambda: self.inner.acpi_tables(invocation))
 
@@ -469,7 +488,7 @@ def _add_checksum(file: str, result: int, start: int, length: int) -> bytes:
     )  # fmt: skip
 
 
-def build_tables(blob: bytes) -> AcpiTables:
+def build_tables(blob: bytes, source: str = "") -> AcpiTables:
     """The loader script and RSDP QEMU builds for this tables blob."""
     if not blob:
         raise AcpiError("ACPI tables blob is empty")
@@ -502,4 +521,4 @@ def build_tables(blob: bytes) -> AcpiTables:
     ]
     loader = b"".join(c.ljust(128, b"\0") for c in commands).ljust(LOADER_SIZE, b"\0")
     rsdp = b"RSD PTR " + b"\0" + b"BOCHS " + b"\0" + rsdt.to_bytes(4, "little")
-    return AcpiTables(tables=bytes(blob), rsdp=rsdp, loader=loader)
+    return AcpiTables(tables=bytes(blob), rsdp=rsdp, loader=loader, source=source)

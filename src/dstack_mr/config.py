@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 from . import validate
 from ._binary import from_hex
 from .errors import ConfigError, DstackMrError, ImageError
-from .registry import U32_MAX, U64_MAX
+from .registry import U32_MAX as U32_MAX  # re-exported: the home is registry
+from .registry import U64_MAX as U64_MAX
 
 U32 = NewType("U32", int)
 U64 = NewType("U64", int)

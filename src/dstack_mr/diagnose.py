@@ -269,7 +269,9 @@ class DiagnoseReport:
                 "qemu_version": self.expected.options.version_str,
                 "pic": self.expected.options.pic,
                 "two_pass_add_pages": self.expected.options.two_pass_add_pages,
-                "acpi_dumper_argv": list(self.expected.invocation.argv),
+                "acpi_dumper_argv": None
+                if self.expected.invocation is None
+                else list(self.expected.invocation.argv),
             },
             "evidence": list(self.evidence_sources),
             "comparison": [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -23,7 +23,14 @@ from .digest import short_hex
 from .errors import ConfigError, ImageError
 from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
 from .events import RtmrLog as RtmrLog  # re-exported: part of this API
-from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, file_size, hash_file, read_file
+
+# The file readers live in .files; re-exported for modules that imported them from here.
+from .files import MAX_FIRMWARE_SIZE as MAX_FIRMWARE_SIZE
+from .files import MAX_KERNEL_SIZE as MAX_KERNEL_SIZE
+from .files import file_size as file_size
+from .files import hash_file as hash_file
+from .files import read_file as read_file
+from .files import reading as reading
 from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
@@ -246,16 +253,38 @@ class TdxMeasurements:
         return measurements_html(self)
 
 
+class AcpiDigestsLike(Protocol):
+    """The three RTMR0 ACPI digests: :class:`AcpiTables` has them, and so has a set taken
+    from an event log."""
+
+    @property
+    def loader_digest(self) -> bytes: ...
+    @property
+    def rsdp_digest(self) -> bytes: ...
+    @property
+    def tables_digest(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
+
+
 @attrs.frozen
 class MeasurementDetails:
-    """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
+    """Registers, labelled event logs, the ACPI blobs and dumper call behind them.
+
+    ``mode`` is ``"lite"`` for results computed from a measurement document
+    (:func:`dstack_mr.lite.measure_from_document`): then ``acpi_tables`` holds only the three
+    digests, taken from the VM's event log (``acpi_from_log``), and no dumper ran
+    (``invocation`` is None).
+    """
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
-    acpi_tables: AcpiTables = attrs.field(repr=False)
-    invocation: DumperInvocation = attrs.field(repr=False)
+    acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
+    invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    mode: Literal["legacy", "lite"] = "legacy"
+    acpi_from_log: bool = False
     #: Inputs measured as the reference measures them but probably not what was meant
     #: (e.g. a kernel cut short after its headers). Empty when all is well.
     warnings: tuple[str, ...] = ()
@@ -266,7 +295,7 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables) -> dict[str, bytes]:
+def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
     """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
     return {
         events.TD_HOB: td_hob_digest,
@@ -276,7 +305,9 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiTables) -> dict[str, bytes]:
     }
 
 
-def rtmr0_digests(variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables) -> list[bytes]:
+def rtmr0_digests(
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
+) -> list[bytes]:
     return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
 
 
@@ -302,7 +333,7 @@ def compute(
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
+    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)

@@ -137,7 +137,22 @@ def diagnose(
     with library_errors():
         evidence = dg.Evidence()
         if attestation is not None:
-            att = parse_attestation(_read(attestation, "attestation"))
+            raw = _read(attestation, "attestation")
+            # An AMD SEV-SNP attestation is judged by its own module; anything else is TDX.
+            from . import snp as snp_cli
+
+            code = snp_cli.diagnose_attestation(
+                raw,
+                f"attestation {attestation}",
+                vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
+                image_dir=image_dir,
+                explain=explain,
+                json_out=json_out,
+                color=color.value,
+            )
+            if code is not None:
+                raise typer.Exit(code)
+            att = parse_attestation(raw)
             evidence = evidence.merge(dg.Evidence.from_attestation(att))
         if quote is not None:
             evidence = evidence.merge(

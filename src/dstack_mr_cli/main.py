@@ -5,6 +5,7 @@ Library errors become one line on stderr and exit code 2 (``--debug`` adds the t
 :mod:`dstack_mr_cli.base`.
 """
 
+import enum
 import json
 import sys
 from pathlib import Path
@@ -25,14 +26,11 @@ from dstack_mr.acpi import DEFAULT_TIMEOUT
 from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
 
-from .base import (
-    EXIT_BAD_INPUT,
-    App,
-    State,
-    bool_option,
-    library_errors,
-    parse_bool,
-)
+# EXIT_* and library_errors live in .base; re-exported for command modules importing them here.
+from .base import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from .base import EXIT_MISMATCH as EXIT_MISMATCH
+from .base import App, State, bool_option, parse_bool
+from .base import library_errors as library_errors
 
 app = App(
     name="dstack-mr",
@@ -99,12 +97,46 @@ def _memory(value: str) -> int:
         raise typer.BadParameter(str(exc)) from None
 
 
-def acpi_source(tables: Path | None, dumper: str | None, timeout: float) -> AcpiSource:
+def acpi_source(
+    tables: Path | None, dumper: str | None, timeout: float, source: object = None
+) -> AcpiSource:
+    """The tables' source: --acpi-source if given, else --acpi-tables FILE, else the dumper."""
+    kind = getattr(source, "value", source)
     if tables is not None and dumper is not None:
         raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
+    if kind in ("builtin", "auto"):
+        if tables is not None:
+            raise typer.BadParameter(f"--acpi-source {kind} does not read --acpi-tables")
+        from dstack_mr.acpi_model import QemuAcpiModel, auto_source
+
+        if kind == "builtin":
+            return QemuAcpiModel()
+        return auto_source(AcpiDumper(program=dumper, timeout=timeout))
+    if kind == "file" and tables is None:
+        raise typer.BadParameter("--acpi-source file needs --acpi-tables FILE")
+    if kind == "dumper" and tables is not None:
+        raise typer.BadParameter("--acpi-source dumper does not read --acpi-tables")
     if tables is not None:
         return AcpiTablesFile(tables)
     return AcpiDumper(program=dumper, timeout=timeout)
+
+
+class AcpiSourceKind(str, enum.Enum):
+    auto = "auto"
+    dumper = "dumper"
+    file = "file"
+    builtin = "builtin"
+
+
+AcpiSourceOpt = Annotated[
+    AcpiSourceKind | None,
+    typer.Option(
+        "--acpi-source",
+        help="Where the ACPI tables come from: the dumper, --acpi-tables FILE, the built-in "
+        "model of dstack's QEMU (QEMU 8.0 to 9.1), or auto (the dumper when installed, else "
+        "builtin). Default: FILE when --acpi-tables is given, else the dumper.",
+    ),
+]
 
 
 AcpiTablesOpt = Annotated[
@@ -199,17 +231,46 @@ def measure(
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     events: Annotated[
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
     json_out: JsonOpt = False,
+    snp: Annotated[
+        bool,
+        typer.Option(
+            "--snp",
+            help="AMD SEV-SNP instead: the launch MEASUREMENT for --cpu vCPUs, from the "
+            "image's measurement.snp.cbor (else its SEV firmware, kernel and initrd).",
+        ),
+    ] = False,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="SEV-SNP: QEMU CPU model.", metavar="MODEL")
+    ] = "EPYC-v4",
+    guest_features: Annotated[
+        str, typer.Option("--guest-features", help="SEV-SNP: SEV features.", metavar="N")
+    ] = "0x1",
 ) -> None:
     """Compute MRTD and RTMR0-2 of an image for one machine configuration.
 
     The image's cmdline is measured with " initrd=initrd" appended, like the reference.
     RTMR0 needs QEMU's ACPI tables: from --acpi-tables FILE, or by running the
-    dstack-acpi-tables dumper.
+    dstack-acpi-tables dumper. With --snp: the AMD SEV-SNP launch MEASUREMENT instead
+    (METADATA may then also be the image directory).
     """
+    if snp:
+        from . import snp as snp_cli
+
+        with library_errors():
+            snp_cli.measure_snp(
+                metadata,
+                _u32(cpu, "--cpu"),
+                vcpu_type,
+                snp_cli.parse_features(guest_features),
+                events,
+                json_out,
+            )
+        return
     from dstack_mr.image import ImageFiles
 
     with library_errors():
@@ -263,13 +324,16 @@ def measure(
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
         )
-        details = machine.measure_with_logs(acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+        details = machine.measure_with_logs(
+            acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+        )
     for warning in details.warnings:
         typer.echo(f"warning: {warning}", err=True)
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
         if events:
+            out["acpi_source"] = details.acpi_tables.source
             out["rtmr_logs"] = [
                 [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
                 for log in details.rtmr_logs
@@ -282,6 +346,7 @@ def measure(
     typer.echo(f"RTMR1: {m.rtmr1.hex()}")
     typer.echo(f"RTMR2: {m.rtmr2.hex()}")
     if events:
+        typer.echo(f"ACPI tables from: {details.acpi_tables.source}")
         for log in details.rtmr_logs:
             typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
             for e in log.events:
@@ -330,6 +395,10 @@ def example(
     typer.echo(
         f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
     )
+
+
+# Like diagnose, these commands live in their own modules and register themselves on import.
+from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:

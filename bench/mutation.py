@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Mutation testing of the core modules with mutmut, one module at a time (docs/testing.md).
+
+    python bench/mutation.py run tdvf kernel      # mutate and test these modules
+    python bench/mutation.py run --sample 100 acpi  # a deterministic sample of ~100 mutants
+    python bench/mutation.py report               # score per module from mutmut's cache
+
+``nox -s mutation -- MODULE...`` does both. mutmut's configuration is ``[tool.mutmut]`` in
+pyproject.toml; results accumulate in ``mutants/`` (git-ignored), so modules can be run one
+at a time, when CPU is free. Each mutant runs only the tests that reach its function.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+#: The measured core, as mutmut names its mutants (``package.module.x_function__mutmut_N``;
+#: methods are ``xǁClassǁmethod``). Where only part of a module is in scope, its functions
+#: are listed: the ACPI argv and loader (not the subprocess runner), the event-log parsers and
+#: replay (not the human-readable payload descriptions), diagnose's comparison, verdict and
+#: memory search (not the wording of its findings).
+MODULES: dict[str, tuple[str, ...]] = {
+    "tdvf": ("dstack_mr.tdvf.*",),
+    "kernel": ("dstack_mr.kernel.*",),
+    "uefi": ("dstack_mr.uefi.*",),
+    "acpi": tuple(
+        f"dstack_mr.acpi.{f}__mutmut_*"
+        for f in (
+            "x_dumper_invocation",
+            "x__passthrough_port",
+            "x_find_tables",
+            "x_find_table",
+            "x__name",
+            "x__allocate",
+            "x__add_pointer",
+            "x__add_checksum",
+            "x_build_tables",
+            "xǁAcpiTablesFileǁacpi_tables",
+            "xǁCachedAcpiSourceǁ__init__",
+            "xǁCachedAcpiSourceǁacpi_tables",
+        )
+    ),
+    "digest": ("dstack_mr.digest.*",),
+    "quote": ("dstack_mr.quote.*",),
+    "eventlog": tuple(
+        f"dstack_mr.eventlog.{f}__mutmut_*"
+        for f in (
+            "x_runtime_event_digest",
+            "x_replay_imr",
+            "x_replay_all",
+            "x__strict_int",
+            "x__hex_field",
+            "x__json_event",
+            "x_parse_json_event_log",
+            "x__spec_id_algorithms",
+            "x__is_end",
+            "x_parse_ccel",
+            "x__obj_from_json",
+            "x__registers",
+            "x__quote_field",
+            "x__event_log_field",
+            "x_parse_attestation",
+        )
+    ),
+    "diagnose": tuple(
+        f"dstack_mr.diagnose.{f}__mutmut_*"
+        for f in (
+            "x_parse_register_hex",
+            "x_diagnose",
+            "x__replay_checks",
+            "x__check",
+            "x__align",
+            "xǁEvidenceǁactual",
+            "xǁEvidenceǁmerge",
+            "xǁEvidenceǁfrom_attestation",
+            "xǁ_Explainerǁ_event",
+            "xǁ_Explainerǁ_differs",
+            "xǁ_Explainerǁ_reproduces",
+            "xǁ_Explainerǁ_search",
+            "xǁ_Explainerǁ_memory_candidates",
+            "xǁ_Explainerǁ_td_hob",
+            "xǁ_Explainerǁ_by_memory",
+        )
+    ),
+    "cli": ("dstack_mr_cli.main.*",),
+}
+
+KILLED = {"killed", "caught by type check"}
+_LINE = re.compile(r"^\s*(\S+): (.+)$")
+
+
+def module_of(name: str) -> str | None:
+    from fnmatch import fnmatchcase
+
+    for module, patterns in MODULES.items():
+        if any(fnmatchcase(name, p) for p in patterns):
+            return module
+    return None
+
+
+def results() -> dict[str, str]:
+    """Every generated mutant's name and status, from mutmut's cache."""
+    out = subprocess.run(
+        ["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True
+    ).stdout
+    return {m[1]: m[2] for m in map(_LINE.match, out.splitlines()) if m is not None}
+
+
+def report() -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = {m: Counter() for m in MODULES}
+    for name, status in results().items():
+        module = module_of(name)
+        if module is not None:
+            counts[module][status] += 1
+    return counts
+
+
+def _number(name: str) -> tuple[str, int]:
+    head, _, n = name.rpartition("__mutmut_")
+    return head, int(n)
+
+
+def sample(module: str, size: int) -> list[str]:
+    """Every k-th mutant of ``module`` (in source order), about ``size`` of them: a
+    deterministic sample, so a rerun tests the same mutants."""
+    names = sorted((n for n in results() if module_of(n) == module), key=_number)
+    step = max(1, -(-len(names) // size))
+    return names[::step]
+
+
+def print_report(counts: dict[str, Counter[str]]) -> None:
+    print(f"{'module':<10} {'mutants':>7} {'killed':>7} {'survived':>8} {'other':>6}  score")
+    for module, c in counts.items():
+        total = sum(c.values())
+        killed = sum(c[s] for s in KILLED)
+        checked = total - c["not checked"]
+        other = checked - killed - c["survived"]
+        score = f"{100 * killed / checked:.1f} %" if checked else "-"
+        print(f"{module:<10} {total:>7} {killed:>7} {c['survived']:>8} {other:>6}  {score}")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "report"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[0] == "run":
+        size = 0
+        if len(argv) > 2 and argv[1] == "--sample":
+            size, argv = int(argv[2]), [argv[0], *argv[3:]]
+        modules = argv[1:] or list(MODULES)
+        unknown = [m for m in modules if m not in MODULES]
+        if unknown:
+            print(f"unknown module(s) {unknown}; choose from {list(MODULES)}", file=sys.stderr)
+            return 2
+        children = os.environ.get("MUTMUT_CHILDREN", "1")  # the machine is shared
+        mutmut = ["mutmut", "run", "--max-children", children]
+        if size and not Path("mutants").is_dir():
+            # Generate the mutants (and the test map) without testing any, to sample them.
+            subprocess.run([*mutmut, "no-such-mutant"], check=False)
+        for module in modules:
+            print(f"--- mutating {module}", flush=True)
+            names = sample(module, size) if size else list(MODULES[module])
+            subprocess.run([*mutmut, *names], check=False)
+    print_report(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
