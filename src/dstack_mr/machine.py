@@ -16,8 +16,10 @@ import attrs
 from . import acpi as acpi_mod
 from . import events, validate
 from . import kernel as kernel_mod
+from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
+from .acpi_log import AcpiDigests
 from .config import OvmfVariant, parse_version_triple
 from .digest import short_hex
 from .errors import ConfigError, ImageError
@@ -31,6 +33,7 @@ from .files import file_size as file_size
 from .files import hash_file as hash_file
 from .files import read_file as read_file
 from .files import reading as reading
+from .smbios import SmbiosInputs, SmbiosOptions
 from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
@@ -83,6 +86,11 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
+def _smbios_options(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, SmbiosOptions):
+        raise ConfigError(f"smbios must be None or a SmbiosOptions, got {value!r}")
+
+
 @attrs.frozen
 class VersionedOptions:
     """Settings whose defaults follow the QEMU version (8.x: pic on, two-pass page add)."""
@@ -130,6 +138,9 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+    #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
+    #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).
+    smbios: SmbiosOptions | None = attrs.field(default=None, validator=_smbios_options)
     # Resolved once, at construction: an unusable qemu_version fails here, not mid-measure.
     _options: VersionedOptions = attrs.field(init=False, repr=False, eq=False)
 
@@ -196,6 +207,14 @@ class Machine:
             num_nics=self.num_nics,
             num_verity_volumes=self.num_verity_volumes,
             swtpm=self.swtpm,
+        )
+
+    def smbios_inputs(self) -> SmbiosInputs | None:
+        """The SMBIOS model's inputs when ``smbios`` is set (else None: the constant)."""
+        if self.smbios is None:
+            return None
+        return self.smbios.inputs(
+            self.memory_size, self.versioned_options().version, self.cpu_count
         )
 
     def measure(self, acpi: AcpiSource | None = None) -> TdxMeasurements:
@@ -279,12 +298,17 @@ class MeasurementDetails:
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
+    #: The tables measured, or only their three digests when those were given instead.
     acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
     invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
     mode: Literal["legacy", "lite"] = "legacy"
     acpi_from_log: bool = False
+    #: What a reader must know about this result (e.g. which SMBIOS event digest was used).
+    notes: tuple[str, ...] = ()
+    #: The inputs of the computed SMBIOS event; None when the reference's constant was used.
+    smbios_inputs: SmbiosInputs | None = None
     #: Inputs measured as the reference measures them but probably not what was meant
     #: (e.g. a kernel cut short after its headers). Empty when all is well.
     warnings: tuple[str, ...] = ()
@@ -306,9 +330,16 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, byt
 
 
 def rtmr0_digests(
-    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
+    variant: OvmfVariant,
+    td_hob_digest: bytes,
+    tables: AcpiDigestsLike,
+    smbios_digest: bytes | None = None,
 ) -> list[bytes]:
-    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
+    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
+    inputs = rtmr0_inputs(td_hob_digest, tables)
+    if smbios_digest is not None:
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
 
 
 def compute(
@@ -317,7 +348,7 @@ def compute(
     kernel: bytes,
     initrd_size: int,
     initrd_digest: bytes | Callable[[], bytes],
-    acpi: AcpiSource,
+    acpi: AcpiSource | AcpiDigests,
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
@@ -326,14 +357,20 @@ def compute(
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
-    still be hashing while everything else is computed.
+    still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
+    themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
     """
     opts = machine.versioned_options()
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
+    tables: AcpiTables | AcpiDigests = (
+        acpi
+        if isinstance(acpi, AcpiDigests)
+        else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
+    )
+    smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
@@ -343,6 +380,7 @@ def compute(
         machine.ovmf_variant,
         {
             **rtmr0_inputs(td_hob, tables),
+            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
             events.KERNEL_AUTHENTICODE: kernel_sha384,
             events.CMDLINE: cmdline_sha384,
             events.INITRD: initrd_digest,
@@ -357,7 +395,23 @@ def compute(
         options=opts,
         ovmf_variant=machine.ovmf_variant,
         warnings=tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w),
+        acpi_from_log=isinstance(acpi, AcpiDigests),
+        notes=notes,
+        smbios_inputs=smbios_inputs,
     )
+
+
+def _smbios_event(
+    machine: Machine, opts: VersionedOptions
+) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
+    """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
+    reference's constant stands."""
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        return None, None, ()
+    inputs = machine.smbios_inputs()
+    if inputs is None:
+        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:

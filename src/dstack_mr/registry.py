@@ -25,3 +25,8 @@ FRONTPAGE_FILE = uuid.UUID("462caa21-7614-4503-836e-8ab6f4662331")
 # entry pointing at the TDVF metadata.
 OVMF_TABLE_FOOTER = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
 TDVF_METADATA_OFFSET = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
+
+# SMBIOS reference specification 3.x §5.2: the configuration-table GUIDs of the SMBIOS 3.x
+# and 2.x entry points (edk2 logs one of them in the stable202505 RTMR0 handoff-tables event).
+SMBIOS3_TABLE = uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
+SMBIOS_TABLE = uuid.UUID("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
