@@ -26,6 +26,7 @@ class AcpiSourceMode(str, enum.Enum):
     auto = "auto"
     dumper = "dumper"
     file = "file"
+    builtin = "builtin"
     log = "log"
 
 
@@ -123,8 +124,9 @@ def diagnose(
         typer.Option(
             "--acpi-source",
             help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
-            "when given, else the dumper when found, else the event log's three ACPI digests "
-            "(not verified), else RTMR0 is not judged.",
+            "when given, else the dumper when found, else the built-in model of dstack's QEMU "
+            "(QEMU 8.0 to 9.1), else the event log's three ACPI digests (not verified), else "
+            "RTMR0 is not judged.",
         ),
     ] = AcpiSourceMode.auto,
     acpi_tables: AcpiTablesOpt = None,

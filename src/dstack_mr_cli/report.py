@@ -238,6 +238,24 @@ def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
             f"  image: os_image_hash {st.status(h.status)}: declared {h.declared.hex()}, "
             f"image directory {h.image_hash.hex()} ({h.image_hash_source})"
         )
+    doc = report.declared_measurement
+    if doc is not None:
+        if doc.error is not None:
+            out.append(f"  declared measurement: does not check out: {doc.error}")
+        else:
+            parts = []
+            if doc.vm_equal:
+                parts.append(f"{', '.join(doc.vm_equal)} equal the VM's")
+            if doc.vm_differ:
+                parts.append(f"{', '.join(doc.vm_differ)} differ from the VM's")
+            if doc.image_differ:
+                parts.append(f"the image directory's {', '.join(doc.image_differ)} differ")
+            else:
+                parts.append("the image directory's files equal it")
+            out.append(
+                "  declared measurement (vm_config.tdx_measurement, bound to os_image_hash): "
+                + "; ".join(parts)
+            )
     for w in report.warnings:
         out.append(f"  {st.status('warn', 'warning')}: {w}")
     return out
