@@ -480,3 +480,26 @@ def test_cli_measure_snp_from_sev_firmware(tmp_path: Path) -> None:
     assert "from measurement.snp.cbor" in result.output
     assert "disagree on initrd_hash" in result.output
     assert f"MEASUREMENT: {theirs.hex()}" not in result.output
+
+
+def test_cli_diagnose_with_image_base_dir(real: Path, tmp_path: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    genuine = att.vm_config.measurement_document()
+    image = tmp_path / "images" / "dstack-nvidia-0.6.0.a2"  # vm_config.image
+    image.mkdir(parents=True)
+    (image / "measurement.snp.cbor").write_bytes(genuine.measurement)
+    (image / "sha256sum.txt").write_bytes(genuine.checksum_file)
+    base = ["diagnose", "--attestation", str(capture(real)), "--image-base-dir"]
+    result = RUN.invoke(app, [*base, str(tmp_path / "images")])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps(rebind(config(att), _tampered_cmdline(att))))
+    result = RUN.invoke(app, [*base, str(tmp_path / "images"), "--vm-config", str(vm), "--json"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.output)
+    jsonschema.validate(out, SCHEMA)
+    assert [(f["parameter"], f["reproduced"]) for f in out["findings"]] == [("cmdline", True)]
+    result = RUN.invoke(app, [*base, str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.output

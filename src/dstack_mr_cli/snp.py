@@ -92,6 +92,7 @@ def diagnose_attestation(
     *,
     vm_config_text: bytes | None,
     image_dir: Path | None,
+    image_base_dir: Path | None = None,
     explain: bool,
     json_out: bool,
     color: str,
@@ -109,7 +110,17 @@ def diagnose_attestation(
     vm = None
     if vm_config_text is not None:
         vm = SnpVmConfig.from_json(vm_config_text)
-    image = load_snp_image(image_dir) if image_dir is not None else None
+    directory: str | None = None if image_dir is None else str(image_dir)
+    if directory is None and image_base_dir is not None:
+        # As for TDX: the image named by vm_config.image, inside the base directory.
+        from dstack_mr.errors import ConfigError
+        from dstack_mr.image import resolve_inside
+
+        name = (vm or att.vm_config or SnpVmConfig.from_dict({})).fields.get("image")
+        if not isinstance(name, str) or not name:
+            raise ConfigError("vm_config.image is empty; pass the image directory with --image-dir")
+        directory = resolve_inside(image_base_dir, name, "vm_config.image")
+    image = load_snp_image(directory) if directory is not None else None
     report = diagnose_snp(att, vm_config=vm, image=image, explain=explain)
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
