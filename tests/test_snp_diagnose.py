@@ -538,3 +538,14 @@ def test_cli_snp_measurement_doc_and_inspect(real: Path, tmp_path: Path) -> None
     (image / "ovmf.fd").write_bytes(b"\0" * 4096)
     bad = RUN.invoke(app, ["measurement-doc", "--snp", str(image), "-o", str(out)])
     assert bad.exit_code == 2 and "cannot be measured for SEV-SNP" in bad.output
+
+
+def test_tdx_style_cmdline_suffix_is_proven(real: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    genuine = att.vm_config.measurement_document().image
+    claimed = attrs_evolve(genuine, cmdline=genuine.cmdline + " initrd=initrd")
+    r = judge(att, rebind(config(att), claimed.to_cbor()))
+    assert r.verdict == "MISMATCH"
+    assert facts(r) == [("cmdline", genuine.cmdline)]
+    assert "initrd=initrd" in r.findings[0].message
