@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ import pytest
 from spec_model import sha384, spec_events, spec_registers
 from typer.testing import CliRunner
 
-from dstack_mr import AcpiTablesFile, VmConfig
+from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
 from dstack_mr.diagnose import Evidence, diagnose
+from dstack_mr.event_identity import simulated_event
 from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event, parse_json_event_log
+from dstack_mr.events import layouts
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr_cli.main import app
@@ -28,7 +31,6 @@ from dstack_mr_cli.main import app
 GIB = 1 << 30
 VM = VmConfig(cpu_count=2, memory_size=2 * GIB)
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
-EV_EFI_VARIABLE = 0x80000001
 
 
 def near_miss(value: bytes) -> bytes:
@@ -54,9 +56,19 @@ def want() -> dict[str, bytes]:
     return spec_registers()
 
 
+# The pre202505 layout's labels, so each event carries the type (and naming payload) real
+# firmware logs for it: diagnose pairs events by what they are, not only by position.
+_LABELS = [[s.label for s in layout] for layout in layouts(OvmfVariant.PRE202505)]
+
+
+def vm_event(rtmr: int, i: int, digest: bytes) -> Event:
+    labels = _LABELS[rtmr]
+    return simulated_event(rtmr, labels[min(i, len(labels) - 1)], digest)
+
+
 def boot_events(logs: list[list[bytes]] | None = None) -> list[Event]:
     logs = spec_events() if logs is None else logs
-    return [Event(rtmr, EV_EFI_VARIABLE, d) for rtmr, log in enumerate(logs) for d in log]
+    return [vm_event(rtmr, i, d) for rtmr, log in enumerate(logs) for i, d in enumerate(log)]
 
 
 def statuses(report: Any) -> dict[str, str]:
@@ -309,15 +321,16 @@ def test_cli_text_lines_for_one_register(
 ) -> None:
     ok = cli(image_dir, tmp_path, f"--actual-{register}", "0x" + want[register].hex())
     assert ok.exit_code == 0, ok.output
-    assert re.search(rf"^\s*{register.upper()}\s*: MATCH\b", ok.output, re.M), ok.output
-    assert "RESULT: all compared measurements match" in ok.output
+    assert ok.output.splitlines()[0] == (
+        f"MATCH: {register.upper()} equal the expected values (--actual-{register})"
+    )
 
     bad = cli(image_dir, tmp_path, f"--actual-{register}", near_miss(want[register]).hex())
     assert bad.exit_code == 1, bad.output
     assert re.search(rf"^\s*{register.upper()}\s*: MISMATCH\b", bad.output, re.M), bad.output
     assert f"expected: {want[register].hex()}" in bad.output
     assert f"actual:   {near_miss(want[register]).hex()}" in bad.output
-    assert "RESULT: MISMATCH" in bad.output
+    assert bad.output.startswith(f"MISMATCH: {register.upper()} (unsigned: --actual-{register})")
     for other in REGISTERS:
         if other != register:
             assert not re.search(rf"^\s*{other.upper()}\s*: (MATCH|MISMATCH)", bad.output, re.M)
@@ -331,11 +344,115 @@ def test_cli_event_log_near_miss(image_dir: Path, tmp_path: Path) -> None:
         if change is not None:
             events[change[0]][change[1]] = near_miss(events[change[0]][change[1]])
         log.write_text(json.dumps([
-            {"imr": r, "event_type": EV_EFI_VARIABLE, "digest": d.hex()}
-            for r, ev in enumerate(events) for d in ev
+            {"imr": r, "event_type": e.event_type, "digest": d.hex(),
+             "event_payload": e.event_payload.hex()}
+            for r, ev in enumerate(events) for i, d in enumerate(ev) for e in [vm_event(r, i, d)]
         ]))  # fmt: skip
         result = cli(image_dir, tmp_path, "--json", "--event-log", str(log))
         assert result.exit_code == code, result.output
         doc = json.loads(result.output)
         bad = [(e["rtmr"], e["index"]) for e in doc["events"] if e["status"] != "match"]
         assert bad == ([] if change is None else [change])
+
+
+# --- which evidence a register is compared with ------------------------------------------------
+
+
+def quote_with(registers: dict[str, bytes]) -> bytes:
+    body = bytearray(584)
+    body[136:184] = registers["mrtd"]
+    for i in range(4):
+        body[328 + 48 * i : 376 + 48 * i] = registers[f"rtmr{i}"]
+    head = struct.pack("<HHI", 4, 2, 0x81) + bytes(40)
+    return head + bytes(body) + struct.pack("<I", 0)
+
+
+def test_actual_value_precedence(image: Image, want: dict[str, bytes]) -> None:
+    """--actual-* beats the quote, the quote beats tcb_info, tcb_info beats a log replay."""
+    from dstack_mr.quote import parse_quote
+
+    boot = (*boot_events(), *runtime_events())
+    rtmr3 = sha384(sha384(bytes(48) + boot[-2].digest) + boot[-1].digest)
+    full = {**want, "rtmr3": rtmr3}
+    q = parse_quote(quote_with(full))
+    wrong = {k: near_miss(v) for k, v in full.items()}
+    cases = [
+        (Evidence(registers={"rtmr1": want["rtmr1"]}, quote=parse_quote(quote_with(wrong))),
+         "rtmr1", "--actual-rtmr1", "match"),
+        (Evidence(quote=q, stated_registers=wrong), "rtmr2", "quote", "match"),
+        (Evidence(stated_registers=wrong, events=boot), "rtmr0", "tcb_info", "mismatch"),
+        (Evidence(events=boot), "rtmr2", "event log replay", "match"),
+        (Evidence(events=tuple(e for e in boot if e.imr != 1)), "rtmr1", None, "not-compared"),
+        (Evidence(quote=q), "mrtd", "quote", "match"),
+        (Evidence(events=boot), "mrtd", None, "not-compared"),
+    ]  # fmt: skip
+    for evidence, register, source, status in cases:
+        report = diagnose(VM, image, evidence, explain=False)
+        (check,) = [r for r in report.registers if r.name.lower() == register]
+        assert (check.source, check.status) == (source, status), (register, source)
+
+
+def test_quote_and_log_replay_checked(image: Image, want: dict[str, bytes]) -> None:
+    from dstack_mr.quote import parse_quote
+
+    boot = (*boot_events(), *runtime_events())
+    rtmr3 = sha384(sha384(bytes(48) + boot[-2].digest) + boot[-1].digest)
+    q = parse_quote(quote_with({**want, "rtmr3": rtmr3}))
+    report = diagnose(VM, image, Evidence(quote=q, events=boot), explain=False)
+    assert [(r.imr, r.events, r.reference_source, r.matches) for r in report.replay] == [
+        (0, 13, "quote", True), (1, 5, "quote", True), (2, 2, "quote", True),
+        (3, 2, "quote", True),
+    ]  # fmt: skip
+    assert report.ok
+    # A log with RTMR1 cut short no longer replays to the quote's RTMR1.
+    cut = tuple(e for e in boot if not (e.imr == 1 and e.digest == boot[13 + 4].digest))
+    report = diagnose(VM, image, Evidence(quote=q, events=cut), explain=False)
+    assert [(r.imr, r.events, r.matches) for r in report.replay][1] == (1, 4, False)
+    assert not report.ok
+
+
+def test_evidence_merge() -> None:
+    from dstack_mr.errors import EvidenceError
+
+    a = Evidence(registers={"rtmr0": b"\x01" * 48}, sources=("a",))
+    b = Evidence(registers={"rtmr0": b"\x02" * 48, "rtmr1": b"\x03" * 48}, sources=("b",))
+    merged = a.merge(b)
+    assert merged.registers == {"rtmr0": b"\x01" * 48, "rtmr1": b"\x03" * 48}
+    assert merged.sources == ("a", "b")
+    ev1, ev2 = (Event(0, 1, b"\x04" * 48),), (Event(0, 1, b"\x05" * 48),)
+    assert Evidence(events=ev1).merge(Evidence()).events == ev1
+    assert Evidence().merge(Evidence(events=ev1)).events == ev1
+    with pytest.raises(EvidenceError, match="two different event logs were given"):
+        Evidence(events=ev1).merge(Evidence(events=ev2))
+    assert Evidence(events=ev1).merge(Evidence(events=ev1)).events == ev1
+    vm = VmConfig(cpu_count=3)
+    assert Evidence().merge(Evidence(vm_config=vm)).vm_config == vm
+    assert Evidence(stated_registers={"rtmr3": b"x"}).merge(Evidence()).stated_registers == {
+        "rtmr3": b"x"
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("ab" * 48, True),
+        ("0x" + "ab" * 48, True),
+        ("  0x" + "AB" * 48 + "\n", True),
+        ("0x0x" + "ab" * 48, True),
+        ("ab" * 47, False),
+        ("ab" * 49, False),
+        ("ab" * 47 + "a", False),
+        ("0X" + "ab" * 48, False),
+        ("ab" * 47 + "zz", False),
+        ("", False),
+    ],
+)
+def test_register_hex(text: str, ok: bool) -> None:
+    from dstack_mr.diagnose import parse_register_hex
+    from dstack_mr.errors import EvidenceError
+
+    if ok:
+        assert parse_register_hex(text, "--actual-rtmr0") == b"\xab" * 48
+    else:
+        with pytest.raises(EvidenceError, match="--actual-rtmr0: expected 48 bytes as 96 hex"):
+            parse_register_hex(text, "--actual-rtmr0")

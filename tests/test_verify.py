@@ -3,6 +3,7 @@ collateral shapes, TCB policy, event log, measurements and app_info."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -358,7 +359,7 @@ def test_altered_event_log_fails_and_withholds_app_info() -> None:
     events[k] = attrs.evolve(events[k], digest=bytes(48), payload_consistent=True)
     result = verify(attrs.evolve(ev, events=tuple(events)), parse_collateral(doc),
                     at=when(doc["verify_at"]), policy=policy)  # fmt: skip
-    assert result.reason is not None and "does not replay to the quote's RTMR3" in result.reason
+    assert result.reason is not None and "do not replay to the quote's RTMR3" in result.reason
 
 
 def test_report_data_check() -> None:
@@ -767,10 +768,12 @@ def test_docs_worked_example_is_real_output() -> None:
         "--collateral", str(real / "collateral" / PAIRS[0]), "--at", "2025-09-16T11:31:47Z",
     )  # fmt: skip
     assert code == 0 and "TCB status: UpToDate (accepted; accepted: UpToDate)" in lines
-    no_collateral = page[page.index("```text\nINVALID: signature not checked") + 8 :]
-    first = no_collateral[: no_collateral.index("\n")]
+    lite = page[page.index("<!-- verify-lite -->\n```text\n") + 29 :]
+    lite_lines = lite[: lite.index("\n```")].splitlines()
     code, lines = cli("--attestation", str(real / "dstack-0.6.0-getquote.json"))
-    assert code == 1 and lines[0] == first
+    assert code == 1 and lines[0] == lite_lines[0]
+    start = lines.index("checks:")
+    assert lines[start : start + len(lite_lines) - 1] == lite_lines[1:]
 
 
 # --- hostile bytes -----------------------------------------------------------------------------
@@ -911,3 +914,130 @@ def test_driver_zero_padding_after_the_quote_is_accepted(tmp_path: Path) -> None
     path = str(shared_path("real", "collateral", UP_TO_DATE))
     code, lines = cli("--quote", str(qfile), "--collateral", path, "--at", doc["verify_at"])
     assert code == 0, lines
+
+
+# --- lite: the 0.6.0 capture's own measurement document -----------------------------------------
+
+
+def _lite_capture(edit: Any = None, log_edit: Any = None) -> Any:
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    if edit is not None:
+        edit(vm)
+    doc["vm_config"] = json.dumps(vm)
+    if log_edit is not None:
+        events = json.loads(doc["event_log"])
+        log_edit(events)
+        doc["event_log"] = json.dumps(events)
+    return parse_attestation(json.dumps(doc))
+
+
+def _statuses(result: Any) -> dict[str, str]:
+    return {c.name: c.status for c in result.details.checks}
+
+
+def test_lite_capture_measurements_verified_from_its_document() -> None:
+    result = verify(_lite_capture())
+    st_ = _statuses(result)
+    assert st_["measurements"] == PASSED and st_["os_image_hash"] == PASSED
+    assert st_["event_log"] == PASSED and st_["quote"] == NOT_CHECKED
+    d = result.details
+    assert d.os_image_hash_verified and d.event_log_verified
+    assert not d.acpi_tables_verified  # lite takes the ACPI digests from the log
+    assert not result.is_valid and result.reason is not None
+    assert "collateral for this quote's platform (FMSPC 90C06F000000) is needed" in result.reason
+    measured = d.check("measurements")
+    assert measured is not None and "taken from the event log" in measured.message
+
+
+def test_lite_wrong_memory_fails_the_measurements() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(memory_size=4 << 30)))
+    assert _statuses(result)["measurements"] == FAILED
+    assert _statuses(result)["os_image_hash"] == FAILED
+    assert result.reason is not None and result.reason.startswith("RTMR0 differ")
+
+
+def test_lite_unsupported_memory_is_not_checked() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(memory_size=1 << 30)))
+    measured = result.details.check("measurements")
+    assert measured is not None and measured.status == NOT_CHECKED
+    assert "lite verification needs exactly 2 GiB" in measured.message
+
+
+def test_lite_document_not_bound_to_os_image_hash() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(os_image_hash="00" * 32)))
+    assert _statuses(result)["os_image_hash"] == FAILED
+    assert _statuses(result)["measurements"] == NOT_CHECKED
+    assert result.reason is not None and "does not belong to this image" in result.reason
+
+
+def test_lite_needs_the_named_acpi_events() -> None:
+    def rename(events: list[dict[str, Any]]) -> None:
+        next(e for e in events if e["event"] == "acpi-rsdp")["event"] = "acpi-other"
+
+    result = verify(_lite_capture(log_edit=rename))
+    assert _statuses(result)["event_log"] == PASSED  # names are not measured
+    assert _statuses(result)["measurements"] == FAILED
+    assert result.reason is not None and "'acpi-rsdp'" in result.reason
+
+
+def test_legacy_vm_config_does_not_use_its_document() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(tdx_attestation_variant="legacy")))
+    measured = result.details.check("measurements")
+    assert measured is not None and measured.status == NOT_CHECKED
+    assert "not used for a legacy boot" in measured.message
+
+
+def test_measurement_doc_option(tmp_path: Path) -> None:
+    att = _lite_capture()
+    assert att.vm_config is not None
+    material = base64.b64decode(att.vm_config["tdx_measurement"]["measurement"])
+    docfile = tmp_path / "measurement.tdx.cbor"
+    docfile.write_bytes(material)
+    path = str(shared_path("real", "dstack-0.6.0-getquote.json"))
+    code, lines = cli("--attestation", path, "--measurement-doc", str(docfile))
+    assert code == 1  # still unsigned
+    assert any(line.startswith("  ok   measurements: MRTD and RTMR0-2 equal") for line in lines)
+    assert (
+        "  --   os_image_hash: the measurement document was given directly, not bound to an "
+        "os_image_hash"
+    ) in lines
+    docfile.write_bytes(material[:-1])
+    code, lines = cli("--attestation", path, "--measurement-doc", str(docfile))
+    assert code == 2
+
+
+# --- dstack's SCALE attestation (the verifier's own input), with its stripped boot log ----------
+
+
+@pytest.mark.parametrize("shape", ["raw", "json-hex"])
+def test_scale_attestation_verifies_like_dstack(shape: str, tmp_path: Path) -> None:
+    from test_attestation_shapes import lite_scale
+
+    raw, cap = lite_scale(shared_path("real"))
+    path = tmp_path / "attestation"
+    if shape == "raw":
+        path.write_bytes(raw)
+    else:
+        path.write_text(json.dumps({"attestation": raw.hex()}))
+    code, lines = cli("--attestation", str(path))
+    assert code == 1 and "signature not checked" in lines[0]  # FMSPC 90C06F: no collateral
+    text = "\n".join(lines)
+    assert "  ok   measurements: MRTD and RTMR0-2 equal the measurement document's" in text
+    assert "  ok   report_data: the quote's report_data is the attestation's" in text
+    assert "the attestation's boot log is stripped (RTMR0 (3 events), RTMR1 (0 events)" in text
+    result = verify(parse_attestation(raw))
+    assert result.details.event_log_verified and result.details.os_image_hash_verified
+    assert result.details.app_info is not None
+    assert result.details.app_info.app_id.hex() == "86b0e55f2fa8e4fb69d890f14f54d5612707646e"
+    # The same stripped log in a GetQuote response is not excused: it must replay.
+    stripped_json = attrs.evolve(parse_attestation(raw), report_data=None)
+    bad = verify(stripped_json)
+    assert (
+        bad.reason is not None and "does not replay to the quote's RTMR0 (3 events)" in bad.reason
+    )
+    # A report_data the quote does not carry is refused.
+    other = attrs.evolve(parse_attestation(raw), report_data=bytes(64))
+    refused = verify(other)
+    assert refused.reason is not None and "is not the attestation's" in refused.reason
+    assert str(cap["report_data"]) in refused.reason
