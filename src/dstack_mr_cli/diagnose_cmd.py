@@ -177,6 +177,7 @@ def diagnose(
                 f"attestation {attestation}",
                 vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
                 image_dir=image_dir,
+                image_base_dir=image_base_dir,
                 explain=explain,
                 json_out=json_out,
                 color=color.value,
