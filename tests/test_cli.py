@@ -183,7 +183,7 @@ def test_vm_config_image_inside_base_dir(example: Path, tmp_path: Path) -> None:
     vm = tmp_path / "vm.json"
     vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30, "image": "img"}))
     args = ["diagnose", "--vm-config", str(vm), "--image-base-dir", str(example.parent.parent),
-            "--acpi-tables", str(example.parent / "acpi-tables.bin")]  # fmt: skip
+            "--acpi-tables", str(example.parent / "acpi-tables.bin"), "--verbose"]  # fmt: skip
     result = RUN.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "=== RTMR0 event log (13 entries) ===" in result.output

@@ -433,3 +433,50 @@ def test_docs_page_measure_output_is_current(real: Path, tmp_path: Path) -> None
         DOCS.read_text(), "dstack-mr measure --snp -c 2 /opt/dstack/images/dstack-nvidia-0.6.0.a2"
     )
     assert result.output.rstrip("\n").split("\n") == shown
+
+
+def test_cli_measure_snp_from_sev_firmware(tmp_path: Path) -> None:
+    from sevsnpmeasure.guest import snp_calc_launch_digest
+    from sevsnpmeasure.vcpu_types import CPU_SIGS
+
+    image = tmp_path / "img"
+    image.mkdir()
+    (image / "ovmf-sev.fd").write_bytes(sev_ovmf())
+    (image / "ovmf.fd").write_bytes(b"a TDX firmware, not read for SNP")
+    (image / "bzImage").write_bytes(b"kernel" * 999)
+    (image / "initrd").write_bytes(b"initrd" * 777)
+    cmdline = "console=ttyS0 dstack.rootfs_hash=" + "ab" * 32
+    meta = {
+        "cmdline": cmdline,
+        "kernel": "bzImage",
+        "initrd": "initrd",
+        "bios": "ovmf.fd",
+        "bios-sev": "ovmf-sev.fd",
+    }
+    (image / "metadata.json").write_text(json.dumps(meta))
+    theirs = snp_calc_launch_digest(
+        3,
+        CPU_SIGS["EPYC-Milan"],
+        str(image / "ovmf-sev.fd"),
+        str(image / "bzImage"),
+        str(image / "initrd"),
+        cmdline,
+        1,
+        "",
+    )
+    args = ["measure", "--snp", "-c", "3", "--vcpu-type", "EPYC-Milan"]
+    for target in (image, image / "metadata.json"):
+        result = RUN.invoke(app, [*args, str(target)])
+        assert result.exit_code == 0, result.output
+        assert f"MEASUREMENT: {theirs.hex()}" in result.output
+        assert "from files" in result.output
+    # A shipped document that disagrees with the files is used, and the difference named.
+    snp = load_snp_image(image)
+    assert snp.computed is not None
+    wrong = attrs_evolve(snp.computed, initrd_hash=b"\0" * 32)
+    (image / "measurement.snp.cbor").write_bytes(wrong.to_cbor())
+    result = RUN.invoke(app, [*args, str(image)])
+    assert result.exit_code == 0
+    assert "from measurement.snp.cbor" in result.output
+    assert "disagree on initrd_hash" in result.output
+    assert f"MEASUREMENT: {theirs.hex()}" not in result.output

@@ -83,6 +83,30 @@ def parse_rust_u32(text: str) -> int | None:
     return value if value <= U32_MAX else None
 
 
+#: Rust's ``char::is_whitespace`` (Unicode White_Space). Python's ``str.split()`` and
+#: ``str.strip()`` also treat U+001C..U+001F as whitespace, which Rust does not.
+RUST_WHITESPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_RUST_WS_RUN = re.compile(f"[{RUST_WHITESPACE}]+")
+
+
+def rust_split_whitespace(text: str) -> list[str]:
+    """Rust's ``str::split_whitespace``."""
+    return [part for part in _RUST_WS_RUN.split(text) if part]
+
+
+def rust_lines(text: str) -> list[str]:
+    """Rust's ``str::lines``: split at ``\\n`` only, one trailing ``\\r`` dropped per line
+    (Python's ``splitlines`` also splits at ``\\v``, ``\\f``, U+001C..U+001E, U+0085, U+2028
+    and U+2029)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def parse_version_triple(text: str) -> tuple[int, int, int]:
     """Parse ``MAJOR.MINOR.PATCH`` with the reference's rules; raise ConfigError otherwise."""
     parts = text.split(".")

@@ -17,6 +17,7 @@ from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from ._lru import LruCache
 from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource
+from .acpi_log import AcpiDigests
 from .config import (
     ImageInfo,
     OvmfVariant,
@@ -328,10 +329,11 @@ class Image:
         return self.measure_machine(self.machine(vm, variant), acpi)
 
     def measure_machine(
-        self, machine: Machine, acpi: AcpiSource | None = None
+        self, machine: Machine, acpi: AcpiSource | AcpiDigests | None = None
     ) -> MeasurementDetails:
         """Same result as ``machine.measure_with_logs(acpi)`` for a machine of this image's
-        files (any cmdline); ``acpi``, if given, is used uncached instead of the image's."""
+        files (any cmdline); ``acpi``, if given, is used uncached instead of the image's (it
+        may also be the three ACPI digests themselves)."""
         files = (machine.firmware, machine.kernel, machine.initrd)
         if files != (self.files.firmware, self.files.kernel, self.files.initrd):
             raise ConfigError(

@@ -20,6 +20,7 @@ from . import events
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
+from .acpi_log import AcpiDigests
 from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
 from .digest import short_hex
 from .errors import ConfigError, ImageError
@@ -274,6 +275,7 @@ class MeasurementDetails:
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
+    #: The tables measured, or only their three digests when those were given instead.
     acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
     invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
@@ -309,7 +311,7 @@ def compute(
     kernel: bytes,
     initrd_size: int,
     initrd_digest: bytes | Callable[[], bytes],
-    acpi: AcpiSource,
+    acpi: AcpiSource | AcpiDigests,
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
@@ -318,7 +320,8 @@ def compute(
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
-    still be hashing while everything else is computed.
+    still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
+    themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
     """
     opts = machine.versioned_options()
     if mrtd is None:
@@ -326,7 +329,11 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
+    tables: AcpiTables | AcpiDigests = (
+        acpi
+        if isinstance(acpi, AcpiDigests)
+        else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
+    )
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
@@ -349,6 +356,7 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
+        acpi_from_log=isinstance(acpi, AcpiDigests),
     )
 
 

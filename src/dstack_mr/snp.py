@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from ._binary import Buffer, take, u16, u32
-from .config import U32_MAX, U64_MAX
+from .config import RUST_WHITESPACE, U32_MAX, U64_MAX, rust_split_whitespace
 from .errors import SnpError
 
 __all__ = [
@@ -152,23 +152,15 @@ _ENTRY_LEN = 16 + 2 + 32
 _TABLE_LEN = 16 + 2 + 3 * _ENTRY_LEN
 _PADDED_TABLE_LEN = (_TABLE_LEN + 15) & ~15
 
-# Rust's char::is_whitespace (Unicode White_Space); Python's str.strip() also strips
-# U+001C..U+001F, which Rust keeps, so the set is spelled out.
-_RUST_WS = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_RUST_WS_RUN = re.compile(f"[{_RUST_WS}]+")
-
 
 def measured_cmdline(cmdline: str) -> str:
     """The cmdline QEMU hashes for dstack: the document's, trimmed (Rust ``str::trim``)."""
-    return cmdline.strip(_RUST_WS)
+    return cmdline.strip(RUST_WHITESPACE)
 
 
 def rootfs_hash_from_cmdline(cmdline: str) -> bytes:
     """The ``dstack.rootfs_hash=`` value (32 bytes) the measured cmdline must commit to."""
-    for param in _RUST_WS_RUN.split(cmdline):
+    for param in rust_split_whitespace(cmdline):
         if param.startswith("dstack.rootfs_hash="):
             value = param[len("dstack.rootfs_hash=") :]
             raw = bytes.fromhex(value) if re.fullmatch(r"(?:[0-9a-fA-F]{2})*", value) else None
@@ -258,7 +250,7 @@ VCPU_MODEL_NAMES: dict[int, str] = {
 
 def vcpu_signature(vcpu_type: str) -> int:
     """The CPUID signature QEMU puts in a VMSA's RDX for a CPU model name."""
-    key = vcpu_type.strip(_RUST_WS).lower()
+    key = vcpu_type.strip(RUST_WHITESPACE).lower()
     if key not in VCPU_TYPES:
         known = ", ".join(_MODELS)
         raise SnpError(f"unknown vcpu_type {vcpu_type!r}; known QEMU CPU models: {known}")

@@ -105,8 +105,14 @@ def _compute(directory: str, meta: Mapping[str, Any], path: str) -> tuple[SnpIma
     if not bios or kernel is None or initrd is None or cmdline is None:
         raise ImageError(f"{path}: bios-sev/bios, kernel, initrd and cmdline are required")
     firmware = resolve_inside(directory, bios, "metadata 'bios-sev'")
-    ovmf = SnpOvmf.parse(read_file(firmware, "SEV firmware", MAX_FIRMWARE_SIZE))
-    rootfs_hash_from_cmdline(cmdline)
+    try:
+        ovmf = SnpOvmf.parse(read_file(firmware, "SEV firmware", MAX_FIRMWARE_SIZE))
+        rootfs_hash_from_cmdline(cmdline)
+    except SnpError as exc:
+        raise SnpError(
+            f"{directory}: no {SNP_MEASUREMENT_FILENAME}, and its files cannot be measured for "
+            f"SEV-SNP ({firmware}): {exc}"
+        ) from None
     doc = SnpImageMeasurement(
         cmdline=measured_cmdline(cmdline),
         ovmf_hash=ovmf.ovmf_hash,

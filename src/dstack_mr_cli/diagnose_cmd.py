@@ -17,10 +17,16 @@ from .main import (
     AcpiTimeoutOpt,
     JsonOpt,
     _read,
-    acpi_source,
     app,
     library_errors,
 )
+
+
+class AcpiSourceMode(str, enum.Enum):
+    auto = "auto"
+    dumper = "dumper"
+    file = "file"
+    log = "log"
 
 
 class Color(str, enum.Enum):
@@ -91,7 +97,12 @@ def diagnose(
         Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
     ] = None,
     event_log: Annotated[
-        Path | None, typer.Option("--event-log", help="dstack JSON event log.")
+        Path | None,
+        typer.Option(
+            "--event-log",
+            "--actual-event-log",
+            help="dstack JSON event log (a GetQuote response's event_log).",
+        ),
     ] = None,
     attestation: Annotated[
         Path | None,
@@ -107,9 +118,26 @@ def diagnose(
             "--ccel", help="Binary CCEL/TCG2 event log (/sys/firmware/acpi/tables/data/CCEL)."
         ),
     ] = None,
+    acpi_source_mode: Annotated[
+        AcpiSourceMode,
+        typer.Option(
+            "--acpi-source",
+            help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
+            "when given, else the dumper when found, else the event log's three ACPI digests "
+            "(not verified), else RTMR0 is not judged.",
+        ),
+    ] = AcpiSourceMode.auto,
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also print the inputs, the expected measurements and every event.",
+        ),
+    ] = False,
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Search inputs that explain a diff.")
     ] = True,
@@ -119,14 +147,15 @@ def diagnose(
     """Expected MRs of a VmConfig on an image, compared event by event with real evidence.
 
     Evidence: --attestation, --quote, --event-log, --ccel and --actual-* (any mix). The
-    report shows the inputs, the expected measurements and RTMR0 log, whether the evidence's
-    log replays to its quote, every RTMR0-2 event lined up with its actual counterpart, and
-    the input values that explain a difference.
+    first line is the verdict and its cause; a cause is [proven] only when recomputing with
+    that one change reproduces the VM's digest, else it is a [hypothesis]. Then one block per
+    differing register (its differing events, named by what they are), then what the evidence
+    was. --verbose adds the inputs, the expected measurements and every event.
 
     Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
-    from dstack_mr.config import VmConfig
+    from dstack_mr.config import parse_json
     from dstack_mr.errors import ConfigError
     from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
     from dstack_mr.image import Image, ImageFiles, image_dir_for
@@ -155,11 +184,15 @@ def diagnose(
             att = parse_attestation(raw)
             evidence = evidence.merge(dg.Evidence.from_attestation(att))
         if quote is not None:
+            data = _read(quote, "quote")
+            dg.reject_attestation(data, f"--quote {quote}")
             evidence = evidence.merge(
-                dg.Evidence(quote=parse_quote(_read(quote, "quote")), sources=(f"quote {quote}",))
+                dg.Evidence(quote=parse_quote(data), sources=(f"quote {quote}",))
             )
         if event_log is not None:
-            evs = parse_json_event_log(_read(event_log, "event log"))
+            data = _read(event_log, "event log")
+            dg.reject_attestation(data, f"--event-log {event_log}")
+            evs = parse_json_event_log(data)
             evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"event log {event_log}",)))
         if ccel is not None:
             evs = parse_ccel(_read(ccel, "CCEL event log"))
@@ -178,7 +211,12 @@ def diagnose(
             evidence = evidence.merge(dg.Evidence(registers=typed, sources=("command line",)))
 
         if vm_config is not None:
-            vm = VmConfig.from_json(_read(vm_config, "VmConfig"))
+            data = _read(vm_config, "VmConfig")
+            dg.reject_attestation(data, f"--vm-config {vm_config}")
+            vm, warnings = dg.load_vm_config(
+                parse_json(data, f"VmConfig {vm_config}", ConfigError), f"--vm-config {vm_config}"
+            )
+            evidence = evidence.merge(dg.Evidence(warnings=tuple(warnings)))
         elif evidence.vm_config is not None:
             vm = evidence.vm_config
         else:
@@ -190,8 +228,15 @@ def diagnose(
             files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
         else:
             raise ConfigError("either --image-dir or --image-base-dir must be given")
-        image = Image(files, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
-        report = dg.diagnose(vm, image, evidence, explain=explain)
+        choice = dg.resolve_acpi(
+            acpi_source_mode.value,
+            tables=acpi_tables,
+            dumper=acpi_dumper,
+            timeout=acpi_timeout,
+            events=evidence.events,
+        )
+        image = Image(files)
+        report = dg.diagnose(vm, image, evidence, choice, explain=explain)
 
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -199,5 +244,5 @@ def diagnose(
         use_color = color is Color.always or (
             color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
-        typer.echo(render(report, use_color))
+        typer.echo(render(report, use_color, verbose))
     raise typer.Exit(report.exit_code)

@@ -17,6 +17,7 @@ from dstack_mr.acpi import DEFAULT_TIMEOUT
 
 from .main import (
     AcpiDumperOpt,
+    AcpiSourceOpt,
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
@@ -215,6 +216,7 @@ def verify(
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     report_data: Annotated[
         str | None,
         typer.Option(
@@ -272,7 +274,9 @@ def verify(
             document = MeasurementDocument.from_cbor(_read(measurement_doc, "measurement document"))
         image = None
         if image_dir is not None:
-            image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+            image = Image.load(
+                image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+            )
         # The attestation itself when it is the only evidence: its shape tells verify what the
         # VM stated (report_data, a stripped boot log).
         only = att if att is not None and quote is None and att.quote is not None else None
