@@ -48,6 +48,8 @@ ACPI_RSDP = "acpi_rsdp"
 ACPI_TABLES = "acpi_tables"
 BOOT_ORDER = "boot_order"
 VARIABLE_AUTHORITY = "variable_authority"
+#: What that stable202505 event really is: the SMBIOS handoff-table event (see ``smbios``).
+SMBIOS_HANDOFF = VARIABLE_AUTHORITY
 BOOT_ORDER_VAR = "boot_order_var"
 BOOT0000 = "Boot0000"
 BOOT0001 = "Boot0001"
@@ -65,6 +67,9 @@ ACPI_LABELS = (ACPI_LOADER, ACPI_RSDP, ACPI_TABLES)
 
 #: The per-machine digests a measurement supplies, each named after the event it fills.
 MACHINE_INPUTS = (TD_HOB, *ACPI_LABELS, KERNEL_AUTHENTICODE, CMDLINE, INITRD)
+#: Constants a measurement may replace with a per-machine digest of the same name: the
+#: reference's SMBIOS constant, when the SMBIOS event is computed (``Machine.smbios``).
+OVERRIDABLE_CONSTANTS = (SMBIOS_HANDOFF,)
 
 
 def efi_variable_label(name: str) -> str:
@@ -98,7 +103,8 @@ class EventSpec:
 
     @property
     def fixed(self) -> bool:
-        return self.digest is not None
+        """A constant of every machine (the reference's SMBIOS constant is not one)."""
+        return self.digest is not None and self.label not in OVERRIDABLE_CONSTANTS
 
 
 def _measured(label: str, varies_with: str) -> EventSpec:
@@ -152,8 +158,9 @@ _FWCFG = (
 )
 _STABLE202505_TAIL = (
     EventSpec(
-        VARIABLE_AUTHORITY,
-        "fixed: constant of one edk2-stable202505 build",
+        SMBIOS_HANDOFF,
+        "varies-with: memory_size, qemu_version, host CPU, SMBIOS strings (the SMBIOS "
+        "handoff-table event; by default the constant of 2 GiB on QEMU 8.2.2)",
         STABLE202505_VARIABLE_AUTHORITY_DIGEST,
     ),
     EventSpec(
@@ -255,11 +262,19 @@ class RtmrLog:
 
 
 def layout_digests(layout: Sequence[EventSpec], inputs: Mapping[str, bytes]) -> list[bytes]:
-    """Each event's digest: its constant, or the per-machine input it names."""
+    """Each event's digest: its constant (unless ``inputs`` overrides one of
+    :data:`OVERRIDABLE_CONSTANTS`), or the per-machine input it names."""
     missing = sorted({s.input for s in layout if s.input is not None} - inputs.keys())
     if missing:
         raise ValueError(f"per-machine digests missing for {', '.join(missing)}")
-    return [s.digest if s.digest is not None else inputs[s.input or ""] for s in layout]
+    return [
+        inputs[s.label]
+        if s.label in OVERRIDABLE_CONSTANTS and s.label in inputs
+        else s.digest
+        if s.digest is not None
+        else inputs[s.input or ""]
+        for s in layout
+    ]
 
 
 def labelled_log(rtmr: int, layout: Sequence[EventSpec], inputs: Mapping[str, bytes]) -> RtmrLog:

@@ -18,6 +18,7 @@ import attrs
 from . import acpi as acpi_mod
 from . import events
 from . import kernel as kernel_mod
+from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
 from .acpi_log import AcpiDigests
@@ -26,6 +27,7 @@ from .digest import short_hex
 from .errors import ConfigError, ImageError
 from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
 from .events import RtmrLog as RtmrLog  # re-exported: part of this API
+from .smbios import SmbiosInputs, SmbiosOptions
 from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
@@ -88,6 +90,11 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
+def _smbios_options(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, SmbiosOptions):
+        raise ConfigError(f"smbios must be None or a SmbiosOptions, got {value!r}")
+
+
 #: Real OVMF images are 2-4 MiB and kernels ~10-15 MiB; refuse to slurp absurd files.
 MAX_FIRMWARE_SIZE = 256 << 20
 MAX_KERNEL_SIZE = 1 << 30
@@ -140,6 +147,9 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+    #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
+    #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).
+    smbios: SmbiosOptions | None = attrs.field(default=None, validator=_smbios_options)
 
     def versioned_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
@@ -185,6 +195,14 @@ class Machine:
             num_nics=self.num_nics,
             num_verity_volumes=self.num_verity_volumes,
             swtpm=self.swtpm,
+        )
+
+    def smbios_inputs(self) -> SmbiosInputs | None:
+        """The SMBIOS model's inputs when ``smbios`` is set (else None: the constant)."""
+        if self.smbios is None:
+            return None
+        return self.smbios.inputs(
+            self.memory_size, self.versioned_options().version, self.cpu_count
         )
 
     def check_memory(self) -> None:
@@ -282,6 +300,10 @@ class MeasurementDetails:
     ovmf_variant: OvmfVariant
     mode: Literal["legacy", "lite"] = "legacy"
     acpi_from_log: bool = False
+    #: What a reader must know about this result (e.g. which SMBIOS event digest was used).
+    notes: tuple[str, ...] = ()
+    #: The inputs of the computed SMBIOS event; None when the reference's constant was used.
+    smbios_inputs: SmbiosInputs | None = None
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -300,9 +322,16 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, byt
 
 
 def rtmr0_digests(
-    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
+    variant: OvmfVariant,
+    td_hob_digest: bytes,
+    tables: AcpiDigestsLike,
+    smbios_digest: bytes | None = None,
 ) -> list[bytes]:
-    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
+    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
+    inputs = rtmr0_inputs(td_hob_digest, tables)
+    if smbios_digest is not None:
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
 
 
 def compute(
@@ -334,6 +363,7 @@ def compute(
         if isinstance(acpi, AcpiDigests)
         else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     )
+    smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
@@ -343,6 +373,7 @@ def compute(
         machine.ovmf_variant,
         {
             **rtmr0_inputs(td_hob, tables),
+            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
             events.KERNEL_AUTHENTICODE: kernel_sha384,
             events.CMDLINE: cmdline_sha384,
             events.INITRD: initrd_digest,
@@ -357,7 +388,22 @@ def compute(
         options=opts,
         ovmf_variant=machine.ovmf_variant,
         acpi_from_log=isinstance(acpi, AcpiDigests),
+        notes=notes,
+        smbios_inputs=smbios_inputs,
     )
+
+
+def _smbios_event(
+    machine: Machine, opts: VersionedOptions
+) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
+    """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
+    reference's constant stands."""
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        return None, None, ()
+    inputs = machine.smbios_inputs()
+    if inputs is None:
+        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:

@@ -24,8 +24,10 @@ PRE202505_BOOT0000_DIGEST = bytes.fromhex(
     "23ada07f5261f12f34a0bd8e46760962d6b4d576a416f1fea1c64bc656b1d28e"
     "acf7047ae6e967c58fd2a98bfa74c298"
 )
-#: EV_EFI_VARIABLE_AUTHORITY of the edk2-stable202505 build the reference captured. A real
-#: dstack-0.6.0 CVM measured a different value, so treat a mismatch here as "other build".
+#: The reference's constant for event 13 of the stable202505 layout (its "variable_authority").
+#: The event is really EV_EFI_HANDOFF_TABLES for the SMBIOS table (see ``smbios``), and this is
+#: its digest for exactly one configuration: 2 GiB, QEMU 8.2.2, host CPU Emerald Rapids
+#: stepping 2 and dstack's SMBIOS strings (any vCPU count).
 STABLE202505_VARIABLE_AUTHORITY_DIGEST = bytes.fromhex(
     "fb66919801f1dfc9c4c273b6a739380790cb0fd3cb706a42f6ac050510ebc861"
     "8e7fba53a1564522f5c6f0dc9e1f41a6"

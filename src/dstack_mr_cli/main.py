@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import typer
 
 from dstack_mr import (
@@ -26,6 +27,7 @@ from dstack_mr import (
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
+from dstack_mr.smbios import SmbiosOptions
 
 app = typer.Typer(
     name="dstack-mr",
@@ -108,6 +110,23 @@ def _memory(value: str) -> int:
         return parse_memory_size(value)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _smbios_options(
+    computed: bool, host_cpu: str | None, product: str | None
+) -> SmbiosOptions | None:
+    if not computed:
+        if host_cpu is not None or product is not None:
+            raise typer.BadParameter("--host-cpu and --smbios-product need --smbios-computed")
+        return None
+    from dstack_mr.smbios import find_host_cpu
+
+    options = SmbiosOptions()
+    if host_cpu is not None:
+        options = attrs.evolve(options, host_cpu=find_host_cpu(host_cpu))
+    if product is not None:
+        options = attrs.evolve(options, product=product)
+    return options
 
 
 def acpi_source(
@@ -250,6 +269,33 @@ def measure(
     events: Annotated[
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
+    smbios_computed: Annotated[
+        bool,
+        typer.Option(
+            "--smbios-computed",
+            help="stable202505: compute the SMBIOS event (RTMR0 event 13) from memory, QEMU "
+            "version, host CPU and SMBIOS strings instead of using the reference's constant "
+            "(right only for 2 GiB on QEMU 8.2.2).",
+        ),
+    ] = False,
+    host_cpu: Annotated[
+        str | None,
+        typer.Option(
+            "--host-cpu",
+            help="With --smbios-computed: the host CPU, e.g. 'Emerald Rapids stepping 2' "
+            "(default) or CPUID leaf 1 as EAX[:EDX] in hex.",
+            metavar="CPU",
+        ),
+    ] = None,
+    smbios_product: Annotated[
+        str | None,
+        typer.Option(
+            "--smbios-product",
+            help="With --smbios-computed: the VMM's -smbios type=1 product string "
+            "(default dstack).",
+            metavar="NAME",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     snp: Annotated[
         bool,
@@ -338,10 +384,14 @@ def measure(
             qemu_version=qemu_version,
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
+            smbios=_smbios_options(smbios_computed, host_cpu, smbios_product),
         )
         details = machine.measure_with_logs(
             acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
         )
+    for note in details.notes:
+        # stderr: stdout keeps the reference's exact output.
+        typer.echo(f"note: {note}", err=True)
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
