@@ -408,6 +408,14 @@ def test_legacy_measurements_against_an_image(tmp_path: Path) -> None:
     assert (
         verify(quote, image=image, vm_config=other).details.check("os_image_hash").status == FAILED
     )  # type: ignore[union-attr]
+    # Images that ship digest.txt instead name themselves by it.
+    (meta.parent / "sha256sum.txt").unlink()
+    (meta.parent / "digest.txt").write_text(hashlib.sha256(sums).hexdigest() + "\n")
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == PASSED and "(digest.txt)" in hashed.message
+    (meta.parent / "digest.txt").unlink()
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == NOT_CHECKED
     bigger = attrs.evolve(vm, memory_size=4 << 30)
     result = verify(quote, image=image, vm_config=bigger)
     assert result.reason is not None and result.reason.startswith("RTMR0 differ")
