@@ -1138,3 +1138,19 @@ def test_failed_signature_makes_a_matching_diagnosis_exit_1(tmp_path: Path) -> N
     assert attrs.evolve(report, quote_signature=failed).exit_code == 1
     ok = attrs.evolve(failed, verified=True, error=None, status="OutOfDate")
     assert attrs.evolve(report, quote_signature=ok).exit_code == 0  # TCB is verify's policy
+
+
+def test_collateral_is_per_platform_not_per_quote() -> None:
+    """The 0.3-era Phala capture is another quote on the same platform (FMSPC 20A06F000000):
+    the published collateral verifies it too, with its whole event log."""
+    doc = pair(UP_TO_DATE)
+    att = parse_attestation(
+        shared_path("real", "phala-cloud-dstack-0.3-era-getquote.json").read_text()
+    )
+    assert att.quote is not None and att.quote.raw.hex() != doc["quote"]
+    result = verify(att, parse_collateral(doc), at=when(doc["verify_at"]))
+    assert result.is_valid, result.reason
+    d = result.details
+    assert (d.fmspc, d.tcb_status, d.event_log_verified) == ("20A06F000000", "UpToDate", True)
+    assert d.app_info is not None and d.key_provider is None  # this generation had none
+    assert d.app_info.app_id.hex() == "9f91439ecacc4f8845a9cd81cc141256d5e1bce3"
