@@ -372,8 +372,9 @@ def test_cli_measure_output_is_the_spec_model(image_dir: Path) -> None:
                          f"RTMR0: {want['rtmr0'].hex()}", f"RTMR1: {want['rtmr1'].hex()}",
                          f"RTMR2: {want['rtmr2'].hex()}"]  # fmt: skip
     events = spec_events(3 * GIB)
-    assert lines[6] == "RTMR0 events (13):"
-    assert lines[7] == f"  [ 0] {'td_hob':<22} {events[0][0].hex()}"
+    assert lines[5] == f"ACPI tables from: file {acpi_file}"
+    assert lines[7] == "RTMR0 events (13):"
+    assert lines[8] == f"  [ 0] {'td_hob':<22} {events[0][0].hex()}"
     assert f"  [ 4] {'kernel_authenticode':<22}" not in text.output
     assert f"  [ 0] {'kernel_authenticode':<22} {events[1][0].hex()}" in lines
     assert f"  [ 1] {'initrd':<22} {events[2][1].hex()}" in lines

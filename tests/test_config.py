@@ -36,7 +36,7 @@ def test_stable202505_versions(v: str) -> None:
 
 @pytest.mark.parametrize(
     "v",
-    ["0.5", "0.5.10-dev", "v0.5.10", "", "0.5.10.1", "0..10", "-1.0.0", "4294967296.0.0", "٠.6.1"],
+    ["0.5", "0.5.10-dev", "v0.5.10", "", "0.5.10.", "0..10", "-1.0.0", "4294967296.0.0", "٠.6.1"],
 )
 def test_malformed_versions_rejected(v: str) -> None:
     with pytest.raises(ConfigError):

@@ -26,9 +26,9 @@ from conftest import ROOT, SHARED, shared_path
 from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
+from dstack_mr.events import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image
-from dstack_mr.uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT
 from dstack_mr_cli.main import app
 
 DOCS = ROOT / "docs"
@@ -160,7 +160,7 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     assert "WARNING" not in result.stderr, result.stderr[-4000:]
 
     cli = (site / "cli" / "index.html").read_text()
-    for command in ("measure", "diagnose", "example"):
+    for command in ("measure", "diagnose", "example", "verify"):
         assert f"Usage: dstack-mr {command} [OPTIONS]" in cli
     assert "--install-completion" in cli and "<!-- cli-reference -->" not in cli
     api = (site / "api" / "index.html").read_text()
@@ -188,6 +188,9 @@ def test_cli_reference_hook() -> None:
         "## dstack-mr measure",
         "## dstack-mr diagnose",
         "## dstack-mr example",
+        "## dstack-mr measurement-doc",
+        "## dstack-mr inspect-measurement",
+        "## dstack-mr verify",
     ]
     assert "```text\nUsage: dstack-mr measure [OPTIONS] " in text
 
@@ -195,7 +198,10 @@ def test_cli_reference_hook() -> None:
 # --- --help texts -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["measure", "diagnose", "example"])
+@pytest.mark.parametrize(
+    "command",
+    ["measure", "diagnose", "example", "measurement-doc", "inspect-measurement", "verify"],
+)
 def test_help_has_a_readable_example(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], terminal_width=80)
     assert result.exit_code == 0

@@ -230,7 +230,7 @@ def test_real_image_digests_are_the_logged_events(capture_060: dict[str, Any]) -
     """The CBOR's kernel Authenticode, cmdline and initrd digests are RTMR1 event 0 and the
     two RTMR2 events of the real log, whose fixed RTMR1 events are the known constants."""
     from dstack_mr.eventlog import parse_json_event_log
-    from dstack_mr.uefi import RTMR1_LAYOUT
+    from dstack_mr.events import RTMR1_LAYOUT
 
     vm_config = json.loads(capture_060["vm_config"])
     blob = base64.b64decode(vm_config["tdx_measurement"]["measurement"])

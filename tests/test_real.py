@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_path
 
 from dstack_mr import OvmfVariant, acpi, tdvf
-from dstack_mr.uefi import RTMR0_LAYOUTS
+from dstack_mr.events import RTMR0_LAYOUTS
 
 GIB = 1 << 30
 

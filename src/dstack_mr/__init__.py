@@ -30,6 +30,8 @@ from .config import (
 )
 from .errors import (
     AcpiError,
+    CborError,
+    CollateralError,
     ConfigError,
     DstackMrError,
     DumperError,
@@ -42,18 +44,17 @@ from .errors import (
     FirmwareError,
     ImageError,
     KernelError,
+    MeasurementDocumentError,
+    MissingExtraError,
     PathEscapeError,
     QuoteError,
+    ScaleError,
 )
+from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
-from .machine import (
-    Machine,
-    MeasuredEvent,
-    MeasurementDetails,
-    RtmrLog,
-    TdxMeasurements,
-    VersionedOptions,
-)
+from .lite import measure_from_document, measure_lite
+from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
+from .measurement_doc import MeasurementDocument
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,8 @@ __all__ = [
     "AcpiTablesBlob",
     "AcpiTablesFile",
     "CachedAcpiSource",
+    "CborError",
+    "CollateralError",
     "ConfigError",
     "DstackMrError",
     "DumperError",
@@ -84,15 +87,21 @@ __all__ = [
     "Machine",
     "MeasuredEvent",
     "MeasurementDetails",
+    "MeasurementDocument",
+    "MeasurementDocumentError",
+    "MissingExtraError",
     "OvmfVariant",
     "PathEscapeError",
     "QuoteError",
     "RtmrLog",
+    "ScaleError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",
     "__version__",
     "extract_version_from_image_name",
+    "measure_from_document",
+    "measure_lite",
     "ovmf_variant_for_image",
     "ovmf_variant_for_version",
 ]

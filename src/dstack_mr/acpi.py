@@ -44,6 +44,8 @@ REQUIRED_TABLES = ("DSDT", "FACP", "APIC", "MCFG", "WAET", "RSDT")
 SHARE_MODES = ("", "9p", "vhd", "vvfat")
 #: One pcie-root-port per GPU / NVSwitch; QEMU's `chassis` property is a u8.
 MAX_PASSTHROUGH_PORTS = 256
+#: NICs plus verity volumes: more functions than one q35 PCI bus has (32 slots x 8).
+MAX_BLOCK_AND_NET_DEVICES = 256
 
 _DUMMY_DISK = "/bin/sh"
 _SHARED_DIR = "/bin"
@@ -56,6 +58,8 @@ class AcpiTables:
     tables: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     rsdp: bytes
     loader: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    #: which AcpiSource produced the tables (:func:`source_name`), "" when not recorded
+    source: str = attrs.field(default="", kw_only=True)
 
     @property
     def tables_digest(self) -> bytes:
@@ -100,8 +104,23 @@ def dumper_invocation(
     hotplug_off: bool,
     pci_hole64_size: int | None,
     host_share_mode: str,
+    num_nics: int = 1,
+    num_verity_volumes: int = 0,
+    swtpm: bool = False,
 ) -> DumperInvocation:
-    """The exact QEMU command line the reference gives the dumper for this machine."""
+    """The exact QEMU command line the reference gives the dumper for this machine.
+
+    ``num_nics`` / ``num_verity_volumes`` follow upstream dstack (after e1003b63): at their
+    defaults (1 and 0) the argv is the reference's, byte for byte.
+    """
+    if swtpm:
+        # Upstream refuses too: a TPM adds ACPI content no dumper argv here describes, so
+        # any RTMR0 computed from tables would be a guess.
+        raise ConfigError(
+            "swtpm is true: the VM has a software TPM whose ACPI tables are not modelled, so "
+            "RTMR0 cannot be computed from ACPI tables; verify it in lite mode instead "
+            "(vm_config.tdx_measurement, ACPI digests taken from the event log)"
+        )
     if cpu_count <= 0:
         raise ConfigError("cpu_count must be greater than 0")
     if host_share_mode not in SHARE_MODES:
@@ -116,6 +135,13 @@ def dumper_invocation(
             f"num_gpus + num_nvswitches is {num_gpus + num_nvswitches}; QEMU supports at most "
             f"{MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
         )
+    if num_nics + num_verity_volumes > MAX_BLOCK_AND_NET_DEVICES:
+        # Same reason as above: a u32 count would build billions of argv entries.
+        raise ConfigError(
+            f"num_nics + num_verity_volumes is {num_nics + num_verity_volumes}; a q35 PCI bus "
+            f"holds at most {MAX_BLOCK_AND_NET_DEVICES} functions (32 slots x 8), so QEMU "
+            "cannot start such a machine"
+        )
     mem_mb = memory_size // (1024 * 1024)
     args = [
         "-cpu", "qemu64", "-smp", str(cpu_count), "-m", f"{mem_mb}M",
@@ -123,9 +149,17 @@ def dumper_invocation(
         "-bios", firmware, "-kernel", kernel, "-initrd", _DUMMY_DISK,
         "-drive", f"file={_DUMMY_DISK},if=none,id=hd1,format=raw,readonly=on",
         "-device", "virtio-blk-pci,drive=hd1",
-        "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0",
-        "-object", "tdx-guest,id=tdx", "-device", "vhost-vsock-pci,guest-cid=3",
     ]  # fmt: skip
+    # Upstream's device order (dstack-vmm's): verity volumes after hd1, then the NICs, where
+    # the reference had its one fixed net0.
+    for i in range(num_verity_volumes):
+        args += [
+            "-drive", f"file={_DUMMY_DISK},if=none,id=vol{i},format=raw,readonly=on",
+            "-device", f"virtio-blk-pci,drive=vol{i}",
+        ]  # fmt: skip
+    for i in range(num_nics):
+        args += ["-netdev", f"user,id=net{i}", "-device", f"virtio-net-pci,netdev=net{i}"]
+    args += ["-object", "tdx-guest,id=tdx", "-device", "vhost-vsock-pci,guest-cid=3"]
     if host_share_mode in ("vhd", "vvfat"):
         args += [
             "-drive", f"file={_DUMMY_DISK},if=none,id=hd2,format=raw,readonly=on",
@@ -192,12 +226,20 @@ class AcpiSource(Protocol):
     def acpi_tables(self, invocation: DumperInvocation) -> bytes: ...
 
 
+def source_name(source: AcpiSource) -> str:
+    """A short label for where an AcpiSource's tables come from ("dumper", "builtin", ...)."""
+    name = getattr(source, "source_name", None)
+    return name if isinstance(name, str) else type(source).__name__
+
+
 @attrs.frozen
 class AcpiTablesBlob:
     """Tables the caller already holds (e.g. dumped once on a host). The invocation is ignored:
     the caller vouches that the blob belongs to this machine configuration."""
 
     data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+
+    source_name = "blob"
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return self.data
@@ -208,6 +250,10 @@ class AcpiTablesFile:
     """Tables read from a file when needed (same contract as :class:`AcpiTablesBlob`)."""
 
     path: Path = attrs.field(converter=Path)
+
+    @property
+    def source_name(self) -> str:
+        return f"file {self.path}"
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         try:
@@ -234,6 +280,7 @@ class AcpiDumper:
     program: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_output: int = MAX_TABLES_SIZE
+    source_name = "dumper"
 
     def resolve(self) -> str:
         import shutil  # the dumper's helpers load only when a dumper runs (CLI start-up)
@@ -372,6 +419,10 @@ class CachedAcpiSource:
         self.inner = inner
         self._cache: LruCache[DumperInvocation, bytes] = LruCache(maxsize)
 
+    @property
+    def source_name(self) -> str:
+        return source_name(self.inner)
+
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return self._cache.get_or_compute(invocation, lambda: self.inner.acpi_tables(invocation))
 
@@ -441,7 +492,7 @@ def _add_checksum(file: str, result: int, start: int, length: int) -> bytes:
     )  # fmt: skip
 
 
-def build_tables(blob: bytes) -> AcpiTables:
+def build_tables(blob: bytes, source: str = "") -> AcpiTables:
     """The loader script and RSDP QEMU builds for this tables blob."""
     if not blob:
         raise AcpiError("ACPI tables blob is empty")
@@ -474,4 +525,4 @@ def build_tables(blob: bytes) -> AcpiTables:
     ]
     loader = b"".join(c.ljust(128, b"\0") for c in commands).ljust(LOADER_SIZE, b"\0")
     rsdp = b"RSD PTR " + b"\0" + b"BOCHS " + b"\0" + rsdt.to_bytes(4, "little")
-    return AcpiTables(tables=bytes(blob), rsdp=rsdp, loader=loader)
+    return AcpiTables(tables=bytes(blob), rsdp=rsdp, loader=loader, source=source)

@@ -47,6 +47,30 @@ class OvmfVariant(str, enum.Enum):
         return self.value
 
 
+class TdxAttestationVariant(str, enum.Enum):
+    """Which TDX verification the VMM resolved for a boot (``vm_config.tdx_attestation_variant``).
+
+    ``legacy`` recomputes everything, ACPI tables included, from the image; ``lite`` takes
+    the three ACPI digests from the event log and the rest from ``tdx_measurement``.
+    """
+
+    LEGACY = "legacy"
+    LITE = "lite"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class TdxMeasurementMaterial:
+    """``vm_config.tdx_measurement``: the image's ``sha256sum.txt`` and its
+    ``measurement.tdx.cbor``, raw bytes (base64 in JSON). Decoded and checked by
+    :mod:`dstack_mr.measurement_doc`."""
+
+    checksum_file: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    measurement: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+
+
 def parse_rust_u32(text: str) -> int | None:
     """Parse like Rust's ``str::parse::<u32>``: optional ``+``, ASCII digits, no overflow."""
     digits = text[1:] if text.startswith("+") else text
@@ -78,14 +102,48 @@ def parse_version_triple(text: str) -> tuple[int, int, int]:
     return (a, b, c)
 
 
-def ovmf_variant_for_version(version: str) -> OvmfVariant:
-    """OVMF layout of a dstack OS version: 0.5.10 <= v < 0.6.0 and v >= 0.6.1 are stable202505.
+def parse_os_version(text: str) -> tuple[int, int, int]:
+    """A dstack OS version ``X.Y.Z`` or ``X.Y.Z.SUFFIX`` (upstream's rule: one optional,
+    non-empty fourth component of any text, e.g. ``0.5.10.rc1``); the numeric triple."""
+    parts = text.split(".")
+    if len(parts) == 4:
+        if not parts[3]:
+            raise ConfigError(
+                f"invalid version {text!r}: the fourth component (SUFFIX) is empty "
+                "(expected X.Y.Z or X.Y.Z.SUFFIX, e.g. 0.5.10.rc1)"
+            )
+        parts = parts[:3]
+    elif len(parts) > 4:
+        raise ConfigError(
+            f"invalid version {text!r}: expected X.Y.Z or X.Y.Z.SUFFIX, got {len(parts)} parts"
+        )
+    return parse_version_triple(".".join(parts))
 
-    Raises ConfigError for anything that is not ``MAJOR.MINOR.PATCH``.
+
+#: Versions the seed's rule maps to stable202505: 0.5.10 <= v < 0.6.0 and v >= 0.6.1.
+def _seed_says_stable(v: tuple[int, int, int]) -> bool:
+    return (0, 5, 10) <= v < (0, 6, 0) or v >= (0, 6, 1)
+
+
+def ovmf_variant_for_version(version: str) -> OvmfVariant:
+    """OVMF layout of a dstack OS version (the seed's rule): 0.5.10 <= v < 0.6.0 and
+    v >= 0.6.1 are stable202505, the rest pre202505. ``X.Y.Z.SUFFIX`` is accepted (the suffix
+    does not matter). Upstream master maps every version to pre202505 instead: see
+    :func:`version_rules_disagree`.
+
+    Raises ConfigError for anything that is not ``X.Y.Z[.SUFFIX]``.
     """
-    v = parse_version_triple(version)
-    stable = (0, 5, 10) <= v < (0, 6, 0) or v >= (0, 6, 1)
+    stable = _seed_says_stable(parse_os_version(version))
     return OvmfVariant.STABLE202505 if stable else OvmfVariant.PRE202505
+
+
+def version_rules_disagree(version: str) -> bool:
+    """True when the seed's version rule picks stable202505 where upstream master (which
+    dropped the stable202505 layout) picks pre202505. Only the event log can then decide."""
+    try:
+        return _seed_says_stable(parse_os_version(version))
+    except ConfigError:
+        return False
 
 
 def extract_version_from_image_name(image: str) -> str | None:
@@ -137,6 +195,14 @@ class VmConfig:
     image: str | None = None
     host_share_mode: str = ""
     ovmf_variant: OvmfVariant | None = None
+    #: One ``-netdev``/``virtio-net-pci`` pair each; 1 is the reference's fixed single NIC.
+    num_nics: U32 = U32(1)
+    #: Read-only virtio-blk volumes attached after ``hd1``, before the NICs.
+    num_verity_volumes: U32 = U32(0)
+    #: A software TPM whose ACPI effect is not modelled: table-measuring paths refuse it.
+    swtpm: bool = False
+    tdx_attestation_variant: TdxAttestationVariant = TdxAttestationVariant.LEGACY
+    tdx_measurement: TdxMeasurementMaterial | None = None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> VmConfig:
@@ -216,6 +282,51 @@ def _hex_bytes(value: Any, _type: Any) -> bytes:
     return data
 
 
+def _attestation_variant(value: Any, _type: Any) -> TdxAttestationVariant:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    try:
+        return TdxAttestationVariant(value)
+    except ValueError:
+        raise ValueError(
+            f"unknown tdx_attestation_variant {value!r} (expected 'legacy' or 'lite')"
+        ) from None
+
+
+def _base64(value: Any, what: str) -> bytes:
+    import base64
+    import binascii
+
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected a base64 string, got {type(value).__name__}")
+    try:
+        # validate=True: characters outside the alphabet are an error, not skipped.
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"{what}: not valid base64 ({e})") from None
+
+
+def _material(value: Any, _type: Any) -> TdxMeasurementMaterial:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    missing = [k for k in ("checksum_file", "measurement") if k not in value]
+    if missing:
+        raise ValueError(f"missing field {missing[0]!r}")
+    return TdxMeasurementMaterial(
+        checksum_file=_base64(value["checksum_file"], "checksum_file"),
+        measurement=_base64(value["measurement"], "measurement"),
+    )
+
+
+def _unmaterial(value: TdxMeasurementMaterial) -> dict[str, str]:
+    import base64
+
+    return {
+        "checksum_file": base64.b64encode(value.checksum_file).decode(),
+        "measurement": base64.b64encode(value.measurement).decode(),
+    }
+
+
 def _variant(value: Any, _type: Any) -> OvmfVariant:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
@@ -239,8 +350,12 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bytes, _hex_bytes)
     conv.register_structure_hook(OvmfVariant, _variant)
+    conv.register_structure_hook(TdxAttestationVariant, _attestation_variant)
+    conv.register_structure_hook(TdxMeasurementMaterial, _material)
     conv.register_unstructure_hook(bytes, lambda b: b.hex())
     conv.register_unstructure_hook(OvmfVariant, lambda v: v.value)
+    conv.register_unstructure_hook(TdxAttestationVariant, lambda v: v.value)
+    conv.register_unstructure_hook(TdxMeasurementMaterial, _unmaterial)
     return conv
 
 
@@ -321,8 +436,24 @@ def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what
 def _unstructure(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = _converter().unstructure(value)
     # serde skips these when None; mirror it so round-trips are byte-identical.
-    for key in ("qemu_single_pass_add_pages", "pic", "qemu_version", "image", "ovmf_variant"):
+    for key in (
+        "qemu_single_pass_add_pages",
+        "pic",
+        "qemu_version",
+        "image",
+        "ovmf_variant",
+        "tdx_measurement",
+    ):
         if key in out and out[key] is None:
+            del out[key]
+    # ... and these at their defaults, so a config from before they existed stays unchanged.
+    for key, default in (
+        ("num_nics", 1),
+        ("num_verity_volumes", 0),
+        ("swtpm", False),
+        ("tdx_attestation_variant", "legacy"),
+    ):
+        if key in out and out[key] == default:
             del out[key]
     return out
 

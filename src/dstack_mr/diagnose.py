@@ -26,10 +26,10 @@ from .config import (
 from .digest import DIGEST_LEN, replay
 from .errors import DstackMrError, EvidenceError
 from .eventlog import Attestation, Event, describe_payload, event_type_name
+from .events import RTMR0_LAYOUTS
 from .image import Image, ovmf_variant_with_source
 from .machine import MeasurementDetails, checked_cmdline_digest, rtmr0_digests
 from .quote import TdxQuote
-from .uefi import RTMR0_LAYOUTS
 
 SCHEMA_VERSION = 1
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
@@ -269,7 +269,9 @@ class DiagnoseReport:
                 "qemu_version": self.expected.options.version_str,
                 "pic": self.expected.options.pic,
                 "two_pass_add_pages": self.expected.options.two_pass_add_pages,
-                "acpi_dumper_argv": list(self.expected.invocation.argv),
+                "acpi_dumper_argv": None
+                if self.expected.invocation is None
+                else list(self.expected.invocation.argv),
             },
             "evidence": list(self.evidence_sources),
             "comparison": [

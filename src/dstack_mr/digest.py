@@ -31,3 +31,9 @@ def replay(digests: Iterable[bytes]) -> bytes:
 def utf16le(text: str) -> bytes:
     """UTF-16LE without BOM, as the reference encodes EFI strings and the cmdline."""
     return text.encode("utf-16-le")
+
+
+def short_hex(digest: bytes) -> str:
+    """``abcd1234…89ef``: enough to tell digests apart in a repr."""
+    h = digest.hex()
+    return f"{h[:8]}…{h[-4:]}"

@@ -32,6 +32,10 @@ class KernelError(DstackMrError):
     """The kernel (bzImage / PE) is malformed, truncated, or cannot take the initrd."""
 
 
+class SnpError(DstackMrError):
+    """AMD SEV-SNP launch inputs or an SEV firmware (OVMF) image are invalid."""
+
+
 class AcpiError(DstackMrError):
     """The ACPI table blob is malformed or lacks a required table."""
 
@@ -64,5 +68,30 @@ class QuoteError(EvidenceError):
     """A TDX quote cannot be parsed."""
 
 
+class SnpEvidenceError(EvidenceError):
+    """An SEV-SNP attestation, report or measurement document is malformed."""
+
+
 class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
+
+
+class CborError(DstackMrError):
+    """A CBOR document is malformed or uses a feature outside the strict subset accepted."""
+
+
+class ScaleError(EvidenceError):
+    """A SCALE-encoded dstack ``VersionedAttestation`` is malformed or truncated."""
+
+
+class MeasurementDocumentError(DstackMrError):
+    """A ``measurement.tdx.cbor`` document or its integrity chain (``sha256sum.txt`` and
+    ``os_image_hash``) is malformed, of an unsupported version, or does not check out."""
+
+
+class CollateralError(DstackMrError):
+    """Quote collateral (TCB info, QE identity, CRLs, issuer chains) is malformed."""
+
+
+class MissingExtraError(DstackMrError):
+    """An optional dependency this operation needs is not installed (e.g. ``dstack-mr[verify]``)."""

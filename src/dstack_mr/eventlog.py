@@ -655,6 +655,10 @@ class Attestation:
     vm_config: dict[str, Any] | None
     source: str
     registers: dict[str, bytes] = attrs.field(factory=dict)
+    #: From a SCALE ``VersionedAttestation``: the quote's report_data and the attestation's
+    #: separate runtime events (name, payload); TDX keeps its runtime events in ``events``.
+    report_data: bytes | None = None
+    runtime_events: tuple[tuple[str, bytes], ...] = ()
 
 
 def _obj_from_json(value: object, what: str) -> dict[str, Any] | None:
@@ -696,13 +700,52 @@ def _event_log_field(value: object, what: str) -> tuple[Event, ...]:
     return parse_json_event_log(value)
 
 
+def _from_versioned_attestation(raw: bytes, source: str) -> Attestation:
+    """A SCALE ``VersionedAttestation`` V0 holding a TDX quote (:mod:`dstack_mr.scale`)."""
+    from .scale import GcpTdxQuote, TdxQuote, decode_versioned_attestation
+
+    att = decode_versioned_attestation(raw)
+    quote = att.quote.tdx_quote if isinstance(att.quote, GcpTdxQuote) else att.quote
+    if not isinstance(quote, TdxQuote):
+        raise EvidenceError(
+            f"{source}: a {att.platform} attestation, not a TDX one; it has no TDX quote or "
+            "event log to compare"
+        )
+    # Through the JSON reader, so SCALE events get the same checks: boot events arrive with
+    # their payloads stripped (empty), runtime events with their digests stripped (derived
+    # from name and payload, and marked so).
+    entries = [
+        {
+            "imr": e.imr,
+            "event_type": e.event_type,
+            "digest": e.digest.hex(),
+            "event": e.event,
+            "event_payload": e.event_payload.hex(),
+        }
+        for e in quote.event_log
+    ]
+    return Attestation(
+        quote=parse_quote(quote.quote),
+        events=parse_json_event_log(entries),
+        vm_config=_obj_from_json(att.config, "attestation config"),
+        source=f"{source} (SCALE VersionedAttestation V0, {att.platform})",
+        report_data=att.report_data,
+        runtime_events=tuple((e.event, e.payload) for e in att.runtime_events),
+    )
+
+
 def parse_attestation(obj: Mapping[str, Any] | str | bytes) -> Attestation:
-    """Recognise and parse a guest-agent GetQuote or Info response, or a bare tcb_info.
+    """Recognise and parse a guest-agent GetQuote or Info response, or a bare tcb_info, or
+    dstack's SCALE ``VersionedAttestation`` (raw bytes, or ``{"attestation": hex}`` as its
+    KMS and verifier exchange it).
 
     Accepts the parsed JSON object or its text. Raises :class:`EvidenceError` (or its
     :class:`QuoteError` / :class:`EventLogError` subclasses) naming what was wrong.
     """
     data: Any = obj
+    # A JSON document never starts with NUL; a V0 attestation always does.
+    if isinstance(obj, bytes) and obj[:1] == b"\0":
+        return _from_versioned_attestation(obj, "attestation")
     if isinstance(obj, (str, bytes)):
         data = parse_json(obj, "attestation", EvidenceError)
     if isinstance(data, list):
@@ -711,6 +754,15 @@ def parse_attestation(obj: Mapping[str, Any] | str | bytes) -> Attestation:
         raise EvidenceError(f"attestation: expected a JSON object, got {type(data).__name__}")
     keys = sorted(str(k) for k in data)
 
+    if "attestation" in data and "quote" not in data:
+        value = data["attestation"]
+        raw = from_hex(value) if isinstance(value, str) else None
+        if raw is None:
+            raise EvidenceError(
+                "field 'attestation': expected the SCALE VersionedAttestation as an "
+                "even-length hex string"
+            )
+        return _from_versioned_attestation(raw, "field 'attestation'")
     if "quote" in data and "event_log" in data:
         return Attestation(
             quote=_quote_field(data["quote"]),
@@ -741,6 +793,6 @@ def parse_attestation(obj: Mapping[str, Any] | str | bytes) -> Attestation:
         )
     raise EvidenceError(
         f"attestation: unrecognised shape (keys found: {keys}); expected a GetQuote response "
-        "('quote' and 'event_log'), an Info response ('tcb_info') or a tcb_info ('event_log' "
-        "with 'mrtd'/'rtmr0'..'rtmr3')"
+        "('quote' and 'event_log'), an Info response ('tcb_info'), a tcb_info ('event_log' "
+        "with 'mrtd'/'rtmr0'..'rtmr3') or a dstack verifier input ('attestation': hex)"
     )

@@ -24,6 +24,7 @@ from .config import (
     extract_version_from_image_name,
     ovmf_variant_for_image,
     ovmf_variant_for_version,
+    version_rules_disagree,
 )
 from .errors import ConfigError, ImageError, KernelError, PathEscapeError
 from .machine import (
@@ -154,23 +155,64 @@ def image_dir_for(vm: VmConfig, image_base_dir: str | os.PathLike[str]) -> str:
 def resolve_ovmf_variant(vm: VmConfig, info: ImageInfo) -> OvmfVariant:
     """The verifier's order: vm_config.ovmf_variant > metadata ovmf_variant > metadata version
     (when valid) > version in the image name > pre202505."""
-    return ovmf_variant_with_source(vm, info)[0]
+    return variant_resolution(vm, info).variant
+
+
+@attrs.frozen
+class VariantResolution:
+    """Which OVMF layout was picked, by which rule, and whether upstream would differ.
+
+    ``upstream_disagrees`` is true when a version rule (the seed's) picked stable202505 for a
+    version upstream master maps to pre202505 (0.5.10 <= v < 0.6.0 and v >= 0.6.1): the
+    configuration cannot settle it, the event log's RTMR0 layout must.
+    """
+
+    variant: OvmfVariant
+    rule: str
+    upstream_disagrees: bool = False
+
+    @property
+    def description(self) -> str:
+        if not self.upstream_disagrees:
+            return self.rule
+        return (
+            f"{self.rule}; upstream dstack would pick pre202505 for this version, so the "
+            "event log decides"
+        )
+
+
+def variant_resolution(vm: VmConfig, info: ImageInfo) -> VariantResolution:
+    """:func:`resolve_ovmf_variant` with the rule that decided it."""
+    if vm.ovmf_variant is not None:
+        return VariantResolution(vm.ovmf_variant, "vm_config.ovmf_variant")
+    if info.ovmf_variant is not None:
+        return VariantResolution(info.ovmf_variant, "metadata.json ovmf_variant")
+    if info.version:
+        try:
+            variant = ovmf_variant_for_version(info.version)
+        except ConfigError:
+            pass
+        else:
+            return VariantResolution(
+                variant,
+                f"metadata.json version {info.version}",
+                version_rules_disagree(info.version),
+            )
+    version = extract_version_from_image_name(vm.image) if vm.image else None
+    if version is not None:
+        return VariantResolution(
+            ovmf_variant_for_image(vm.image),
+            f"image name {vm.image!r}",
+            version_rules_disagree(version),
+        )
+    return VariantResolution(OvmfVariant.PRE202505, "default")
 
 
 def ovmf_variant_with_source(vm: VmConfig, info: ImageInfo) -> tuple[OvmfVariant, str]:
-    """:func:`resolve_ovmf_variant` and, for reports, which rule decided it."""
-    if vm.ovmf_variant is not None:
-        return vm.ovmf_variant, "vm_config.ovmf_variant"
-    if info.ovmf_variant is not None:
-        return info.ovmf_variant, "metadata.json ovmf_variant"
-    if info.version:
-        try:
-            return ovmf_variant_for_version(info.version), f"metadata.json version {info.version}"
-        except ConfigError:
-            pass
-    if vm.image and extract_version_from_image_name(vm.image) is not None:
-        return ovmf_variant_for_image(vm.image), f"image name {vm.image!r}"
-    return OvmfVariant.PRE202505, "default"
+    """:func:`resolve_ovmf_variant` and, for reports, which rule decided it (and whether the
+    seed's and upstream's version rules disagree)."""
+    r = variant_resolution(vm, info)
+    return r.variant, r.description
 
 
 def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = None) -> Machine:
@@ -193,6 +235,9 @@ def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = N
         hugepages=vm.hugepages,
         num_gpus=vm.num_gpus,
         num_nvswitches=vm.num_nvswitches,
+        num_nics=vm.num_nics,
+        num_verity_volumes=vm.num_verity_volumes,
+        swtpm=vm.swtpm,
         hotplug_off=vm.hotplug_off,
         root_verity=True,
         host_share_mode=vm.host_share_mode,

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import attrs
 
 from . import acpi as acpi_mod
+from . import events
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
 from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
-from .digest import replay
+from .digest import short_hex
 from .errors import ConfigError, ImageError
-from .uefi import RTMR0_LAYOUTS, RTMR1_LAYOUT, RTMR2_LAYOUT, EventSpec, cmdline_digest
+from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
+from .events import RtmrLog as RtmrLog  # re-exported: part of this API
+from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
 MIN_QEMU_VERSION = (8, 0, 0)
@@ -128,6 +131,11 @@ class Machine:
     num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
     num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
     hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
+    #: Upstream dstack's extra devices; the defaults reproduce the reference's argv exactly.
+    num_nics: int = attrs.field(default=1, validator=_u32("num_nics"))
+    num_verity_volumes: int = attrs.field(default=0, validator=_u32("num_verity_volumes"))
+    #: A software TPM: refused (ConfigError) wherever ACPI tables are measured.
+    swtpm: bool = attrs.field(default=False, validator=_flag("swtpm"))
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
@@ -173,6 +181,9 @@ class Machine:
             hotplug_off=self.hotplug_off,
             pci_hole64_size=self.pci_hole64_size,
             host_share_mode=self.host_share_mode,
+            num_nics=self.num_nics,
+            num_verity_volumes=self.num_verity_volumes,
+            swtpm=self.swtpm,
         )
 
     def check_memory(self) -> None:
@@ -220,17 +231,12 @@ class Machine:
             )
 
 
-def _short(b: bytes) -> str:
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}"
-
-
 @attrs.frozen
 class TdxMeasurements:
-    mrtd: bytes = attrs.field(repr=_short)
-    rtmr0: bytes = attrs.field(repr=_short)
-    rtmr1: bytes = attrs.field(repr=_short)
-    rtmr2: bytes = attrs.field(repr=_short)
+    mrtd: bytes = attrs.field(repr=short_hex)
+    rtmr0: bytes = attrs.field(repr=short_hex)
+    rtmr1: bytes = attrs.field(repr=short_hex)
+    rtmr2: bytes = attrs.field(repr=short_hex)
 
     def to_dict(self) -> dict[str, str]:
         """Hex strings under the reference's JSON keys."""
@@ -242,52 +248,38 @@ class TdxMeasurements:
         return measurements_html(self)
 
 
-@attrs.frozen
-class MeasuredEvent:
-    """One expected RTMR event: position, label, what it varies with, digest."""
-
-    index: int
-    label: str
-    varies_with: str = attrs.field(repr=False)
-    digest: bytes = attrs.field(repr=_short)
+class AcpiDigestsLike(Protocol):
+    """The three RTMR0 ACPI digests: :class:`AcpiTables` has them, and so has a set taken
+    from an event log."""
 
     @property
-    def fixed(self) -> bool:
-        return self.varies_with.startswith("fixed")
-
-
-@attrs.frozen
-class RtmrLog:
-    rtmr: int
-    events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
-
+    def loader_digest(self) -> bytes: ...
     @property
-    def value(self) -> bytes:
-        return replay(e.digest for e in self.events)
-
+    def rsdp_digest(self) -> bytes: ...
     @property
-    def digests(self) -> list[bytes]:
-        return [e.digest for e in self.events]
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-    def _repr_html_(self) -> str:
-        from .render import rtmr_log_html
-
-        return rtmr_log_html(self)
+    def tables_digest(self) -> bytes: ...
+    @property
+    def source(self) -> str: ...
 
 
 @attrs.frozen
 class MeasurementDetails:
-    """Registers, labelled event logs, the ACPI blobs and dumper call behind them."""
+    """Registers, labelled event logs, the ACPI blobs and dumper call behind them.
+
+    ``mode`` is ``"lite"`` for results computed from a measurement document
+    (:func:`dstack_mr.lite.measure_from_document`): then ``acpi_tables`` holds only the three
+    digests, taken from the VM's event log (``acpi_from_log``), and no dumper ran
+    (``invocation`` is None).
+    """
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
-    acpi_tables: AcpiTables = attrs.field(repr=False)
-    invocation: DumperInvocation = attrs.field(repr=False)
+    acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
+    invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
+    mode: Literal["legacy", "lite"] = "legacy"
+    acpi_from_log: bool = False
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -295,24 +287,20 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def _log(rtmr: int, specs: Sequence[EventSpec], digests: Sequence[bytes]) -> RtmrLog:
-    events = tuple(
-        MeasuredEvent(i, spec.label, spec.varies_with, d)
-        for i, (spec, d) in enumerate(zip(specs, digests, strict=True))
-    )
-    return RtmrLog(rtmr, events)
-
-
-def rtmr0_digests(variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiTables) -> list[bytes]:
-    per_machine = {
-        "td_hob": td_hob_digest,
-        "acpi_loader": tables.loader_digest,
-        "acpi_rsdp": tables.rsdp_digest,
-        "acpi_tables": tables.tables_digest,
+def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
+    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
+    return {
+        events.TD_HOB: td_hob_digest,
+        events.ACPI_LOADER: tables.loader_digest,
+        events.ACPI_RSDP: tables.rsdp_digest,
+        events.ACPI_TABLES: tables.tables_digest,
     }
-    return [
-        s.digest if s.digest is not None else per_machine[s.label] for s in RTMR0_LAYOUTS[variant]
-    ]
+
+
+def rtmr0_digests(
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
+) -> list[bytes]:
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
 
 
 def compute(
@@ -338,21 +326,21 @@ def compute(
     machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
     invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation))
-    rtmr0 = _log(
-        0, RTMR0_LAYOUTS[machine.ovmf_variant], rtmr0_digests(machine.ovmf_variant, td_hob, tables)
-    )
-
+    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
-    rtmr1 = _log(
-        1, RTMR1_LAYOUT, [kernel_sha384, *(s.digest for s in RTMR1_LAYOUT[1:] if s.digest)]
-    )
-
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
     if callable(initrd_digest):
         initrd_digest = initrd_digest()
-    rtmr2 = _log(2, RTMR2_LAYOUT, [cmdline_sha384, initrd_digest])
+    rtmr0, rtmr1, rtmr2 = events.labelled_logs(
+        machine.ovmf_variant,
+        {
+            **rtmr0_inputs(td_hob, tables),
+            events.KERNEL_AUTHENTICODE: kernel_sha384,
+            events.CMDLINE: cmdline_sha384,
+            events.INITRD: initrd_digest,
+        },
+    )
 
     return MeasurementDetails(
         measurements=TdxMeasurements(mrtd, rtmr0.value, rtmr1.value, rtmr2.value),

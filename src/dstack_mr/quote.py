@@ -14,8 +14,10 @@ from .errors import QuoteError
 
 __all__ = [
     "TDX_TEE_TYPE",
+    "QuoteSignature",
     "TdxQuote",
     "parse_quote",
+    "parse_quote_signature",
 ]
 
 TDX_TEE_TYPE = 0x81
@@ -211,4 +213,54 @@ def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
         signature_data=signature_data,
         signed_length=signed_length,
         raw=q,
+    )
+
+
+# Signature data (both versions): ECDSA signature, attestation key, then certification data.
+_SIG_ECDSA_LEN = 64
+_SIG_KEY_LEN = 64
+_CERT_TYPE_QE_REPORT = 6
+_CERT_TYPE_PCK_CHAIN = 5
+_QE_REPORT_LEN = 384
+
+
+@attrs.frozen
+class QuoteSignature:
+    """The parts of a quote's signature data; offsets are into ``TdxQuote.raw``.
+
+    ``pck_chain`` is the PEM PCK certificate chain the quote carries (certification data
+    type 5 inside the QE report certification data, type 6), or None when it carries another
+    certification type.
+    """
+
+    signature_offset: int
+    cert_data_offset: int
+    cert_type: int
+    qe_report_offset: int | None
+    pck_chain_offset: int | None
+    pck_chain: bytes | None = attrs.field(repr=False)
+
+
+def parse_quote_signature(quote: TdxQuote) -> QuoteSignature:
+    """Locate the signature, QE report and PCK certificate chain in the quote's signature
+    data (bounds-checked; raises :class:`QuoteError` when the data does not hold them)."""
+    data = quote.signature_data
+    base = quote.signed_length - len(data)
+    off = _SIG_ECDSA_LEN + _SIG_KEY_LEN
+    cert_type = u16(data, off, "quote certification data type", QuoteError)
+    size = u32(data, off + 2, "quote certification data size", QuoteError)
+    cert = take(data, off + 6, size, "quote certification data", QuoteError)
+    cert_off = off + 6
+    if cert_type != _CERT_TYPE_QE_REPORT:
+        return QuoteSignature(base, base + cert_off, cert_type, None, None, None)
+    p = _QE_REPORT_LEN + _SIG_ECDSA_LEN
+    auth_len = u16(cert, p, "quote QE authentication data size", QuoteError)
+    p += 2 + auth_len
+    inner_type = u16(cert, p, "quote inner certification data type", QuoteError)
+    inner_size = u32(cert, p + 2, "quote inner certification data size", QuoteError)
+    chain = take(cert, p + 6, inner_size, "quote PCK certificate chain", QuoteError)
+    if inner_type != _CERT_TYPE_PCK_CHAIN:
+        return QuoteSignature(base, base + cert_off, cert_type, base + cert_off, None, None)
+    return QuoteSignature(
+        base, base + cert_off, cert_type, base + cert_off, base + cert_off + p + 6, chain
     )

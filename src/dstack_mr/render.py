@@ -23,7 +23,8 @@ from .config import format_memory_size
 
 if TYPE_CHECKING:
     from .diagnose import DiagnoseReport
-    from .machine import MeasurementDetails, RtmrLog, TdxMeasurements
+    from .events import RtmrLog
+    from .machine import MeasurementDetails, TdxMeasurements
 
 _STYLE = (
     "<style>"

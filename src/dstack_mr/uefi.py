@@ -1,7 +1,7 @@
-"""The RTMR0 events OVMF measures from UEFI variables, boot options and firmware constants.
+"""What OVMF measures from UEFI: empty variables, boot options, firmware constants, cmdline.
 
-Two OVMF generations measure different event sequences; both are described here once, as
-ordered tables of (label, what the event varies with, how its digest is made).
+The structures here are the bytes behind the RTMR events; :mod:`dstack_mr.events` orders them
+into each register's layout.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import attrs
-
-from .config import OvmfVariant
 from .digest import sha384, utf16le
 
 EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
@@ -41,6 +38,11 @@ LINUXBOOT_BOOTORDER = b"/rom@genroms/linuxboot_dma.bin\0"
 
 SEPARATOR = bytes(4)
 SEPARATOR_DIGEST = sha384(SEPARATOR)
+
+# EV_EFI_ACTION strings OVMF measures into RTMR1 around starting the kernel.
+BOOT_ATTEMPT_ACTION = b"Calling EFI Application from Boot Option"
+EXIT_BOOT_SERVICES_ACTION = b"Exit Boot Services Invocation"
+EXIT_BOOT_SERVICES_OK_ACTION = b"Exit Boot Services Returned with Success"
 
 
 def efi_variable_digest(vendor: uuid.UUID, name: str) -> bytes:
@@ -84,119 +86,6 @@ def boot_order(entries: Sequence[int]) -> bytes:
     return b"".join(e.to_bytes(2, "little") for e in entries)
 
 
-@attrs.frozen
-class EventSpec:
-    """One RTMR event of a layout: its label and what its digest depends on."""
-
-    label: str
-    varies_with: str
-    #: The digest when the event is a constant; None for events computed per machine.
-    digest: bytes | None = None
-
-    @property
-    def fixed(self) -> bool:
-        return self.digest is not None
-
-
-_ACPI_VARIES = (
-    "varies-with: cpu_count, pic, smm, hpet, hotplug_off, pci_hole64, root_verity, "
-    "host_share_mode, num_gpus, num_nvswitches, hugepages, qemu_version"
-)
-
-
-def _efi(name: str, vendor: uuid.UUID) -> EventSpec:
-    return EventSpec(f"efi:{name}", "fixed: empty EFI variable", efi_variable_digest(vendor, name))
-
-
-_HEAD = [
-    EventSpec("td_hob", "varies-with: memory_size, firmware section layout"),
-    EventSpec("cfv_image", "fixed: dstack OVMF variable-store constant", CFV_DIGEST),
-]
-_VARS = [
-    _efi("SecureBoot", EFI_GLOBAL_VARIABLE),
-    _efi("PK", EFI_GLOBAL_VARIABLE),
-    _efi("KEK", EFI_GLOBAL_VARIABLE),
-    _efi("db", EFI_IMAGE_SECURITY_DATABASE),
-    _efi("dbx", EFI_IMAGE_SECURITY_DATABASE),
-    EventSpec("separator", "fixed: sha384(00000000)", SEPARATOR_DIGEST),
-]
-_ACPI = [
-    EventSpec("acpi_loader", _ACPI_VARIES),
-    EventSpec("acpi_rsdp", "varies-with: same inputs as acpi_loader"),
-    EventSpec("acpi_tables", "varies-with: same inputs as acpi_loader"),
-]
-
-_PRE202505_TAIL = (
-    EventSpec("boot_order", "fixed: sha384(0000), raw BootOrder of legacy OVMF", sha384(b"\0\0")),
-    EventSpec("Boot0000", "fixed: legacy OVMF UiApp constant", PRE202505_BOOT0000_DIGEST),
-)
-_FWCFG = (
-    EventSpec(
-        "fwcfg:BootMenu", "fixed: sha384(0000), dstack never enables the boot menu", sha384(b"\0\0")
-    ),
-    EventSpec(
-        "fwcfg:bootorder",
-        "fixed: sha384 of /rom@genroms/linuxboot_dma.bin (q35 with -kernel)",
-        sha384(LINUXBOOT_BOOTORDER),
-    ),
-)
-_STABLE202505_TAIL = (
-    EventSpec(
-        "variable_authority",
-        "fixed: constant of one edk2-stable202505 build",
-        STABLE202505_VARIABLE_AUTHORITY_DIGEST,
-    ),
-    EventSpec(
-        "boot_order_var",
-        "fixed: sha384 of BootOrder data [Boot0000, Boot0001]",
-        sha384(boot_order([0, 1])),
-    ),
-    EventSpec(
-        "Boot0000",
-        "fixed: BootManagerMenuApp load option (OVMF FV)",
-        sha384(load_option(0x109, "BootManagerMenuApp", fv_file_path(OVMF_FV, UIAPP_FILE))),
-    ),
-    EventSpec(
-        "Boot0001",
-        "fixed: EFI Firmware Setup / FrontPage load option (OVMF FV)",
-        sha384(load_option(0x101, "EFI Firmware Setup", fv_file_path(OVMF_FV, FRONTPAGE_FILE))),
-    ),
-)
-
-#: RTMR0 event order of each OVMF generation.
-RTMR0_LAYOUTS: dict[OvmfVariant, tuple[EventSpec, ...]] = {
-    OvmfVariant.PRE202505: (*_HEAD, *_VARS, *_ACPI, *_PRE202505_TAIL),
-    OvmfVariant.STABLE202505: (*_HEAD, *_FWCFG, *_VARS, *_ACPI, *_STABLE202505_TAIL),
-}
-
-RTMR1_LAYOUT: tuple[EventSpec, ...] = (
-    EventSpec(
-        "kernel_authenticode",
-        "varies-with: kernel, initrd size, memory_size (QEMU patches the setup header)",
-    ),
-    EventSpec(
-        "boot_attempt",
-        'fixed: sha384("Calling EFI Application from Boot Option")',
-        sha384(b"Calling EFI Application from Boot Option"),
-    ),
-    EventSpec("separator", "fixed: sha384(00000000)", SEPARATOR_DIGEST),
-    EventSpec(
-        "exit_boot_services",
-        'fixed: sha384("Exit Boot Services Invocation")',
-        sha384(b"Exit Boot Services Invocation"),
-    ),
-    EventSpec(
-        "exit_boot_services_ok",
-        'fixed: sha384("Exit Boot Services Returned with Success")',
-        sha384(b"Exit Boot Services Returned with Success"),
-    ),
-)
-
-RTMR2_LAYOUT: tuple[EventSpec, ...] = (
-    EventSpec("cmdline", "varies-with: kernel command line (UTF-16LE, NUL-terminated)"),
-    EventSpec("initrd", "varies-with: initrd file contents"),
-)
-
-
 def cmdline_digest(cmdline: str) -> bytes:
+    """What OVMF measures for the kernel command line: UTF-16LE, NUL-terminated."""
     return sha384(utf16le(cmdline) + b"\0\0")

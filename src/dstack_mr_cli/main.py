@@ -6,7 +6,6 @@ Library errors become one line on stderr and exit code 2 (``--debug`` shows the 
 
 import enum
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from dstack_mr import (
     ovmf_variant_for_version,
 )
 from dstack_mr.acpi import DEFAULT_TIMEOUT
-from dstack_mr.config import parse_memory_size, parse_rust_u32
+from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
 
 app = typer.Typer(
@@ -111,12 +110,46 @@ def _memory(value: str) -> int:
         raise typer.BadParameter(str(exc)) from None
 
 
-def acpi_source(tables: Path | None, dumper: str | None, timeout: float) -> AcpiSource:
+def acpi_source(
+    tables: Path | None, dumper: str | None, timeout: float, source: object = None
+) -> AcpiSource:
+    """The tables' source: --acpi-source if given, else --acpi-tables FILE, else the dumper."""
+    kind = getattr(source, "value", source)
     if tables is not None and dumper is not None:
         raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
+    if kind in ("builtin", "auto"):
+        if tables is not None:
+            raise typer.BadParameter(f"--acpi-source {kind} does not read --acpi-tables")
+        from dstack_mr.acpi_model import QemuAcpiModel, auto_source
+
+        if kind == "builtin":
+            return QemuAcpiModel()
+        return auto_source(AcpiDumper(program=dumper, timeout=timeout))
+    if kind == "file" and tables is None:
+        raise typer.BadParameter("--acpi-source file needs --acpi-tables FILE")
+    if kind == "dumper" and tables is not None:
+        raise typer.BadParameter("--acpi-source dumper does not read --acpi-tables")
     if tables is not None:
         return AcpiTablesFile(tables)
     return AcpiDumper(program=dumper, timeout=timeout)
+
+
+class AcpiSourceKind(str, enum.Enum):
+    auto = "auto"
+    dumper = "dumper"
+    file = "file"
+    builtin = "builtin"
+
+
+AcpiSourceOpt = Annotated[
+    AcpiSourceKind | None,
+    typer.Option(
+        "--acpi-source",
+        help="Where the ACPI tables come from: the dumper, --acpi-tables FILE, the built-in "
+        "model of dstack's QEMU (QEMU 8.0 to 9.1), or auto (the dumper when installed, else "
+        "builtin). Default: FILE when --acpi-tables is given, else the dumper.",
+    ),
+]
 
 
 AcpiTablesOpt = Annotated[
@@ -177,6 +210,16 @@ def measure(
     num_nvswitches: Annotated[
         str, typer.Option("--num-nvswitches", metavar="N", help="NVSwitches passed through (VFIO).")
     ] = "0",
+    num_nics: Annotated[
+        str, typer.Option("--num-nics", metavar="N", help="virtio-net NICs (0 allowed).")
+    ] = "1",
+    num_verity_volumes: Annotated[
+        str,
+        typer.Option("--num-verity-volumes", metavar="N", help="Read-only virtio-blk volumes."),
+    ] = "0",
+    swtpm: Annotated[
+        bool, typer.Option("--swtpm", help="VM has a software TPM (refused: not modelled).")
+    ] = False,
     hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
         str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
@@ -188,8 +231,9 @@ def measure(
         str | None,
         typer.Option(
             "--dstack-os-version",
-            help="dstack OS version X.Y.Z; picks the OVMF event layout (0.5.10 <= v < 0.6.0 "
-            "and v >= 0.6.1 are stable202505). Default: from metadata.json.",
+            help="dstack OS version X.Y.Z[.SUFFIX]; picks the OVMF event layout "
+            "(0.5.10 <= v < 0.6.0 and v >= 0.6.1 are stable202505). Default: from "
+            "metadata.json.",
         ),
     ] = None,
     ovmf_variant: Annotated[
@@ -202,32 +246,76 @@ def measure(
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     events: Annotated[
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
     json_out: JsonOpt = False,
+    snp: Annotated[
+        bool,
+        typer.Option(
+            "--snp",
+            help="AMD SEV-SNP instead: the launch MEASUREMENT for --cpu vCPUs, from the "
+            "image's measurement.snp.cbor (else its SEV firmware, kernel and initrd).",
+        ),
+    ] = False,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="SEV-SNP: QEMU CPU model.", metavar="MODEL")
+    ] = "EPYC-v4",
+    guest_features: Annotated[
+        str, typer.Option("--guest-features", help="SEV-SNP: SEV features.", metavar="N")
+    ] = "0x1",
 ) -> None:
     """Compute MRTD and RTMR0-2 of an image for one machine configuration.
 
     The image's cmdline is measured with " initrd=initrd" appended, like the reference.
     RTMR0 needs QEMU's ACPI tables: from --acpi-tables FILE, or by running the
-    dstack-acpi-tables dumper.
+    dstack-acpi-tables dumper. With --snp: the AMD SEV-SNP launch MEASUREMENT instead
+    (METADATA may then also be the image directory).
     """
+    if snp:
+        from . import snp as snp_cli
+
+        with library_errors():
+            snp_cli.measure_snp(
+                metadata,
+                _u32(cpu, "--cpu"),
+                vcpu_type,
+                snp_cli.parse_features(guest_features),
+                events,
+                json_out,
+            )
+        return
     from dstack_mr.image import ImageFiles
 
     with library_errors():
         files = ImageFiles.from_metadata(metadata)
         info = files.info
+        decided_by_version: str | None = None
         if ovmf_variant is not None:
             variant = ovmf_variant
         elif dstack_os_version is not None:
             variant = ovmf_variant_for_version(dstack_os_version)
+            decided_by_version = dstack_os_version
         elif info.ovmf_variant is not None:
             variant = info.ovmf_variant
         elif info.version:
             variant = ovmf_variant_for_version(info.version)
+            decided_by_version = info.version
         else:
             variant = OvmfVariant.PRE202505
+        # Text mode only: JSON output stays exactly the reference's, with nothing beside it.
+        if (
+            not json_out
+            and decided_by_version is not None
+            and version_rules_disagree(decided_by_version)
+        ):
+            typer.echo(
+                f"note: OVMF layout stable202505 from version {decided_by_version} (the "
+                "reference's rule); upstream dstack uses pre202505 for every version. Pass "
+                "--ovmf-variant to choose; a real event log shows which one the VM has.",
+                err=True,
+            )
         machine = Machine(
             cpu_count=_u32(cpu, "--cpu"),
             memory_size=_memory(memory),
@@ -242,17 +330,23 @@ def measure(
             hugepages=hugepages,
             num_gpus=_u32(num_gpus, "--num-gpus"),
             num_nvswitches=_u32(num_nvswitches, "--num-nvswitches"),
+            num_nics=_u32(num_nics, "--num-nics"),
+            num_verity_volumes=_u32(num_verity_volumes, "--num-verity-volumes"),
+            swtpm=swtpm,
             hotplug_off=_parse_bool(hotplug_off),
             root_verity=_parse_bool(root_verity),
             qemu_version=qemu_version,
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
         )
-        details = machine.measure_with_logs(acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+        details = machine.measure_with_logs(
+            acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+        )
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
         if events:
+            out["acpi_source"] = details.acpi_tables.source
             out["rtmr_logs"] = [
                 [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
                 for log in details.rtmr_logs
@@ -265,16 +359,11 @@ def measure(
     typer.echo(f"RTMR1: {m.rtmr1.hex()}")
     typer.echo(f"RTMR2: {m.rtmr2.hex()}")
     if events:
+        typer.echo(f"ACPI tables from: {details.acpi_tables.source}")
         for log in details.rtmr_logs:
             typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
             for e in log.events:
                 typer.echo(f"  [{e.index:>2}] {e.label:<22} {e.digest.hex()}")
-
-
-class Color(str, enum.Enum):
-    auto = "auto"
-    always = "always"
-    never = "never"
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -290,163 +379,9 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
-@app.command(
-    epilog="Examples:\n\n"
-    "\b\n"
-    "  # quote, event log and vm_config from a guest-agent GetQuote response\n"
-    "  dstack-mr diagnose --attestation getquote.json \\\n"
-    "      --image-dir /opt/dstack/images/dstack-0.6.0 --acpi-tables tables.bin\n"
-    "\n"
-    "\b\n"
-    "  # only a register value; the image is picked by vm_config.image\n"
-    "  dstack-mr diagnose --vm-config vm.json --image-base-dir /opt/dstack/images \\\n"
-    "      --actual-rtmr0 79468643...\n"
-    "\n"
-    "\b\n"
-    "  # machine-readable (schema: docs/diagnose.schema.json)\n"
-    "  dstack-mr diagnose --attestation getquote.json --image-dir IMAGE --json",
-)
-def diagnose(
-    vm_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--vm-config",
-            help="VmConfig JSON (as the VMM gives KMS). Optional when --attestation has one.",
-        ),
-    ] = None,
-    image_dir: Annotated[
-        Path | None,
-        typer.Option("--image-dir", help="Image directory (metadata.json, ovmf.fd, ...)."),
-    ] = None,
-    image_base_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--image-base-dir", help="Directory of images; the one named by vm_config.image."
-        ),
-    ] = None,
-    actual_mrtd: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-mrtd", metavar="HEX", help="Actual MRTD: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr0: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr0", metavar="HEX", help="Actual RTMR0: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr1: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr1", metavar="HEX", help="Actual RTMR1: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr2: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr2", metavar="HEX", help="Actual RTMR2: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    quote: Annotated[
-        Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
-    ] = None,
-    event_log: Annotated[
-        Path | None, typer.Option("--event-log", help="dstack JSON event log.")
-    ] = None,
-    attestation: Annotated[
-        Path | None,
-        typer.Option(
-            "--attestation",
-            help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
-            "vm_config are taken from it).",
-        ),
-    ] = None,
-    ccel: Annotated[
-        Path | None,
-        typer.Option(
-            "--ccel", help="Binary CCEL/TCG2 event log (/sys/firmware/acpi/tables/data/CCEL)."
-        ),
-    ] = None,
-    acpi_tables: AcpiTablesOpt = None,
-    acpi_dumper: AcpiDumperOpt = None,
-    acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
-    explain: Annotated[
-        bool, typer.Option("--explain/--no-explain", help="Search inputs that explain a diff.")
-    ] = True,
-    color: Annotated[Color, typer.Option("--color", help="Colour the report.")] = Color.auto,
-    json_out: JsonOpt = False,
-) -> None:
-    """Expected MRs of a VmConfig on an image, compared event by event with real evidence.
-
-    Evidence: --attestation, --quote, --event-log, --ccel and --actual-* (any mix). The
-    report shows the inputs, the expected measurements and RTMR0 log, whether the evidence's
-    log replays to its quote, every RTMR0-2 event lined up with its actual counterpart, and
-    the input values that explain a difference.
-
-    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
-    """
-    from dstack_mr import diagnose as dg
-    from dstack_mr.config import VmConfig
-    from dstack_mr.errors import ConfigError
-    from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
-    from dstack_mr.image import Image, ImageFiles, image_dir_for
-    from dstack_mr.quote import parse_quote
-
-    from .report import render
-
-    with library_errors():
-        evidence = dg.Evidence()
-        if attestation is not None:
-            att = parse_attestation(_read(attestation, "attestation"))
-            evidence = evidence.merge(dg.Evidence.from_attestation(att))
-        if quote is not None:
-            evidence = evidence.merge(
-                dg.Evidence(quote=parse_quote(_read(quote, "quote")), sources=(f"quote {quote}",))
-            )
-        if event_log is not None:
-            evs = parse_json_event_log(_read(event_log, "event log"))
-            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"event log {event_log}",)))
-        if ccel is not None:
-            evs = parse_ccel(_read(ccel, "CCEL event log"))
-            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"CCEL {ccel}",)))
-        typed = {
-            name: dg.parse_register_hex(value, f"--actual-{name}")
-            for name, value in (
-                ("mrtd", actual_mrtd),
-                ("rtmr0", actual_rtmr0),
-                ("rtmr1", actual_rtmr1),
-                ("rtmr2", actual_rtmr2),
-            )
-            if value is not None
-        }
-        if typed:
-            evidence = evidence.merge(dg.Evidence(registers=typed, sources=("command line",)))
-
-        if vm_config is not None:
-            vm = VmConfig.from_json(_read(vm_config, "VmConfig"))
-        elif evidence.vm_config is not None:
-            vm = evidence.vm_config
-        else:
-            raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
-
-        if image_dir is not None:
-            files = ImageFiles.from_dir(image_dir)
-        elif image_base_dir is not None:
-            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
-        else:
-            raise ConfigError("either --image-dir or --image-base-dir must be given")
-        image = Image(files, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
-        report = dg.diagnose(vm, image, evidence, explain=explain)
-
-    if json_out:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        use_color = color is Color.always or (
-            color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        )
-        typer.echo(render(report, use_color))
-    raise typer.Exit(report.exit_code)
+# The diagnose command lives in its own module; importing it registers it here, after the
+# helpers above that it uses (and so between measure and example in --help).
+from . import diagnose_cmd  # noqa: E402, F401
 
 
 @app.command(
@@ -473,6 +408,10 @@ def example(
     typer.echo(
         f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
     )
+
+
+# Like diagnose, these commands live in their own modules and register themselves on import.
+from . import measurement_cmd, verify_cmd  # noqa: E402, F401
 
 
 def run() -> None:

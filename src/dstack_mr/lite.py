@@ -1,0 +1,189 @@
+"""Lite verification: a VM's expected MRTD and RTMR0-2 without its image and without QEMU.
+
+Inputs: the VM's ``vm_config`` (its ``tdx_measurement`` checked against ``os_image_hash`` by
+:func:`dstack_mr.measurement_doc.verify_material`), and the three RTMR0 ACPI digests from the
+VM's own event log. What comes out:
+
+- MRTD: the document's two-pass candidate when the resolved QEMU options say two-pass page
+  adds (QEMU 8.x, or ``qemu_single_pass_add_pages`` passed unchanged, as the verifier does),
+  else the single-pass one;
+- RTMR0: the 13-event pre202505 layout, TD HOB rebuilt from the witness for ``memory_size``,
+  the ACPI events *as the log states them* -- so RTMR0 vouches for everything but the ACPI
+  tables, which are taken from the log, not verified;
+- RTMR1: the document's kernel Authenticode digest and the four fixed events. That digest is
+  for QEMU's high-memory initrd placement, which QEMU also uses for exactly 2 GiB; for any
+  other size below 0xB0000000 lite cannot vouch for RTMR1 and refuses;
+- RTMR2: the document's cmdline and initrd digests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from . import events
+from .config import OvmfVariant, VmConfig
+from .errors import ConfigError, EvidenceError, MeasurementDocumentError
+from .eventlog import Event
+from .kernel import STABLE_MIN_MEMORY
+from .machine import (
+    AcpiDigestsLike,
+    Machine,
+    MeasurementDetails,
+    RtmrLog,
+    TdxMeasurements,
+    rtmr0_inputs,
+)
+from .measurement_doc import MeasurementDocument, verify_material
+
+__all__ = [
+    "LITE_ACPI_EVENT_NAMES",
+    "LiteAcpiDigests",
+    "lite_acpi_digests_from_log",
+    "lite_memory_supported",
+    "measure_from_document",
+    "measure_lite",
+]
+
+#: The names the guest gives the three RTMR0 ``ACPI DATA`` events, in measurement order.
+LITE_ACPI_EVENT_NAMES = ("acpi-loader", "acpi-rsdp", "acpi-tables")
+_ACPI_EVENT_TYPE = 0xA  # EV_PLATFORM_CONFIG_FLAGS
+_ACPI_PAYLOAD = b"ACPI DATA"
+#: QEMU places the initrd for exactly 2 GiB as it does from 0xB0000000 up.
+COMPAT_2G_MEMORY = 0x8000_0000
+_FROM_LOG = "taken from the event log (not verified: lite mode)"
+_FROM_DOC = "from measurement.tdx.cbor"
+
+
+def lite_memory_supported(memory_size: int) -> bool:
+    return memory_size == COMPAT_2G_MEMORY or memory_size >= STABLE_MIN_MEMORY
+
+
+@attrs.frozen
+class LiteAcpiDigests:
+    """The three RTMR0 ACPI digests as a VM's event log states them."""
+
+    loader_digest: bytes = attrs.field(repr=lambda b: b.hex())
+    rsdp_digest: bytes = attrs.field(repr=lambda b: b.hex())
+    tables_digest: bytes = attrs.field(repr=lambda b: b.hex())
+    #: where the digests came from, as :attr:`AcpiTables.source` says it for real tables
+    source: str = attrs.field(default="log", kw_only=True)
+
+
+def lite_acpi_digests_from_log(events: Iterable[Event]) -> LiteAcpiDigests:
+    """The digests of the RTMR0 ``ACPI DATA`` events, chosen by name as upstream's verifier
+    does: exactly three such events, exactly one of each name, 48-byte digests."""
+    rtmr0 = [e for e in events if e.imr == 0]
+    acpi = [
+        e for e in rtmr0 if e.event_type == _ACPI_EVENT_TYPE and e.event_payload == _ACPI_PAYLOAD
+    ]
+    if len(acpi) != 3:
+        raise EvidenceError(
+            f"lite verification needs exactly 3 RTMR0 'ACPI DATA' events in the event log; "
+            f"found {len(acpi)} among {len(rtmr0)} RTMR0 events"
+        )
+    digests = []
+    for name in LITE_ACPI_EVENT_NAMES:
+        named = [e for e in acpi if e.event == name]
+        if len(named) != 1:
+            raise EvidenceError(
+                f"lite verification needs exactly one RTMR0 'ACPI DATA' event named {name!r}; "
+                f"found {len(named)}"
+            )
+        if len(named[0].digest) != 48:
+            raise EvidenceError(
+                f"RTMR0 event {name!r} has a {len(named[0].digest)}-byte digest, expected 48"
+            )
+        digests.append(named[0].digest)
+    return LiteAcpiDigests(*digests)
+
+
+#: What each per-machine digest is in lite mode: where it was taken from.
+_LITE_NOTES = {
+    events.TD_HOB: "from the document's TD HOB witness and memory_size",
+    events.ACPI_LOADER: _FROM_LOG,
+    events.ACPI_RSDP: _FROM_LOG,
+    events.ACPI_TABLES: _FROM_LOG,
+    events.KERNEL_AUTHENTICODE: f"{_FROM_DOC} (kernel_authenticode)",
+    events.CMDLINE: f"{_FROM_DOC} (cmdline_sha384)",
+    events.INITRD: f"{_FROM_DOC} (initrd_sha384)",
+}
+
+
+def _relabel(log: RtmrLog) -> RtmrLog:
+    return attrs.evolve(
+        log,
+        events=tuple(
+            attrs.evolve(e, varies_with=_LITE_NOTES.get(e.label, e.varies_with)) for e in log.events
+        ),
+    )
+
+
+def measure_from_document(
+    doc: MeasurementDocument, vm: VmConfig, acpi: AcpiDigestsLike
+) -> MeasurementDetails:
+    """Expected MRTD and RTMR0-2 of ``vm`` from an (already verified) measurement document
+    and the three ACPI digests; the result's ``mode`` is ``"lite"`` and its ACPI events are
+    labelled as taken from the log."""
+    if not lite_memory_supported(vm.memory_size):
+        raise ConfigError(
+            f"memory_size {vm.memory_size:#x}: lite verification needs exactly 2 GiB "
+            f"({COMPAT_2G_MEMORY:#x}) or at least {STABLE_MIN_MEMORY:#x} bytes, because the "
+            "document's kernel digest is for that initrd placement; verify this VM with its "
+            "image instead"
+        )
+    if vm.ovmf_variant is not None and vm.ovmf_variant is not doc.ovmf_variant:
+        raise MeasurementDocumentError(
+            f"vm_config.ovmf_variant is {vm.ovmf_variant.value!r} but the measurement document "
+            f"says {doc.ovmf_variant.value!r}"
+        )
+    # Only the QEMU-version-dependent options matter here; the paths are never read.
+    opts = Machine(
+        cpu_count=vm.cpu_count,
+        memory_size=vm.memory_size,
+        firmware="",
+        kernel="",
+        initrd="",
+        kernel_cmdline="",
+        two_pass_add_pages=vm.qemu_single_pass_add_pages,
+        pic=vm.pic,
+        qemu_version=vm.qemu_version,
+    ).versioned_options()
+    variant = OvmfVariant.PRE202505
+    rtmr0, rtmr1, rtmr2 = (
+        _relabel(log)
+        for log in events.labelled_logs(
+            variant,
+            {
+                **rtmr0_inputs(doc.witness.td_hob_digest(vm.memory_size), acpi),
+                events.KERNEL_AUTHENTICODE: doc.kernel_authenticode,
+                events.CMDLINE: doc.cmdline_sha384,
+                events.INITRD: doc.initrd_sha384,
+            },
+        )
+    )
+    return MeasurementDetails(
+        measurements=TdxMeasurements(
+            doc.mrtd(opts.two_pass_add_pages), rtmr0.value, rtmr1.value, rtmr2.value
+        ),
+        rtmr_logs=(rtmr0, rtmr1, rtmr2),
+        acpi_tables=acpi,
+        invocation=None,
+        options=opts,
+        ovmf_variant=variant,
+        mode="lite",
+        acpi_from_log=True,
+    )
+
+
+def measure_lite(vm: VmConfig, events: Iterable[Event]) -> MeasurementDetails:
+    """The whole lite path: check ``vm.tdx_measurement`` against ``vm.os_image_hash``, take
+    the ACPI digests from ``events`` and measure."""
+    if vm.tdx_measurement is None:
+        raise ConfigError(
+            "vm_config has no tdx_measurement: lite verification needs the image's "
+            "measurement document; give the image directory instead"
+        )
+    doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
+    return measure_from_document(doc, vm, lite_acpi_digests_from_log(events))

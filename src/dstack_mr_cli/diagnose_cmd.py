@@ -1,0 +1,203 @@
+"""``dstack-mr diagnose``: expected measurements of a VmConfig on an image against evidence."""
+
+import enum
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dstack_mr.acpi import DEFAULT_TIMEOUT
+
+from .main import (
+    AcpiDumperOpt,
+    AcpiTablesOpt,
+    AcpiTimeoutOpt,
+    JsonOpt,
+    _read,
+    acpi_source,
+    app,
+    library_errors,
+)
+
+
+class Color(str, enum.Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "\b\n"
+    "  # quote, event log and vm_config from a guest-agent GetQuote response\n"
+    "  dstack-mr diagnose --attestation getquote.json \\\n"
+    "      --image-dir /opt/dstack/images/dstack-0.6.0 --acpi-tables tables.bin\n"
+    "\n"
+    "\b\n"
+    "  # only a register value; the image is picked by vm_config.image\n"
+    "  dstack-mr diagnose --vm-config vm.json --image-base-dir /opt/dstack/images \\\n"
+    "      --actual-rtmr0 79468643...\n"
+    "\n"
+    "\b\n"
+    "  # machine-readable (schema: docs/diagnose.schema.json)\n"
+    "  dstack-mr diagnose --attestation getquote.json --image-dir IMAGE --json",
+)
+def diagnose(
+    vm_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--vm-config",
+            help="VmConfig JSON (as the VMM gives KMS). Optional when --attestation has one.",
+        ),
+    ] = None,
+    image_dir: Annotated[
+        Path | None,
+        typer.Option("--image-dir", help="Image directory (metadata.json, ovmf.fd, ...)."),
+    ] = None,
+    image_base_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-base-dir", help="Directory of images; the one named by vm_config.image."
+        ),
+    ] = None,
+    actual_mrtd: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-mrtd", metavar="HEX", help="Actual MRTD: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr0: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr0", metavar="HEX", help="Actual RTMR0: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr1: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr1", metavar="HEX", help="Actual RTMR1: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    actual_rtmr2: Annotated[
+        str | None,
+        typer.Option(
+            "--actual-rtmr2", metavar="HEX", help="Actual RTMR2: 96 hex digits (0x optional)."
+        ),
+    ] = None,
+    quote: Annotated[
+        Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
+    ] = None,
+    event_log: Annotated[
+        Path | None, typer.Option("--event-log", help="dstack JSON event log.")
+    ] = None,
+    attestation: Annotated[
+        Path | None,
+        typer.Option(
+            "--attestation",
+            help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
+            "vm_config are taken from it).",
+        ),
+    ] = None,
+    ccel: Annotated[
+        Path | None,
+        typer.Option(
+            "--ccel", help="Binary CCEL/TCG2 event log (/sys/firmware/acpi/tables/data/CCEL)."
+        ),
+    ] = None,
+    acpi_tables: AcpiTablesOpt = None,
+    acpi_dumper: AcpiDumperOpt = None,
+    acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Search inputs that explain a diff.")
+    ] = True,
+    color: Annotated[Color, typer.Option("--color", help="Colour the report.")] = Color.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Expected MRs of a VmConfig on an image, compared event by event with real evidence.
+
+    Evidence: --attestation, --quote, --event-log, --ccel and --actual-* (any mix). The
+    report shows the inputs, the expected measurements and RTMR0 log, whether the evidence's
+    log replays to its quote, every RTMR0-2 event lined up with its actual counterpart, and
+    the input values that explain a difference.
+
+    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    """
+    from dstack_mr import diagnose as dg
+    from dstack_mr.config import VmConfig
+    from dstack_mr.errors import ConfigError
+    from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
+    from dstack_mr.image import Image, ImageFiles, image_dir_for
+    from dstack_mr.quote import parse_quote
+
+    from .report import render
+
+    with library_errors():
+        evidence = dg.Evidence()
+        if attestation is not None:
+            raw = _read(attestation, "attestation")
+            # An AMD SEV-SNP attestation is judged by its own module; anything else is TDX.
+            from . import snp as snp_cli
+
+            code = snp_cli.diagnose_attestation(
+                raw,
+                f"attestation {attestation}",
+                vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
+                image_dir=image_dir,
+                explain=explain,
+                json_out=json_out,
+                color=color.value,
+            )
+            if code is not None:
+                raise typer.Exit(code)
+            att = parse_attestation(raw)
+            evidence = evidence.merge(dg.Evidence.from_attestation(att))
+        if quote is not None:
+            evidence = evidence.merge(
+                dg.Evidence(quote=parse_quote(_read(quote, "quote")), sources=(f"quote {quote}",))
+            )
+        if event_log is not None:
+            evs = parse_json_event_log(_read(event_log, "event log"))
+            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"event log {event_log}",)))
+        if ccel is not None:
+            evs = parse_ccel(_read(ccel, "CCEL event log"))
+            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"CCEL {ccel}",)))
+        typed = {
+            name: dg.parse_register_hex(value, f"--actual-{name}")
+            for name, value in (
+                ("mrtd", actual_mrtd),
+                ("rtmr0", actual_rtmr0),
+                ("rtmr1", actual_rtmr1),
+                ("rtmr2", actual_rtmr2),
+            )
+            if value is not None
+        }
+        if typed:
+            evidence = evidence.merge(dg.Evidence(registers=typed, sources=("command line",)))
+
+        if vm_config is not None:
+            vm = VmConfig.from_json(_read(vm_config, "VmConfig"))
+        elif evidence.vm_config is not None:
+            vm = evidence.vm_config
+        else:
+            raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
+
+        if image_dir is not None:
+            files = ImageFiles.from_dir(image_dir)
+        elif image_base_dir is not None:
+            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+        else:
+            raise ConfigError("either --image-dir or --image-base-dir must be given")
+        image = Image(files, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+        report = dg.diagnose(vm, image, evidence, explain=explain)
+
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        use_color = color is Color.always or (
+            color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
+        typer.echo(render(report, use_color))
+    raise typer.Exit(report.exit_code)
