@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from . import _binary
+from . import _binary, validate
 from .config import parse_version_triple
 from .digest import sha384
 from .errors import ConfigError, SmbiosError
@@ -210,8 +210,9 @@ def _check_string(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None
 
 
 def _check_u32(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF_FFFF:
-        raise ConfigError(f"{attr.name} must be a 32-bit value, got {value!r}")
+    problem = validate.u32(value)
+    if problem is not None:
+        raise ConfigError(f"{attr.name} {problem}")
 
 
 def _check_cpus(_inst: object, _attr: object, value: Any) -> None:
