@@ -431,6 +431,27 @@ def test_real_quote_only_blames_no_event(capture_image: Image) -> None:
     assert found["rtmr2"].status == "hypothesis"
 
 
+def test_real_register_only_memory_proves_acpi_equal(capture_image: Image) -> None:
+    """Issue 9 with the real capture: only its RTMR0, a config claiming 4 GiB. Recomputed at
+    2 GiB (with the built-in ACPI model) the whole register is reproduced, which proves the
+    ACPI events equal: the report names the memory and nothing else."""
+    from dstack_mr.acpi_model import QemuAcpiModel
+
+    full = capture()
+    assert full.quote is not None and full.vm_config is not None
+    vm = attrs.evolve(full.vm_config, memory_size=4 * GIB, tdx_measurement=None, os_image_hash=b"")
+    choice = AcpiChoice.from_source(QemuAcpiModel())
+    report = diagnose(vm, capture_image, Evidence(registers={"rtmr0": full.quote.rtmr0}), choice)
+    (finding,) = report.findings
+    assert finding.subject == "td_hob" and finding.status == "proven" and finding.value == "2G"
+    assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
+    assert report.headline() == (
+        "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=2G "
+        "(config says 4G): RTMR0 recomputed with it reproduces the actual value, which proves "
+        "its other 12 events equal the expected ones [proven]"
+    )
+
+
 def test_real_quote_only_without_acpi_source_still_judges_the_rest(capture_image: Image) -> None:
     full = capture()
     assert full.quote is not None and full.vm_config is not None
@@ -726,8 +747,15 @@ def test_cli_evidence_files(capture_image: Image, tmp_path: Path) -> None:
         code, out = _run(*args)
         assert code == 1, out
         doc2 = json.loads(out)
-        for key in ("comparison", "replay", "events", "findings", "mrtd", "rtmr0", "headline"):
+        for key in ("comparison", "replay", "events", "mrtd", "rtmr0", "first_divergent"):
             assert doc2[key] == via_attestation[key], key
+        # The same findings; only who declares the image differs (the VM's own vm_config in
+        # the response, a VmConfig given on the command line here).
+        assert [(f["subject"], f["status"]) for f in doc2["findings"]] == [
+            (f["subject"], f["status"]) for f in via_attestation["findings"]
+        ]
+        assert "the given VmConfig declares" in doc2["headline"]
+        assert "this VM declares" in via_attestation["headline"]
 
 
 def test_cli_acpi_sources(
