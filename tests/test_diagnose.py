@@ -110,6 +110,10 @@ def test_register_only_memory_proves_the_other_events_equal(example: Image) -> N
     assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
     assert "td_hob" not in finding.proves_equal and len(finding.proves_equal) == 12
     assert "proves its other 12 events equal" in finding.message
+    assert (
+        "    proven equal: cfv_image, efi:SecureBoot, efi:PK, efi:KEK, efi:db, efi:dbx, "
+        "separator, acpi_loader, acpi_rsdp, acpi_tables, boot_order, Boot0000"
+    ) in render(report)
     assert report.headline() == (
         "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=4G "
         "(config says 2G): RTMR0 recomputed with it reproduces the actual value, which proves "

@@ -375,7 +375,8 @@ class _Explainer:
                 otherwise=(
                     f"td_hob: no memory size reproduces it; the TD HOB depends only on the "
                     f"memory size and the TDVF section layout of {self.fw}, so the VM's firmware "
-                    "most likely has another section layout"
+                    "most likely has another section layout (or its memory size is not a "
+                    "multiple of 256 MiB)"
                 ),
                 settle=f"the VM's firmware (compare its TDVF metadata with {self.fw})",
             )  # fmt: skip

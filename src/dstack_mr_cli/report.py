@@ -76,6 +76,8 @@ def first_divergent_line(rtmr: int, e: EventCheck) -> str:
 
 def _finding_lines(f: Finding, st: Style, indent: str = "  ") -> list[str]:
     out = [f"{indent}- {f.message} [{st.status(f.status, f.status)}]"]
+    if f.proves_equal:
+        out.append(f"{indent}    proven equal: {', '.join(f.proves_equal)}")
     if f.tried:
         out.append(f"{indent}    tried: {'; '.join(f.tried)}")
     if f.settle:
