@@ -199,14 +199,32 @@ BOOT0000_PRE202505 = bytes.fromhex(
 )
 
 
-def spec_events(memory_size: int = 2 << 30) -> list[list[bytes]]:
-    """The example image's RTMR0-2 event digests (pre-202505 layout, default QEMU), one list
-    per register, from SPEC.md's RTMR0 list and the fixed RTMR1/RTMR2 events."""
+#: The stable202505 variable_authority event, as the reference's vectors record it.
+VARIABLE_AUTHORITY = bytes.fromhex(
+    "fb66919801f1dfc9c4c273b6a739380790cb0fd3cb706a42f6ac050510ebc861"
+    "8e7fba53a1564522f5c6f0dc9e1f41a6"
+)
+OVMF_FV = "7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1"
+
+
+def spec_load_option(attributes: int, description: str, file_guid: str) -> bytes:
+    """EFI_LOAD_OPTION: attributes, device-path length, description + NUL, MEDIA_FV /
+    MEDIA_FV_FILE / end nodes (SPEC.md, stable-202505 layout)."""
+    path = (
+        bytes([4, 7, 20, 0]) + uuid.UUID(OVMF_FV).bytes_le
+        + bytes([4, 6, 20, 0]) + uuid.UUID(file_guid).bytes_le
+        + bytes([0x7F, 0xFF, 4, 0])
+    )  # fmt: skip
+    head = struct.pack("<IH", attributes, len(path))
+    return head + description.encode("utf-16-le") + b"\0\0" + path
+
+
+def spec_events(memory_size: int = 2 << 30, variant: str = "pre202505") -> list[list[bytes]]:
+    """The example image's RTMR0-2 event digests (default QEMU), one list per register, from
+    SPEC.md's RTMR0 lists and the fixed RTMR1/RTMR2 events."""
     blob = example.build_acpi_tables()
     loader, rsdp = spec_acpi(blob)
-    rtmr0 = [
-        sha384(spec_td_hob(memory_size)),
-        CFV,
+    variables = [
         spec_efi_variable(GLOBAL, "SecureBoot"),
         spec_efi_variable(GLOBAL, "PK"),
         spec_efi_variable(GLOBAL, "KEK"),
@@ -216,9 +234,21 @@ def spec_events(memory_size: int = 2 << 30) -> list[list[bytes]]:
         sha384(loader),
         sha384(rsdp),
         sha384(blob),
-        sha384(bytes(2)),
-        BOOT0000_PRE202505,
     ]
+    head = [sha384(spec_td_hob(memory_size)), CFV]
+    if variant == "pre202505":
+        rtmr0 = [*head, *variables, sha384(bytes(2)), BOOT0000_PRE202505]
+    else:
+        fwcfg = [sha384(bytes(2)), sha384(b"/rom@genroms/linuxboot_dma.bin\0")]
+        tail = [
+            VARIABLE_AUTHORITY,
+            sha384(bytes([0, 0, 1, 0])),
+            sha384(spec_load_option(0x109, "BootManagerMenuApp",
+                                    "eec25bdc-67f2-4d95-b1d5-f81b2039d11d")),
+            sha384(spec_load_option(0x101, "EFI Firmware Setup",
+                                    "462caa21-7614-4503-836e-8ab6f4662331")),
+        ]  # fmt: skip
+        rtmr0 = [*head, *fwcfg, *variables, *tail]
     initrd = example.build_initrd()
     kd = bytearray(example.build_kernel())
     kd[0x210] = 0xB0

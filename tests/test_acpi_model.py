@@ -309,3 +309,89 @@ def test_builtin_model_covers_the_pre_9_2_range_alike(compat: str) -> None:
     blob = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, compat))
     reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, "8.2.2"))
     assert blob == reference
+
+
+# --- the configuration search -----------------------------------------------------------------
+
+
+def _capture_acpi_digests(name: str) -> Any:
+    from dstack_mr.acpi_model.search import AcpiDigests
+
+    data = json.loads(shared_path("real", name).read_text())
+    events = data["event_log"]
+    events = json.loads(events) if isinstance(events, str) else events
+    digests = [
+        bytes.fromhex(e["digest"]) for e in events if e["imr"] == 0 and e["event_type"] == 10
+    ]
+    assert len(digests) == 3
+    return AcpiDigests(*digests)
+
+
+def _machine(**kw: Any) -> Any:
+    from dstack_mr.machine import Machine
+
+    base: dict[str, Any] = {
+        "cpu_count": 2, "memory_size": 2 << 30, "firmware": "f", "kernel": "k",
+        "initrd": "i", "kernel_cmdline": "", "qemu_version": "8.2.2",
+    }  # fmt: skip
+    base.update(kw)
+    return Machine(**base)
+
+
+def test_search_finds_the_real_cvms_configuration_only() -> None:
+    from dstack_mr.acpi_model.search import search_acpi_config
+
+    actual = _capture_acpi_digests("dstack-0.5.4-8cpu-64g-getquote.json")
+    claimed = _machine(cpu_count=2, memory_size=64 << 30)
+    axes = {"cpu_count": range(1, 17), "num_gpus": range(0, 3), "hotplug_off": (False, True)}
+    matches = search_acpi_config(actual, claimed, axes)
+    assert [m.describe() for m in matches] == ["cpu_count=8"]
+    assert search_acpi_config(actual, attrs_evolve(claimed, cpu_count=8), {}) != []
+
+
+def attrs_evolve(machine: Any, **changes: Any) -> Any:
+    import attrs
+
+    return attrs.evolve(machine, **changes)
+
+
+def test_search_identifies_an_older_phala_cvm() -> None:
+    """The 0.3-era Phala capture carries no configuration; its three ACPI digests are those
+    of one vCPU booted from a CD-ROM (root_verity off), hotplug on: proven by recomputation."""
+    from dstack_mr.acpi_model.search import search_acpi_config
+
+    actual = _capture_acpi_digests("phala-cloud-dstack-0.3-era-getquote.json")
+    axes = {"cpu_count": range(1, 9), "hotplug_off": (False, True), "root_verity": (True, False)}
+    matches = search_acpi_config(actual, _machine(), axes)
+    assert [m.describe() for m in matches] == ["cpu_count=1, root_verity=False"]
+
+
+def test_search_rejects_unknown_axes() -> None:
+    from dstack_mr.acpi_model.search import AcpiDigests, search_acpi_config
+
+    with pytest.raises(ConfigError, match="not a Machine field"):
+        search_acpi_config(AcpiDigests(b"", b"", b""), _machine(), {"cpus": [1]})
+
+
+_TOKENS = [
+    "-smp", "-m", "-machine", "-device", "-global", "-numa", "-virtfs", "-nodefaults",
+    "2", "0", "999999999999", "2048M", "2G", "-1M", "q35,hpet=off", "q35,hpet=off,smm=on",
+    "pcie-root-port,id=p,bus=pcie.0,chassis=1", "virtio-blk-pci,bus=p", "virtio-blk-pci,bus=x",
+    "pxb-pcie,id=n,bus=pcie.0,addr=zz,bus_nr=5", "pxb-pcie,id=n,bus=pcie.0,addr=10,bus_nr=q",
+    "virtio-net-pci,addr=1f", "virtio-net-pci,addr=2.1", "pxb-pcie,id=m,bus=pcie.0",
+    "pxb-pcie,id=k,bus=pcie.0,bus_nr=0", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+    "q35-pcihost.pci-hole64-size=0x10", "q35-pcihost.pci-hole64-size=nope", "", ",,,", "=",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), max_size=14), st.sampled_from(["8.2.2", "9.1.0", "x"]))
+def test_hostile_argv_gives_tables_or_a_config_error(argv: list[str], compat: str) -> None:
+    inv = acpi.DumperInvocation(tuple(argv), compat)
+    for qemu in ("stock-7.2", "dstack"):
+        try:
+            blob = tables_for(inv, qemu=qemu)
+        except ConfigError:
+            continue
+        assert len(blob) == 0x20000
+        acpi.build_tables(blob)

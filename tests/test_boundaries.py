@@ -355,7 +355,7 @@ def test_cli_ovmf_variant_options(image_dir: Path, args: list[str], events: int)
         app, ["measure", "--json", "--events", *args, "--acpi-tables", acpi_file, meta]
     )
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)  # stable202505 adds a note on stderr
     assert len(doc["rtmr_logs"][0]) == events
     labels = [e["label"] for e in doc["rtmr_logs"][0]]
     assert ("variable_authority" in labels) is (events == 17)
@@ -385,3 +385,13 @@ def test_cli_measure_output_is_the_spec_model(image_dir: Path) -> None:
         [d.hex() for d in log] for log in events
     ]
     assert [e["index"] for e in doc["rtmr_logs"][1]] == [0, 1, 2, 3, 4]
+
+
+def test_stable202505_layout_against_the_spec_model(image_dir: Path) -> None:
+    details = measure(image_dir, ovmf_variant="stable202505")
+    want = spec_events(variant="stable202505")
+    assert len(want[0]) == 17
+    assert [[e.digest for e in log.events] for log in details.rtmr_logs] == want
+    labels = [e.label for e in details.rtmr_logs[0].events]
+    assert labels[2:4] == ["fwcfg:BootMenu", "fwcfg:bootorder"]
+    assert labels[13:] == ["variable_authority", "boot_order_var", "Boot0000", "Boot0001"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -352,3 +353,106 @@ def test_cli_event_log_near_miss(image_dir: Path, tmp_path: Path) -> None:
         doc = json.loads(result.output)
         bad = [(e["rtmr"], e["index"]) for e in doc["events"] if e["status"] != "match"]
         assert bad == ([] if change is None else [change])
+
+
+# --- which evidence a register is compared with ------------------------------------------------
+
+
+def quote_with(registers: dict[str, bytes]) -> bytes:
+    body = bytearray(584)
+    body[136:184] = registers["mrtd"]
+    for i in range(4):
+        body[328 + 48 * i : 376 + 48 * i] = registers[f"rtmr{i}"]
+    head = struct.pack("<HHI", 4, 2, 0x81) + bytes(40)
+    return head + bytes(body) + struct.pack("<I", 0)
+
+
+def test_actual_value_precedence(image: Image, want: dict[str, bytes]) -> None:
+    """--actual-* beats the quote, the quote beats tcb_info, tcb_info beats a log replay."""
+    from dstack_mr.quote import parse_quote
+
+    boot = (*boot_events(), *runtime_events())
+    rtmr3 = sha384(sha384(bytes(48) + boot[-2].digest) + boot[-1].digest)
+    full = {**want, "rtmr3": rtmr3}
+    q = parse_quote(quote_with(full))
+    wrong = {k: near_miss(v) for k, v in full.items()}
+    cases = [
+        (Evidence(registers={"rtmr1": want["rtmr1"]}, quote=parse_quote(quote_with(wrong))),
+         "rtmr1", "--actual-rtmr1", "match"),
+        (Evidence(quote=q, stated_registers=wrong), "rtmr2", "quote", "match"),
+        (Evidence(stated_registers=wrong, events=boot), "rtmr0", "tcb_info", "mismatch"),
+        (Evidence(events=boot), "rtmr2", "event log replay", "match"),
+        (Evidence(events=tuple(e for e in boot if e.imr != 1)), "rtmr1", None, "not-compared"),
+        (Evidence(quote=q), "mrtd", "quote", "match"),
+        (Evidence(events=boot), "mrtd", None, "not-compared"),
+    ]  # fmt: skip
+    for evidence, register, source, status in cases:
+        report = diagnose(VM, image, evidence, explain=False)
+        (check,) = [r for r in report.registers if r.name.lower() == register]
+        assert (check.source, check.status) == (source, status), (register, source)
+
+
+def test_quote_and_log_replay_checked(image: Image, want: dict[str, bytes]) -> None:
+    from dstack_mr.quote import parse_quote
+
+    boot = (*boot_events(), *runtime_events())
+    rtmr3 = sha384(sha384(bytes(48) + boot[-2].digest) + boot[-1].digest)
+    q = parse_quote(quote_with({**want, "rtmr3": rtmr3}))
+    report = diagnose(VM, image, Evidence(quote=q, events=boot), explain=False)
+    assert [(r.imr, r.events, r.reference_source, r.matches) for r in report.replay] == [
+        (0, 13, "quote", True), (1, 5, "quote", True), (2, 2, "quote", True),
+        (3, 2, "quote", True),
+    ]  # fmt: skip
+    assert report.ok
+    # A log with RTMR1 cut short no longer replays to the quote's RTMR1.
+    cut = tuple(e for e in boot if not (e.imr == 1 and e.digest == boot[13 + 4].digest))
+    report = diagnose(VM, image, Evidence(quote=q, events=cut), explain=False)
+    assert [(r.imr, r.events, r.matches) for r in report.replay][1] == (1, 4, False)
+    assert not report.ok
+
+
+def test_evidence_merge() -> None:
+    from dstack_mr.errors import EvidenceError
+
+    a = Evidence(registers={"rtmr0": b"\x01" * 48}, sources=("a",))
+    b = Evidence(registers={"rtmr0": b"\x02" * 48, "rtmr1": b"\x03" * 48}, sources=("b",))
+    merged = a.merge(b)
+    assert merged.registers == {"rtmr0": b"\x01" * 48, "rtmr1": b"\x03" * 48}
+    assert merged.sources == ("a", "b")
+    ev1, ev2 = (Event(0, 1, b"\x04" * 48),), (Event(0, 1, b"\x05" * 48),)
+    assert Evidence(events=ev1).merge(Evidence()).events == ev1
+    assert Evidence().merge(Evidence(events=ev1)).events == ev1
+    with pytest.raises(EvidenceError, match="two different event logs were given"):
+        Evidence(events=ev1).merge(Evidence(events=ev2))
+    assert Evidence(events=ev1).merge(Evidence(events=ev1)).events == ev1
+    vm = VmConfig(cpu_count=3)
+    assert Evidence().merge(Evidence(vm_config=vm)).vm_config == vm
+    assert Evidence(stated_registers={"rtmr3": b"x"}).merge(Evidence()).stated_registers == {
+        "rtmr3": b"x"
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("ab" * 48, True),
+        ("0x" + "ab" * 48, True),
+        ("  0x" + "AB" * 48 + "\n", True),
+        ("0x0x" + "ab" * 48, True),
+        ("ab" * 47, False),
+        ("ab" * 49, False),
+        ("ab" * 47 + "a", False),
+        ("0X" + "ab" * 48, False),
+        ("ab" * 47 + "zz", False),
+        ("", False),
+    ],
+)
+def test_register_hex(text: str, ok: bool) -> None:
+    from dstack_mr.diagnose import parse_register_hex
+    from dstack_mr.errors import EvidenceError
+
+    if ok:
+        assert parse_register_hex(text, "--actual-rtmr0") == b"\xab" * 48
+    else:
+        with pytest.raises(EvidenceError, match="--actual-rtmr0: expected 48 bytes as 96 hex"):
+            parse_register_hex(text, "--actual-rtmr0")

@@ -25,6 +25,7 @@ from ._binary import from_hex
 from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
 from .acpi_log import AcpiDigests, acpi_digests_from_log
 from .config import OvmfVariant, VmConfig, parse_json
+from .dcap import QuoteVerdict
 from .declarations import (
     DeclaredMeasurement,
     ImageHashCheck,
@@ -596,6 +597,9 @@ class DiagnoseReport:
     evidence_notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     signed: bool = False
+    #: The quote's signature and TCB status checked with collateral
+    #: (:func:`dstack_mr.dcap.verify_quote`); None when not checked.
+    quote_signature: QuoteVerdict | None = attrs.field(default=None, repr=False)
 
     @property
     def compared(self) -> bool:
@@ -621,7 +625,10 @@ class DiagnoseReport:
 
     @property
     def exit_code(self) -> int:
-        """1 on a mismatch; 0 otherwise (also when nothing was compared)."""
+        """1 on a mismatch or a quote whose signature check failed; 0 otherwise (also when
+        nothing was compared)."""
+        if self.quote_signature is not None and not self.quote_signature.verified:
+            return 1
         return 1 if self.result == "mismatch" else 0
 
     def differing_events(self) -> list[EventCheck]:
@@ -745,6 +752,7 @@ class DiagnoseReport:
             "evidence": list(self.evidence_sources),
             "evidence_notes": list(self.evidence_notes),
             "signed": self.signed,
+            "quote_signature": _signature_dict(self.quote_signature),
             "warnings": list(self.warnings),
             "comparison": [
                 {
@@ -927,6 +935,24 @@ def diagnose(
         warnings=tuple(warnings),
         signed=signed,
     )
+
+
+def _signature_dict(v: QuoteVerdict | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+
+    def iso(t: Any) -> str:
+        return str(t.isoformat().replace("+00:00", "Z"))
+
+    return {
+        "verified": v.verified,
+        "error": v.error,
+        "tcb_status": v.status,
+        "advisory_ids": list(v.advisory_ids),
+        "fmspc": v.fmspc,
+        "verified_at": iso(v.at),
+        "collateral_valid_until": None if v.window is None else iso(v.window.not_after),
+    }
 
 
 def _acpi_choice(

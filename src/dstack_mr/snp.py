@@ -33,8 +33,9 @@ from typing import Any
 import attrs
 
 from ._binary import Buffer, take, u16, u32
-from .config import U32_MAX, U64_MAX
+from .config import RUST_WHITESPACE, rust_split_whitespace
 from .errors import SnpError
+from .registry import U32_MAX, U64_MAX
 
 __all__ = [
     "BSP_EIP",
@@ -152,23 +153,15 @@ _ENTRY_LEN = 16 + 2 + 32
 _TABLE_LEN = 16 + 2 + 3 * _ENTRY_LEN
 _PADDED_TABLE_LEN = (_TABLE_LEN + 15) & ~15
 
-# Rust's char::is_whitespace (Unicode White_Space); Python's str.strip() also strips
-# U+001C..U+001F, which Rust keeps, so the set is spelled out.
-_RUST_WS = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_RUST_WS_RUN = re.compile(f"[{_RUST_WS}]+")
-
 
 def measured_cmdline(cmdline: str) -> str:
     """The cmdline QEMU hashes for dstack: the document's, trimmed (Rust ``str::trim``)."""
-    return cmdline.strip(_RUST_WS)
+    return cmdline.strip(RUST_WHITESPACE)
 
 
 def rootfs_hash_from_cmdline(cmdline: str) -> bytes:
     """The ``dstack.rootfs_hash=`` value (32 bytes) the measured cmdline must commit to."""
-    for param in _RUST_WS_RUN.split(cmdline):
+    for param in rust_split_whitespace(cmdline):
         if param.startswith("dstack.rootfs_hash="):
             value = param[len("dstack.rootfs_hash=") :]
             raw = bytes.fromhex(value) if re.fullmatch(r"(?:[0-9a-fA-F]{2})*", value) else None
@@ -258,7 +251,7 @@ VCPU_MODEL_NAMES: dict[int, str] = {
 
 def vcpu_signature(vcpu_type: str) -> int:
     """The CPUID signature QEMU puts in a VMSA's RDX for a CPU model name."""
-    key = vcpu_type.strip(_RUST_WS).lower()
+    key = vcpu_type.strip(RUST_WHITESPACE).lower()
     if key not in VCPU_TYPES:
         known = ", ".join(_MODELS)
         raise SnpError(f"unknown vcpu_type {vcpu_type!r}; known QEMU CPU models: {known}")
@@ -322,6 +315,14 @@ def _bytes_field(name: str, length: int) -> Any:
     return check
 
 
+def _text_field(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise SnpError(f"{name} must be a string, got {type(value).__name__}")
+
+    return check
+
+
 def _short(b: bytes) -> str:
     h = b.hex()
     return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
@@ -359,6 +360,8 @@ class OvmfSection:
 
 
 def _sections(value: Sequence[OvmfSection]) -> tuple[OvmfSection, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise SnpError(f"ovmf_sections must be a sequence of OvmfSection, got {value!r:.40}")
     return tuple(value)
 
 
@@ -383,7 +386,7 @@ class SnpLaunchInputs:
     no initrd (SHA-256 of nothing), as upstream reads it.
     """
 
-    cmdline: str = attrs.field(validator=attrs.validators.instance_of(str))
+    cmdline: str = attrs.field(validator=_text_field("cmdline"))
     ovmf_hash: bytes = attrs.field(validator=_bytes_field("ovmf_hash", LD_LEN), repr=_short)
     kernel_hash: bytes = attrs.field(validator=_bytes_field("kernel_hash", 32), repr=_short)
     initrd_hash: bytes = attrs.field(repr=_short)
@@ -391,7 +394,7 @@ class SnpLaunchInputs:
     reset_eip: int = attrs.field(validator=_int_field("reset_eip", 1, U32_MAX))
     ovmf_sections: tuple[OvmfSection, ...] = attrs.field(converter=_sections, repr=False)
     vcpus: int = attrs.field(validator=_int_field("vcpus", 1, MAX_VCPUS))
-    vcpu_type: str = attrs.field(validator=attrs.validators.instance_of(str))
+    vcpu_type: str = attrs.field(validator=_text_field("vcpu_type"))
     guest_features: int = attrs.field(validator=_int_field("guest_features", 1, U64_MAX))
 
     @initrd_hash.validator
