@@ -518,6 +518,7 @@ def test_real_capture_declared_image_hash(tmp_path: Path) -> None:
         "declared": declared,
         "image_dir": own,
         "image_dir_source": "sha256 of sha256sum.txt",
+        "declared_by": "the VM",
     }
     # digest.txt naming the declared hash: the directory says it is the declared image.
     (other / "sha256sum.txt").unlink()

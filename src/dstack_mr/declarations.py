@@ -95,6 +95,7 @@ class ImageHashCheck:
             "declared": self.declared.hex() if self.declared else None,
             "image_dir": self.image_hash.hex() if self.image_hash is not None else None,
             "image_dir_source": self.image_hash_source,
+            "declared_by": self.declared_by,
         }
 
 
