@@ -713,6 +713,14 @@ def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
     )
 
 
+def test_cli_evidence_without_vm_config(capture_image: Image) -> None:
+    """The 0.5.4 capture carries no vm_config: one line naming the two ways to give one."""
+    att = shared_path("real", "dstack-0.5.4-8cpu-64g-getquote.json")
+    code, out = _run("--attestation", str(att), "--image-dir", capture_image.files.directory)
+    assert code == 2
+    assert out == "error: no VmConfig: pass --vm-config, or an --attestation carrying one\n"
+
+
 @pytest.mark.parametrize("option", ["--quote", "--event-log", "--actual-event-log", "--vm-config"])
 def test_cli_attestation_given_as_a_part(tmp_path: Path, option: str) -> None:
     """Issue 9: a GetQuote response given to --quote / --event-log / --vm-config gets one line
