@@ -190,7 +190,8 @@ def diagnose(
     differing register (its differing events, named by what they are), then what the evidence
     was. --verbose adds the inputs, the expected measurements and every event.
 
-    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    Exit status: 0 when nothing compared differs (also when nothing was compared), 1 on a
+    mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
     from dstack_mr.config import parse_json
