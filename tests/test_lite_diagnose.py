@@ -156,3 +156,33 @@ def test_memory_outside_the_lite_gate(real: Path, tmp_path: Path) -> None:
     vm = {**_vm(real), "memory_size": 1 << 30}
     result = diagnose("--attestation", str(write(tmp_path, capture(real), vm)))
     assert result.exit_code == 2 and "lite verification needs exactly 2 GiB" in result.output
+
+
+def test_modes_page_shows_the_current_lite_report(real: Path) -> None:
+    page = (ROOT / "docs" / "modes.md").read_text()
+    result = diagnose("--attestation", str(real / "dstack-0.6.0-getquote.json"))
+    first, _, second = result.output.splitlines()[:3]
+    assert first in page and second in page
+
+
+def test_with_an_image_dir_the_legacy_path_cross_checks_the_document(
+    real: Path, tmp_path: Path
+) -> None:
+    from dstack_mr.example import write_example_image
+
+    meta = write_example_image(tmp_path / "img")
+    result = diagnose(
+        "--attestation",
+        str(real / "dstack-0.6.0-getquote.json"),
+        "--image-dir",
+        str(meta.parent),
+        "--acpi-tables",
+        str(meta.parent / "acpi-tables.bin"),
+        "--json",
+    )
+    doc = json.loads(result.output)
+    assert doc["inputs"]["image_dir"] == str(meta.parent)
+    assert doc["acpi_source"]["kind"] == "file"
+    # The example image is not the VM's declared image: its document says so part by part.
+    assert doc["declared_measurement"]["image_differ"]
+    assert result.exit_code == 1
