@@ -262,21 +262,30 @@ def diagnose(
         else:
             raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
 
-        if image_dir is not None:
-            files = ImageFiles.from_dir(image_dir)
-        elif image_base_dir is not None:
-            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+        if image_dir is None and image_base_dir is None and vm.tdx_measurement is not None:
+            # Lite mode: the VM's own measurement document instead of the image.
+            from dstack_mr.lite_diagnose import diagnose_lite
+
+            report = diagnose_lite(vm, evidence)
         else:
-            raise ConfigError("either --image-dir or --image-base-dir must be given")
-        choice = dg.resolve_acpi(
-            acpi_source_mode.value,
-            tables=acpi_tables,
-            dumper=acpi_dumper,
-            timeout=acpi_timeout,
-            events=evidence.events,
-        )
-        image = Image(files)
-        report = dg.diagnose(vm, image, evidence, choice, explain=explain)
+            if image_dir is not None:
+                files = ImageFiles.from_dir(image_dir)
+            elif image_base_dir is not None:
+                files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+            else:
+                raise ConfigError(
+                    "either --image-dir or --image-base-dir must be given (or a vm_config "
+                    "carrying tdx_measurement, for lite mode)"
+                )
+            choice = dg.resolve_acpi(
+                acpi_source_mode.value,
+                tables=acpi_tables,
+                dumper=acpi_dumper,
+                timeout=acpi_timeout,
+                events=evidence.events,
+            )
+            image = Image(files)
+            report = dg.diagnose(vm, image, evidence, choice, explain=explain)
         if collateral is not None:
             report = _with_signature(report, evidence.quote, collateral, at)
 
