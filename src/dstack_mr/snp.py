@@ -33,8 +33,9 @@ from typing import Any
 import attrs
 
 from ._binary import Buffer, take, u16, u32
-from .config import RUST_WHITESPACE, U32_MAX, U64_MAX, rust_split_whitespace
+from .config import RUST_WHITESPACE, rust_split_whitespace
 from .errors import SnpError
+from .registry import U32_MAX, U64_MAX
 
 __all__ = [
     "BSP_EIP",

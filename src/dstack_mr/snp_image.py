@@ -18,8 +18,8 @@ import attrs
 
 from .config import parse_json
 from .errors import ImageError, SnpError
+from .files import MAX_FIRMWARE_SIZE, read_file, reading
 from .image import MAX_METADATA_SIZE, METADATA, resolve_inside
-from .machine import MAX_FIRMWARE_SIZE, read_file, reading
 from .snp import SnpOvmf, measured_cmdline, rootfs_hash_from_cmdline
 from .snp_document import (
     SNP_MEASUREMENT_FILENAME,

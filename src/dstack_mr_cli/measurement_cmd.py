@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .main import EXIT_BAD_INPUT, _read, app, library_errors
+from .base import EXIT_BAD_INPUT, library_errors
+from .main import _read, app
 
 
 @app.command(
