@@ -321,11 +321,15 @@ def test_resolve_acpi_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
     events = parse_json_event_log(doc["event_log"])
     assert resolve_acpi("auto", tables=tmp_path / "t.bin", events=events).kind == "file"
-    log = resolve_acpi("auto", events=events)
-    assert log.kind == "log" and not log.verified
-    assert log.description == "ACPI digests taken from the event log, not verified"
-    none = resolve_acpi("auto")
-    assert none.kind == "none" and not none.judged
+    auto = resolve_acpi("auto", events=events)
+    assert auto.kind == "builtin" and auto.verified
+    # For QEMU versions the built-in model does not cover: the log's digests, unverified.
+    assert auto.fallback is not None and auto.fallback.kind == "log"
+    assert not auto.fallback.verified
+    assert auto.fallback.description == "ACPI digests taken from the event log, not verified"
+    none = resolve_acpi("auto").fallback
+    assert none is not None and none.kind == "none" and not none.judged
+    assert resolve_acpi("log", events=events).kind == "log"
     with pytest.raises(EvidenceError):
         resolve_acpi("log")
     with pytest.raises(ConfigError):
@@ -385,18 +389,26 @@ def test_real_capture(capture_image: Image) -> None:
     assert acpi.actual_description == "ACPI DATA" and acpi.identity == "ACPI DATA (tables)"
     found = statuses(report)
     assert found == {
-        "image": "hypothesis",
+        "image": "proven",
         "mrtd": "hypothesis",
         "acpi": "hypothesis",
         "kernel_authenticode": "hypothesis",
         "cmdline": "proven",
         "initrd": "proven",
     }
-    # The stand-in image is not the VM's image: that is the lead, as a hypothesis (the
-    # directory has no sha256sum.txt to prove it).
-    assert report.headline().startswith(
-        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: "
-    ) and report.headline().endswith("[hypothesis]")
+    # Issue 9: the stand-in image is not the image the VM declares, and the VM booted what it
+    # declared: its measurement document (bound to os_image_hash) gives its quote's MRTD,
+    # RTMR1 and RTMR2, and differs from the stand-in files. That leads, proven.
+    assert report.headline() == (
+        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: your image directory is not the image "
+        "this VM declares (os_image_hash e6f5cfec20c02e7b…): its firmware, kernel, cmdline and "
+        "initrd differ from that image's measurement document; the VM booted what it declared "
+        "(its MRTD, RTMR1 and RTMR2 equal its measurement document's) [proven]"
+    )
+    doc = report.declared_measurement
+    assert doc is not None and doc.error is None
+    assert doc.vm_equal == ("MRTD", "RTMR1", "RTMR2") and doc.vm_differ == ()
+    assert doc.image_differ == ("firmware", "kernel", "cmdline", "initrd")
     # Findings name the image's real files, not generic names.
     text = " ".join(f.message for f in report.findings)
     assert "ovmf-2022.11-deb12.fd" in text and "vmlinuz-6.1.0-56-amd64" in text
@@ -448,19 +460,20 @@ def test_real_capture_acpi_from_log(capture_image: Image) -> None:
     assert {rtmr0[k] for k in ("acpi_loader", "acpi_rsdp", "acpi_tables")} == {"unverified"}
     hob = next(f for f in report.findings if f.subject == "td_hob")
     assert hob.status == "proven" and hob.value == "2G"
-    assert report.headline() == (
-        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — td_hob: the VM ran with memory_size=2G (config "
-        "says 4G) [proven]"
-    )
+    assert "  - td_hob: the VM ran with memory_size=2G (config says 4G) [proven]" in render(report)
     assert "taken from the VM's own event log, not verified" in " ".join(
         f.message for f in report.findings
     )
 
 
-def test_real_capture_declared_image(capture_image: Image, tmp_path: Path) -> None:
-    """Issue 9: the VM declares os_image_hash; an image directory whose sha256sum.txt hashes
-    to something else is not that image — the report leads with that, as a proven fact."""
-    evidence = capture()
+def test_real_capture_declared_image_hash(tmp_path: Path) -> None:
+    """The VM declares os_image_hash; an image directory whose sha256sum.txt hashes to
+    something else is not that image — proven by the hashes alone, and it leads."""
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    del vm["tdx_measurement"]  # the hash alone decides here
+    doc["vm_config"] = json.dumps(vm)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
     assert evidence.vm_config is not None
     declared = evidence.vm_config.os_image_hash.hex()
     assert declared.startswith("e6f5cfec")
@@ -481,12 +494,47 @@ def test_real_capture_declared_image(capture_image: Image, tmp_path: Path) -> No
         "image_dir": own,
         "image_dir_source": "sha256 of sha256sum.txt",
     }
-    # digest.txt naming the declared hash: the directory is the declared image.
+    # digest.txt naming the declared hash: the directory says it is the declared image.
     (other / "sha256sum.txt").unlink()
     (other / "digest.txt").write_text(declared + "\n")
     report = diagnose(evidence.vm_config, image, evidence)
     assert report.image_hash.status == "match"
-    assert not any(f.subject == "image" and f.lead for f in report.findings)
+    (note,) = [f for f in report.findings if f.subject == "image"]
+    assert not note.lead and note.message.endswith("is the image this VM declares (os_image_hash "
+                                                   "e6f5cfec20c02e7b…)")  # fmt: skip
+
+
+def test_real_capture_declared_document_outranks_a_claiming_directory(tmp_path: Path) -> None:
+    """A directory whose digest.txt claims the declared hash, but whose files are not those of
+    the VM's measurement document, is not that image: the document decides."""
+    evidence = capture()
+    assert evidence.vm_config is not None
+    other = _stand_in_image(tmp_path / "claims")
+    (other / "digest.txt").write_text(evidence.vm_config.os_image_hash.hex() + "\n")
+    image = Image.load(other, AcpiTablesFile(shared_path("inputs", "acpi-dstack-0.6.0-layout.bin")))
+    report = diagnose(evidence.vm_config, image, evidence)
+    assert report.image_hash.status == "match"
+    lead = report.lead()
+    assert lead is not None and lead.subject == "image" and lead.status == "proven"
+    assert "its firmware, kernel, cmdline and initrd differ from that image's measurement" in (
+        lead.message
+    )
+
+
+def test_declared_document_that_does_not_bind(capture_image: Image) -> None:
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    vm["os_image_hash"] = "11" * 32
+    doc["vm_config"] = json.dumps(vm)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
+    assert evidence.vm_config is not None
+    report = diagnose(evidence.vm_config, capture_image, evidence)
+    (found,) = [f for f in report.findings if f.subject == "declared"]
+    assert found.status == "proven"
+    assert found.message.startswith(
+        "declared: the VM's measurement document (vm_config.tdx_measurement) does not check out: "
+        "tdx_measurement.checksum_file does not belong to this image"
+    )
 
 
 def test_real_kernel_event_length_is_used(capture_image: Image) -> None:
@@ -581,7 +629,7 @@ def test_real_capture_cli(capture_image: Image) -> None:
     assert code == 1
     lines = text.splitlines()
     assert lines[0] == doc["headline"] and lines[0].startswith("MISMATCH: ")
-    assert lines[0].endswith("[hypothesis]")
+    assert lines[0].endswith("[proven]")
     assert "FIRST DIVERGENT RTMR0 EVENT: index=10 label=acpi_tables expected=c31d04bb" in text
     assert "\x1b[" not in text  # no colour when not a TTY
     assert "=== events" not in text
@@ -682,33 +730,43 @@ def test_cli_evidence_files(capture_image: Image, tmp_path: Path) -> None:
             assert doc2[key] == via_attestation[key], key
 
 
-def test_cli_acpi_source_log_and_none(
+def test_cli_acpi_sources(
     capture_image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
     att = shared_path("real", "dstack-0.6.0-getquote.json")
     directory = capture_image.files.directory
+    # auto, no dumper: the built-in model of dstack's QEMU reproduces the real CVM's tables.
     code, out = _run("--attestation", str(att), "--image-dir", directory, "--json")
+    doc = json.loads(out)
+    assert doc["acpi_source"]["kind"] == "builtin" and doc["acpi_source"]["verified"]
+    assert {e["status"] for e in doc["events"] if e["rtmr"] == 0} == {"match"}
+    code, out = _run("--attestation", str(att), "--image-dir", directory, "--json",
+                     "--acpi-source", "log")  # fmt: skip
     doc = json.loads(out)
     assert doc["acpi_source"] == {
         "kind": "log",
         "description": "ACPI digests taken from the event log, not verified",
         "verified": False,
     }
-    assert [e["status"] for e in doc["events"] if e["label"].startswith("acpi_")] == [
-        "unverified"
-    ] * 3
+    acpi = [e["status"] for e in doc["events"] if e["label"].startswith("acpi_")]
+    assert acpi == ["unverified"] * 3
     code, out = _run("--attestation", str(att), "--image-dir", directory, "--acpi-source", "dumper")
     assert code == 2 and "dstack-acpi-tables" in out
+    # A QEMU version the model does not cover, and no log: only RTMR0 is not judged.
     doc06 = json.loads(att.read_text())
+    vm = json.loads(doc06["vm_config"])
+    vm["qemu_version"] = "9.2.1"
     (tmp_path / "q.hex").write_text(doc06["quote"])
-    (tmp_path / "vm.json").write_text(doc06["vm_config"])
+    (tmp_path / "vm.json").write_text(json.dumps(vm))
     code, text = _run("--quote", str(tmp_path / "q.hex"), "--vm-config", str(tmp_path / "vm.json"),
                       "--image-dir", directory)  # fmt: skip
     assert code == 1
     assert text.splitlines()[0].startswith("MISMATCH: MRTD, RTMR1, RTMR2; RTMR0 not judged")
-    assert "  ACPI: ACPI not judged: no dumper was found" in text
+    assert (
+        "  ACPI: ACPI not judged: no dumper was found, no --acpi-tables file, the built-in " in text
+    )
 
 
 def test_cli_ccel(example: Image) -> None:

@@ -34,7 +34,7 @@ from .smbios import SmbiosSearch, search
 
 if TYPE_CHECKING:
     from .config import VmConfig
-    from .declarations import ImageHashCheck
+    from .declarations import DeclaredMeasurement, ImageHashCheck
     from .diagnose import AcpiChoice, EventCheck, Evidence, RegisterCheck, ReplayCheck
     from .image import Image
     from .machine import MeasurementDetails
@@ -105,10 +105,11 @@ def explain(
     replay: Sequence[ReplayCheck],
     acpi: AcpiChoice,
     image_hash: ImageHashCheck,
+    declared: DeclaredMeasurement | None = None,
 ) -> list[Finding]:
     """Every finding for one comparison, most important first."""
     return _Explainer(
-        vm, image, evidence, expected, registers, events, replay, acpi, image_hash
+        vm, image, evidence, expected, registers, events, replay, acpi, image_hash, declared
     ).run()
 
 
@@ -128,7 +129,9 @@ class _Explainer:
         replay_checks: Sequence[ReplayCheck],
         acpi: AcpiChoice,
         image_hash: ImageHashCheck,
+        declared: DeclaredMeasurement | None = None,
     ) -> None:
+        self.declared = declared
         self.vm = vm
         self.image = image
         self.evidence = evidence
@@ -181,14 +184,60 @@ class _Explainer:
     def _image(self) -> None:
         check = self.image_hash
         declared = check.declared
+        doc = self.declared
         directory = self.image.files.directory
+        booted = ""
+        if doc is not None and doc.error is None and doc.vm_equal and not doc.vm_differ:
+            booted = (
+                f"; the VM booted what it declared (its {_and(list(doc.vm_equal))} equal its "
+                "measurement document's)"
+            )
+        if doc is not None and doc.error is not None:
+            self._add(
+                Finding(
+                    "declared",
+                    "declared: the VM's measurement document (vm_config.tdx_measurement) does "
+                    f"not check out: {doc.error}",
+                    "proven",
+                    settle="the VM's vm_config as its VMM issued it",
+                )
+            )
+        if doc is not None and doc.vm_differ:
+            self._add(
+                Finding(
+                    "declared",
+                    f"declared: the VM did not boot what it declares: its "
+                    f"{_and(list(doc.vm_differ))} "
+                    f"{'differs' if len(doc.vm_differ) == 1 else 'differ'} from its own "
+                    "measurement document's (vm_config.tdx_measurement, bound to its "
+                    "os_image_hash)",
+                    "proven",
+                )
+            )
         if check.status == "mismatch" and declared is not None and check.image_hash is not None:
             self._add(
                 Finding(
                     "image",
                     f"image: your image directory is not the image this VM declares "
                     f"(vm_config os_image_hash {declared.hex()[:16]}…; {directory} has "
-                    f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source})",
+                    f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source}){booted}",
+                    "proven",
+                    "image",
+                    declared.hex(),
+                    settle="diagnose against the image directory whose sha256sum.txt hashes to "
+                    f"{declared.hex()}",
+                )
+            )
+            return
+        if doc is not None and doc.error is None and doc.image_differ and declared is not None:
+            parts = _and(list(doc.image_differ))
+            self._add(
+                Finding(
+                    "image",
+                    f"image: your image directory is not the image this VM declares "
+                    f"(os_image_hash {declared.hex()[:16]}…): its {parts} "
+                    f"{'differs' if len(doc.image_differ) == 1 else 'differ'} from that "
+                    f"image's measurement document{booted}",
                     "proven",
                     "image",
                     declared.hex(),
@@ -202,7 +251,18 @@ class _Explainer:
                 Finding(
                     "image",
                     f"image: {directory} is the image this VM declares (os_image_hash "
-                    f"{declared.hex()[:16]}…)",
+                    f"{declared.hex()[:16]}…){booted}",
+                    "proven",
+                    lead=False,
+                )
+            )
+            return
+        if doc is not None and doc.error is None and not doc.image_differ:
+            self._add(
+                Finding(
+                    "image",
+                    f"image: {directory}'s firmware, kernel, cmdline and initrd equal the VM's "
+                    f"measurement document's{booted}",
                     "proven",
                     lead=False,
                 )

@@ -28,17 +28,8 @@ from .config import (
     version_rules_disagree,
 )
 from .errors import ConfigError, ImageError, KernelError, PathEscapeError
-from .machine import (
-    MAX_FIRMWARE_SIZE,
-    MAX_KERNEL_SIZE,
-    Machine,
-    MeasurementDetails,
-    checked_cmdline_digest,
-    compute,
-    hash_file,
-    read_file,
-    reading,
-)
+from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, hash_file, read_file, reading
+from .machine import Machine, MeasurementDetails, checked_cmdline_digest, compute
 
 METADATA = "metadata.json"
 #: metadata.json is a few hundred bytes; refuse to parse anything absurdly large.
@@ -315,6 +306,14 @@ class Image:
     @property
     def info(self) -> ImageInfo:
         return self.files.info
+
+    def __repr__(self) -> str:
+        version = f" version={self.info.version!r}" if self.info.version else ""
+        return (
+            f"<Image {self.files.directory!r}{version} initrd={self.initrd_size} bytes, "
+            f"cached: {len(self._mrtd)} MRTD, {len(self._kernel_digests)}/"
+            f"{self._kernel_digests.maxsize} kernel digests, {self.acpi!r}>"
+        )
 
     def mrtd(self, two_pass: bool) -> bytes:
         return self._mrtd.get_or_compute(two_pass, lambda: self.tdvf.mrtd(two_pass))

@@ -33,6 +33,7 @@ from . import _binary
 from .config import parse_version_triple
 from .digest import sha384
 from .errors import ConfigError, SmbiosError
+from .registry import SMBIOS3_TABLE, SMBIOS_TABLE
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -40,8 +41,8 @@ GIB = 1 << 30
 TIB = 1 << 40
 
 #: EFI_HANDOFF_TABLE_POINTERS names one of these (edk2 MdePkg/Include/Guid/SmBios.h).
-SMBIOS_TABLE_GUID = uuid.UUID("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
-SMBIOS3_TABLE_GUID = uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
+SMBIOS_TABLE_GUID = SMBIOS_TABLE
+SMBIOS3_TABLE_GUID = SMBIOS3_TABLE
 
 #: dstack's VMM passes ``-smbios type=1,manufacturer=dstack,product=dstack`` by default.
 DSTACK_MANUFACTURER = "dstack"

@@ -5,12 +5,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 
+from .base import library_errors
 from .main import (
     AcpiDumperOpt,
     AcpiTablesOpt,
@@ -18,15 +19,37 @@ from .main import (
     JsonOpt,
     _read,
     app,
-    library_errors,
 )
+
+if TYPE_CHECKING:
+    from dstack_mr import diagnose as dg
+    from dstack_mr.quote import TdxQuote
 
 
 class AcpiSourceMode(str, enum.Enum):
     auto = "auto"
     dumper = "dumper"
     file = "file"
+    builtin = "builtin"
     log = "log"
+
+
+def _with_signature(
+    report: "dg.DiagnoseReport", quote: "TdxQuote | None", collateral: Path, at: str | None
+) -> "dg.DiagnoseReport":
+    """The report with the quote's signature checked exactly as ``verify`` checks it."""
+    import attrs
+
+    from dstack_mr.collateral import parse_collateral
+    from dstack_mr.dcap import verify_quote
+    from dstack_mr.errors import ConfigError
+
+    from .verify_cmd import _json_file, _parse_at
+
+    if quote is None:
+        raise ConfigError("--collateral checks a quote's signature: give --quote or --attestation")
+    coll = parse_collateral(_json_file(collateral, "collateral"))
+    return attrs.evolve(report, quote_signature=verify_quote(quote, coll, _parse_at(at)))
 
 
 class Color(str, enum.Enum):
@@ -123,13 +146,28 @@ def diagnose(
         typer.Option(
             "--acpi-source",
             help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
-            "when given, else the dumper when found, else the event log's three ACPI digests "
-            "(not verified), else RTMR0 is not judged.",
+            "when given, else the dumper when found, else the built-in model of dstack's QEMU "
+            "(QEMU 8.0 to 9.1), else the event log's three ACPI digests (not verified), else "
+            "RTMR0 is not judged.",
         ),
     ] = AcpiSourceMode.auto,
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    collateral: Annotated[
+        Path | None,
+        typer.Option(
+            "--collateral",
+            help="Intel collateral JSON: also check the quote's signature and TCB status "
+            "(as 'dstack-mr verify' does; needs dstack-mr[verify]).",
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", metavar="ISO8601", help="Time to check the signature at (default: now)."
+        ),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -175,6 +213,7 @@ def diagnose(
                 f"attestation {attestation}",
                 vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
                 image_dir=image_dir,
+                image_base_dir=image_base_dir,
                 explain=explain,
                 json_out=json_out,
                 color=color.value,
@@ -237,6 +276,8 @@ def diagnose(
         )
         image = Image(files)
         report = dg.diagnose(vm, image, evidence, choice, explain=explain)
+        if collateral is not None:
+            report = _with_signature(report, evidence.quote, collateral, at)
 
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -244,5 +285,6 @@ def diagnose(
         use_color = color is Color.always or (
             color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
-        typer.echo(render(report, use_color, verbose))
+        # click strips colour codes from non-terminal output unless told otherwise.
+        typer.echo(render(report, use_color, verbose), color=use_color)
     raise typer.Exit(report.exit_code)
