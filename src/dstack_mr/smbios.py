@@ -922,6 +922,13 @@ def seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
     )
 
 
+#: What a pre-202505 result says when it was asked to compute the SMBIOS event.
+NO_SMBIOS_EVENT_NOTE = (
+    "the SMBIOS options have no effect: pre-202505 OVMF measures no SMBIOS event (only the "
+    "17-event stable202505 layout has one)"
+)
+
+
 def computed_note(inputs: SmbiosInputs) -> str:
     return (
         "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event, computed "
