@@ -27,7 +27,7 @@ from pathlib import Path
 MODULES: dict[str, tuple[str, ...]] = {
     "tdvf": ("dstack_mr.tdvf.*",),
     "kernel": ("dstack_mr.kernel.*",),
-    "uefi": ("dstack_mr.uefi.*",),
+    "uefi": ("dstack_mr.uefi.*", "dstack_mr.events.*"),
     "acpi": tuple(
         f"dstack_mr.acpi.{f}__mutmut_*"
         for f in (
@@ -87,7 +87,7 @@ MODULES: dict[str, tuple[str, ...]] = {
             "xǁ_Explainerǁ_by_memory",
         )
     ),
-    "cli": ("dstack_mr_cli.main.*",),
+    "cli": ("dstack_mr_cli.main.*", "dstack_mr_cli.diagnose_cmd.*"),
 }
 
 KILLED = {"killed", "caught by type check"}

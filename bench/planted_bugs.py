@@ -26,13 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_boundaries.py", "tests/test_verdicts.py", "tests/test_cli.py"]
 
 CLI, DIAG = "src/dstack_mr_cli/main.py", "src/dstack_mr/diagnose.py"
+DCMD = "src/dstack_mr_cli/diagnose_cmd.py"
 
 #: (file, original text, planted text): one bug each.
 BUGS: list[tuple[str, str, str]] = [
     # issue 16's survivors
     (DIAG, 'return "match" if self.actual == self.expected else', 'return "match" if self.actual[:-1] == self.expected[:-1] else'),
     (DIAG, 'return "match" if self.expected == self.actual else', 'return "match" if self.expected[:-1] == self.actual[:-1] else'),
-    (CLI, '("rtmr2", actual_rtmr2),', '("rtmr2", actual_rtmr1),'),
+    (DCMD, '("rtmr2", actual_rtmr2),', '("rtmr2", actual_rtmr1),'),
     ("src/dstack_mr/machine.py", "            if self.two_pass_add_pages is None\n            else self.two_pass_add_pages,", "            if self.two_pass_add_pages is None\n            else self.two_pass_add_pages or qemu8,"),
     (DIAG, "range(MEMORY_STEP, limit + 1, MEMORY_STEP)", "range(MEMORY_STEP, limit, MEMORY_STEP)"),
     (DIAG, "return all(r.matches for r in self.replay if r.imr < 3)", "return all(r.matches for r in self.replay)"),
@@ -61,11 +62,11 @@ BUGS: list[tuple[str, str, str]] = [
     (CLI, "qemu_version=qemu_version,", "qemu_version=None,"),
     (CLI, "host_share_mode=host_share_mode,", 'host_share_mode="",'),
     (CLI, "        if ovmf_variant is not None:\n            variant = ovmf_variant\n        elif dstack_os_version is not None:", "        if dstack_os_version is not None:\n            variant = ovmf_variant_for_version(dstack_os_version)\n        elif ovmf_variant is not None:"),
-    (CLI, '("mrtd", actual_mrtd),', '("mrtd", actual_rtmr0),'),
-    (CLI, '("rtmr0", actual_rtmr0),', '("rtmr0", actual_mrtd),'),
-    (CLI, '("rtmr1", actual_rtmr1),', '("rtmr1", actual_rtmr2),'),
-    (CLI, "    raise typer.Exit(report.exit_code)", "    raise typer.Exit(0)"),
-    (CLI, "evidence = evidence.merge(dg.Evidence(events=evs, sources=(f\"event log {event_log}\",)))", "pass"),
+    (DCMD, '("mrtd", actual_mrtd),', '("mrtd", actual_rtmr0),'),
+    (DCMD, '("rtmr0", actual_rtmr0),', '("rtmr0", actual_mrtd),'),
+    (DCMD, '("rtmr1", actual_rtmr1),', '("rtmr1", actual_rtmr2),'),
+    (DCMD, "    raise typer.Exit(report.exit_code)", "    raise typer.Exit(0)"),
+    (DCMD, "evidence = evidence.merge(dg.Evidence(events=evs, sources=(f\"event log {event_log}\",)))", "pass"),
 ]  # fmt: skip
 
 

@@ -110,6 +110,10 @@ def test_register_only_memory_proves_the_other_events_equal(example: Image) -> N
     assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
     assert "td_hob" not in finding.proves_equal and len(finding.proves_equal) == 12
     assert "proves its other 12 events equal" in finding.message
+    assert (
+        "    proven equal: cfv_image, efi:SecureBoot, efi:PK, efi:KEK, efi:db, efi:dbx, "
+        "separator, acpi_loader, acpi_rsdp, acpi_tables, boot_order, Boot0000"
+    ) in render(report)
     assert report.headline() == (
         "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=4G "
         "(config says 2G): RTMR0 recomputed with it reproduces the actual value, which proves "
@@ -321,11 +325,15 @@ def test_resolve_acpi_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
     events = parse_json_event_log(doc["event_log"])
     assert resolve_acpi("auto", tables=tmp_path / "t.bin", events=events).kind == "file"
-    log = resolve_acpi("auto", events=events)
-    assert log.kind == "log" and not log.verified
-    assert log.description == "ACPI digests taken from the event log, not verified"
-    none = resolve_acpi("auto")
-    assert none.kind == "none" and not none.judged
+    auto = resolve_acpi("auto", events=events)
+    assert auto.kind == "builtin" and auto.verified
+    # For QEMU versions the built-in model does not cover: the log's digests, unverified.
+    assert auto.fallback is not None and auto.fallback.kind == "log"
+    assert not auto.fallback.verified
+    assert auto.fallback.description == "ACPI digests taken from the event log, not verified"
+    none = resolve_acpi("auto").fallback
+    assert none is not None and none.kind == "none" and not none.judged
+    assert resolve_acpi("log", events=events).kind == "log"
     with pytest.raises(EvidenceError):
         resolve_acpi("log")
     with pytest.raises(ConfigError):
@@ -384,21 +392,29 @@ def test_real_capture(capture_image: Image) -> None:
     acpi = next(e for e in report.events if e.label == "acpi_tables")
     assert acpi.actual_description == "ACPI DATA" and acpi.identity == "ACPI DATA (tables)"
     found = statuses(report)
+    # The stand-in tables file has the real layout, not the real tables: the built-in ACPI
+    # model reproduces the VM's three ACPI digests with its own config, which proves it.
     assert found == {
-        "image": "hypothesis",
+        "image": "proven",
         "mrtd": "hypothesis",
         "acpi": "proven",
         "kernel_authenticode": "hypothesis",
         "cmdline": "proven",
         "initrd": "proven",
     }
-    # The stand-in tables file has the real layout but not the real tables: the built-in ACPI
-    # model proves it (it reproduces the VM's three ACPI digests with the VM's config), and a
-    # proven cause leads. The stand-in image stays a hypothesis (no sha256sum.txt).
-    assert report.headline().startswith(
-        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — acpi_tables: the built-in model of dstack's QEMU "
-        "reproduces all three of the VM's ACPI digests"
-    ) and report.headline().endswith("[proven]")
+    # Issue 9: the stand-in image is not the image the VM declares, and the VM booted what it
+    # declared: its measurement document (bound to os_image_hash) gives its quote's MRTD,
+    # RTMR1 and RTMR2, and differs from the stand-in files. That leads, proven.
+    assert report.headline() == (
+        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: your image directory is not the image "
+        "this VM declares (os_image_hash e6f5cfec20c02e7b…): its firmware, kernel, cmdline and "
+        "initrd differ from that image's measurement document; the VM booted what it declared "
+        "(its MRTD, RTMR1 and RTMR2 equal its measurement document's) [proven]"
+    )
+    doc = report.declared_measurement
+    assert doc is not None and doc.error is None
+    assert doc.vm_equal == ("MRTD", "RTMR1", "RTMR2") and doc.vm_differ == ()
+    assert doc.image_differ == ("firmware", "kernel", "cmdline", "initrd")
     # Findings name the image's real files, not generic names.
     text = " ".join(f.message for f in report.findings)
     assert "ovmf-2022.11-deb12.fd" in text and "vmlinuz-6.1.0-56-amd64" in text
@@ -419,6 +435,27 @@ def test_real_quote_only_blames_no_event(capture_image: Image) -> None:
         "without the event log the differing event cannot be identified" in found["rtmr0"].message
     )
     assert found["rtmr2"].status == "hypothesis"
+
+
+def test_real_register_only_memory_proves_acpi_equal(capture_image: Image) -> None:
+    """Issue 9 with the real capture: only its RTMR0, a config claiming 4 GiB. Recomputed at
+    2 GiB (with the built-in ACPI model) the whole register is reproduced, which proves the
+    ACPI events equal: the report names the memory and nothing else."""
+    from dstack_mr.acpi_model import QemuAcpiModel
+
+    full = capture()
+    assert full.quote is not None and full.vm_config is not None
+    vm = attrs.evolve(full.vm_config, memory_size=4 * GIB, tdx_measurement=None, os_image_hash=b"")
+    choice = AcpiChoice.from_source(QemuAcpiModel())
+    report = diagnose(vm, capture_image, Evidence(registers={"rtmr0": full.quote.rtmr0}), choice)
+    (finding,) = report.findings
+    assert finding.subject == "td_hob" and finding.status == "proven" and finding.value == "2G"
+    assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
+    assert report.headline() == (
+        "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=2G "
+        "(config says 4G): RTMR0 recomputed with it reproduces the actual value, which proves "
+        "its other 12 events equal the expected ones [proven]"
+    )
 
 
 def test_real_quote_only_without_acpi_source_still_judges_the_rest(capture_image: Image) -> None:
@@ -450,19 +487,20 @@ def test_real_capture_acpi_from_log(capture_image: Image) -> None:
     assert {rtmr0[k] for k in ("acpi_loader", "acpi_rsdp", "acpi_tables")} == {"unverified"}
     hob = next(f for f in report.findings if f.subject == "td_hob")
     assert hob.status == "proven" and hob.value == "2G"
-    assert report.headline() == (
-        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — td_hob: the VM ran with memory_size=2G (config "
-        "says 4G) [proven]"
-    )
+    assert "  - td_hob: the VM ran with memory_size=2G (config says 4G) [proven]" in render(report)
     assert "taken from the VM's own event log, not verified" in " ".join(
         f.message for f in report.findings
     )
 
 
-def test_real_capture_declared_image(capture_image: Image, tmp_path: Path) -> None:
-    """Issue 9: the VM declares os_image_hash; an image directory whose sha256sum.txt hashes
-    to something else is not that image — the report leads with that, as a proven fact."""
-    evidence = capture()
+def test_real_capture_declared_image_hash(tmp_path: Path) -> None:
+    """The VM declares os_image_hash; an image directory whose sha256sum.txt hashes to
+    something else is not that image — proven by the hashes alone, and it leads."""
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    del vm["tdx_measurement"]  # the hash alone decides here
+    doc["vm_config"] = json.dumps(vm)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
     assert evidence.vm_config is not None
     declared = evidence.vm_config.os_image_hash.hex()
     assert declared.startswith("e6f5cfec")
@@ -482,13 +520,49 @@ def test_real_capture_declared_image(capture_image: Image, tmp_path: Path) -> No
         "declared": declared,
         "image_dir": own,
         "image_dir_source": "sha256 of sha256sum.txt",
+        "declared_by": "the VM",
     }
-    # digest.txt naming the declared hash: the directory is the declared image.
+    # digest.txt naming the declared hash: the directory says it is the declared image.
     (other / "sha256sum.txt").unlink()
     (other / "digest.txt").write_text(declared + "\n")
     report = diagnose(evidence.vm_config, image, evidence)
     assert report.image_hash.status == "match"
-    assert not any(f.subject == "image" and f.lead for f in report.findings)
+    (note,) = [f for f in report.findings if f.subject == "image"]
+    assert not note.lead and note.message.endswith("is the image this VM declares (os_image_hash "
+                                                   "e6f5cfec20c02e7b…)")  # fmt: skip
+
+
+def test_real_capture_declared_document_outranks_a_claiming_directory(tmp_path: Path) -> None:
+    """A directory whose digest.txt claims the declared hash, but whose files are not those of
+    the VM's measurement document, is not that image: the document decides."""
+    evidence = capture()
+    assert evidence.vm_config is not None
+    other = _stand_in_image(tmp_path / "claims")
+    (other / "digest.txt").write_text(evidence.vm_config.os_image_hash.hex() + "\n")
+    image = Image.load(other, AcpiTablesFile(shared_path("inputs", "acpi-dstack-0.6.0-layout.bin")))
+    report = diagnose(evidence.vm_config, image, evidence)
+    assert report.image_hash.status == "match"
+    lead = report.lead()
+    assert lead is not None and lead.subject == "image" and lead.status == "proven"
+    assert "its firmware, kernel, cmdline and initrd differ from that image's measurement" in (
+        lead.message
+    )
+
+
+def test_declared_document_that_does_not_bind(capture_image: Image) -> None:
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    vm["os_image_hash"] = "11" * 32
+    doc["vm_config"] = json.dumps(vm)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
+    assert evidence.vm_config is not None
+    report = diagnose(evidence.vm_config, capture_image, evidence)
+    (found,) = [f for f in report.findings if f.subject == "declared"]
+    assert found.status == "proven"
+    assert found.message.startswith(
+        "declared: the VM's measurement document (vm_config.tdx_measurement) does not check out: "
+        "tdx_measurement.checksum_file does not belong to this image"
+    )
 
 
 def test_real_kernel_event_length_is_used(capture_image: Image) -> None:
@@ -583,7 +657,7 @@ def test_real_capture_cli(capture_image: Image) -> None:
     assert code == 1
     lines = text.splitlines()
     assert lines[0] == doc["headline"] and lines[0].startswith("MISMATCH: ")
-    assert lines[0].endswith("[proven]")  # the stand-in tables file, proven by the ACPI model
+    assert lines[0].endswith("[proven]")
     assert "FIRST DIVERGENT RTMR0 EVENT: index=10 label=acpi_tables expected=c31d04bb" in text
     assert "\x1b[" not in text  # no colour when not a TTY
     assert "=== events" not in text
@@ -641,6 +715,14 @@ def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
     )
 
 
+def test_cli_evidence_without_vm_config(capture_image: Image) -> None:
+    """The 0.5.4 capture carries no vm_config: one line naming the two ways to give one."""
+    att = shared_path("real", "dstack-0.5.4-8cpu-64g-getquote.json")
+    code, out = _run("--attestation", str(att), "--image-dir", capture_image.files.directory)
+    assert code == 2
+    assert out == "error: no VmConfig: pass --vm-config, or an --attestation carrying one\n"
+
+
 @pytest.mark.parametrize("option", ["--quote", "--event-log", "--actual-event-log", "--vm-config"])
 def test_cli_attestation_given_as_a_part(tmp_path: Path, option: str) -> None:
     """Issue 9: a GetQuote response given to --quote / --event-log / --vm-config gets one line
@@ -680,41 +762,54 @@ def test_cli_evidence_files(capture_image: Image, tmp_path: Path) -> None:
         code, out = _run(*args)
         assert code == 1, out
         doc2 = json.loads(out)
-        for key in ("comparison", "replay", "events", "findings", "mrtd", "rtmr0", "headline"):
+        for key in ("comparison", "replay", "events", "mrtd", "rtmr0", "first_divergent"):
             assert doc2[key] == via_attestation[key], key
+        # The same findings; only who declares the image differs (the VM's own vm_config in
+        # the response, a VmConfig given on the command line here).
+        assert [(f["subject"], f["status"]) for f in doc2["findings"]] == [
+            (f["subject"], f["status"]) for f in via_attestation["findings"]
+        ]
+        assert "the given VmConfig declares" in doc2["headline"]
+        assert "this VM declares" in via_attestation["headline"]
 
 
-def test_cli_acpi_source_log_and_none(
+def test_cli_acpi_sources(
     capture_image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
     att = shared_path("real", "dstack-0.6.0-getquote.json")
     directory = capture_image.files.directory
-    code, out = _run(
-        "--attestation", str(att), "--image-dir", directory, "--acpi-source", "log", "--json"
-    )
+    # auto, no dumper: the built-in model of dstack's QEMU reproduces the real CVM's tables.
+    code, out = _run("--attestation", str(att), "--image-dir", directory, "--json")
+    doc = json.loads(out)
+    assert doc["acpi_source"]["kind"] == "builtin" and doc["acpi_source"]["verified"]
+    assert {e["status"] for e in doc["events"] if e["rtmr"] == 0} == {"match"}
+    code, out = _run("--attestation", str(att), "--image-dir", directory, "--json",
+                     "--acpi-source", "log")  # fmt: skip
     doc = json.loads(out)
     assert doc["acpi_source"] == {
         "kind": "log",
         "description": "ACPI digests taken from the event log, not verified",
         "verified": False,
     }
-    assert [e["status"] for e in doc["events"] if e["label"].startswith("acpi_")] == [
-        "unverified"
-    ] * 3
+    acpi = [e["status"] for e in doc["events"] if e["label"].startswith("acpi_")]
+    assert acpi == ["unverified"] * 3
     code, out = _run("--attestation", str(att), "--image-dir", directory, "--acpi-source", "dumper")
     assert code == 2 and "dstack-acpi-tables" in out
+    # A QEMU version the model does not cover, and no log: only RTMR0 is not judged.
     doc06 = json.loads(att.read_text())
+    vm = json.loads(doc06["vm_config"])
+    vm["qemu_version"] = "10.0.0"
     (tmp_path / "q.hex").write_text(doc06["quote"])
-    # A QEMU version the built-in ACPI model does not cover, so auto has no table source.
-    vm06 = json.loads(doc06["vm_config"]) | {"qemu_version": "10.0.0"}
-    (tmp_path / "vm.json").write_text(json.dumps(vm06))
+    (tmp_path / "vm.json").write_text(json.dumps(vm))
     code, text = _run("--quote", str(tmp_path / "q.hex"), "--vm-config", str(tmp_path / "vm.json"),
                       "--image-dir", directory)  # fmt: skip
     assert code == 1
     assert text.splitlines()[0].startswith("MISMATCH: MRTD, RTMR1, RTMR2; RTMR0 not judged")
-    assert "  ACPI: ACPI not judged: no dumper was found" in text
+    assert (
+        "  ACPI: ACPI not judged: no dumper was found, no --acpi-tables file, the built-in " in text
+    )
 
 
 def test_cli_ccel(example: Image) -> None:
@@ -751,25 +846,3 @@ def test_report_names_match_identity_kinds() -> None:
         for spec in layout:
             assert not expected_identity(rtmr, spec.label).kind.startswith("label:"), spec.label
     assert uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394") == SMBIOS3_TABLE_GUID
-
-
-def test_cli_acpi_source_builtin_matches_the_real_capture(
-    capture_image: Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 12: the built-in ACPI model (explicitly, or by auto without a dumper) predicts
-    the real 0.6.0 CVM's loader, RSDP and tables events: all three MATCH, verified."""
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.delenv("DSTACK_MR_ACPI_DUMPER", raising=False)
-    att = shared_path("real", "dstack-0.6.0-getquote.json")
-    directory = capture_image.files.directory
-    for mode in ("builtin", "auto"):
-        code, out = _run(
-            "--attestation", str(att), "--image-dir", directory, "--acpi-source", mode, "--json"
-        )
-        assert code == 1, out  # the stand-in image's own events still differ
-        doc = json.loads(out)
-        jsonschema.validate(doc, SCHEMA)
-        assert doc["acpi_source"]["kind"] == "builtin" and doc["acpi_source"]["verified"]
-        acpi = [e for e in doc["events"] if e["label"].startswith("acpi_")]
-        assert [e["label"] for e in acpi] == ["acpi_loader", "acpi_rsdp", "acpi_tables"]
-        assert [e["status"] for e in acpi] == ["match"] * 3, mode

@@ -408,6 +408,14 @@ def test_legacy_measurements_against_an_image(tmp_path: Path) -> None:
     assert (
         verify(quote, image=image, vm_config=other).details.check("os_image_hash").status == FAILED
     )  # type: ignore[union-attr]
+    # Images that ship digest.txt instead name themselves by it.
+    (meta.parent / "sha256sum.txt").unlink()
+    (meta.parent / "digest.txt").write_text(hashlib.sha256(sums).hexdigest() + "\n")
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == PASSED and "(digest.txt)" in hashed.message
+    (meta.parent / "digest.txt").unlink()
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == NOT_CHECKED
     bigger = attrs.evolve(vm, memory_size=4 << 30)
     result = verify(quote, image=image, vm_config=bigger)
     assert result.reason is not None and result.reason.startswith("RTMR0 differ")
@@ -1041,3 +1049,108 @@ def test_scale_attestation_verifies_like_dstack(shape: str, tmp_path: Path) -> N
     refused = verify(other)
     assert refused.reason is not None and "is not the attestation's" in refused.reason
     assert str(cap["report_data"]) in refused.reason
+
+
+# --- diagnose uses the same signature check ---------------------------------------------------
+
+
+@pytest.fixture
+def diag_inputs(tmp_path: Path) -> dict[str, str]:
+    meta = write_example_image(tmp_path / "img")
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 8, "memory_size": 64 << 30, "qemu_version": "8.2.2"}))
+    real = shared_path("real")
+    return {
+        "image": str(meta.parent),
+        "vm": str(vm),
+        "att": str(real / "dstack-0.5.4-8cpu-64g-getquote.json"),
+        "coll": str(real / "collateral" / PAIRS[0]),
+        "at": pair(PAIRS[0])["verify_at"],
+    }
+
+
+def _diagnose(d: dict[str, str], *extra: str) -> tuple[int, str]:
+    args = ["diagnose", "--attestation", d["att"], "--vm-config", d["vm"], "--image-dir",
+            d["image"], "--acpi-source", "log", *extra]  # fmt: skip
+    result = RUN.invoke(app, args)
+    return result.exit_code, result.output
+
+
+def test_diagnose_says_signature_not_checked_without_collateral(
+    diag_inputs: dict[str, str],
+) -> None:
+    _code, out = _diagnose(diag_inputs)
+    assert "signed: the quote (MRTD and RTMR0-3); signature not checked (give --collateral" in out
+    _code, out = _diagnose(diag_inputs, "--json")
+    doc = json.loads(out)
+    assert doc["quote_signature"] is None and doc["signed"] is True
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" /
+                         "diagnose.schema.json").read_text())  # fmt: skip
+    jsonschema.validate(doc, schema)
+
+
+def test_diagnose_checks_the_signature_with_collateral(
+    diag_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    d = diag_inputs
+    _code, out = _diagnose(d, "--collateral", d["coll"], "--at", d["at"])
+    assert "signature verified (FMSPC B0C06F000000, TCB status UpToDate)" in out
+    assert "QUOTE SIGNATURE INVALID" not in out
+    _code, out = _diagnose(d, "--collateral", d["coll"], "--at", d["at"], "--json")
+    sig = json.loads(out)["quote_signature"]
+    assert sig["verified"] is True and sig["tcb_status"] == "UpToDate"
+    assert sig["verified_at"] == d["at"]
+    # A tampered quote: the report leads with the failed signature and exits 1.
+    cap = json.loads(Path(d["att"]).read_text())
+    raw = bytearray(bytes.fromhex(cap["quote"]))
+    raw[BODY + 520] ^= 1
+    cap["quote"] = raw.hex()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(cap))
+    code, out = _diagnose({**d, "att": str(bad)}, "--collateral", d["coll"], "--at", d["at"])
+    assert code == 1
+    assert out.splitlines()[0].startswith("QUOTE SIGNATURE INVALID: dcap-qvl: ")
+    # Same verdict as verify's.
+    verdict = verify_quote(parse_quote(raw.hex()), parse_collateral(pair(PAIRS[0])),
+                           when(d["at"]))  # fmt: skip
+    assert f"QUOTE SIGNATURE INVALID: {verdict.error}" == out.splitlines()[0]
+
+
+def test_diagnose_collateral_needs_a_quote(diag_inputs: dict[str, str]) -> None:
+    d = diag_inputs
+    result = RUN.invoke(app, ["diagnose", "--vm-config", d["vm"], "--image-dir", d["image"],
+                              "--actual-rtmr1", "00" * 48, "--collateral", d["coll"]])  # fmt: skip
+    assert result.exit_code == 2 and "give --quote or --attestation" in result.output
+
+
+def test_failed_signature_makes_a_matching_diagnosis_exit_1(tmp_path: Path) -> None:
+    from dstack_mr.dcap import QuoteVerdict
+    from dstack_mr.diagnose import diagnose
+
+    meta = write_example_image(tmp_path / "img")
+    image = Image.load(meta.parent, AcpiTablesFile(meta.parent / "acpi-tables.bin"))
+    vm = VmConfig(cpu_count=2, memory_size=2 << 30)
+    m = image.measure(vm).measurements
+    regs = {r: getattr(m, r) for r in ("mrtd", "rtmr0", "rtmr1", "rtmr2")}
+    report = diagnose(vm, image, Evidence(registers=regs), explain=False)
+    assert report.result == "match" and report.exit_code == 0
+    failed = QuoteVerdict(False, dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), error="x")
+    assert attrs.evolve(report, quote_signature=failed).exit_code == 1
+    ok = attrs.evolve(failed, verified=True, error=None, status="OutOfDate")
+    assert attrs.evolve(report, quote_signature=ok).exit_code == 0  # TCB is verify's policy
+
+
+def test_collateral_is_per_platform_not_per_quote() -> None:
+    """The 0.3-era Phala capture is another quote on the same platform (FMSPC 20A06F000000):
+    the published collateral verifies it too, with its whole event log."""
+    doc = pair(UP_TO_DATE)
+    att = parse_attestation(
+        shared_path("real", "phala-cloud-dstack-0.3-era-getquote.json").read_text()
+    )
+    assert att.quote is not None and att.quote.raw.hex() != doc["quote"]
+    result = verify(att, parse_collateral(doc), at=when(doc["verify_at"]))
+    assert result.is_valid, result.reason
+    d = result.details
+    assert (d.fmspc, d.tcb_status, d.event_log_verified) == ("20A06F000000", "UpToDate", True)
+    assert d.app_info is not None and d.key_provider is None  # this generation had none
+    assert d.app_info.app_id.hex() == "9f91439ecacc4f8845a9cd81cc141256d5e1bce3"

@@ -25,7 +25,13 @@ from ._binary import from_hex
 from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
 from .acpi_log import AcpiDigests, acpi_digests_from_log
 from .config import OvmfVariant, VmConfig, parse_json
-from .declarations import ImageHashCheck, check_os_image_hash
+from .dcap import QuoteVerdict
+from .declarations import (
+    DeclaredMeasurement,
+    ImageHashCheck,
+    check_declared_measurement,
+    check_os_image_hash,
+)
 from .digest import DIGEST_LEN, replay
 from .errors import ConfigError, DumperNotFoundError, EvidenceError
 from .event_identity import (
@@ -216,17 +222,18 @@ def parse_register_hex(text: str, what: str) -> bytes:
 
 # --- where RTMR0's ACPI digests come from ------------------------------------------------------
 
-ACPI_MODES = ("auto", "dumper", "file", "log", "builtin")
+ACPI_MODES = ("auto", "dumper", "file", "builtin", "log")
 
 
 @attrs.frozen
 class AcpiChoice:
     """Where the expected ACPI digests come from, and whether they can be trusted.
 
-    ``kind``: ``dumper`` / ``file`` (tables, predicted and verified), ``log`` (the VM's own
-    three digests: taken from the log, not verified) or ``none`` (ACPI not judged: RTMR0
-    cannot be predicted). Other table sources (e.g. tables built in Python) are ``kind``
-    values of their own, with their ``source``.
+    ``kind``: ``dumper`` / ``file`` / ``builtin`` (tables predicted for this configuration:
+    verified), ``log`` (the VM's own three digests: taken from the log, not verified) or
+    ``none`` (ACPI not judged: RTMR0 cannot be predicted). ``fallback`` is used when this
+    source cannot serve the configuration (``auto`` picking the built-in model for a QEMU
+    version it does not cover).
     """
 
     kind: str
@@ -234,6 +241,7 @@ class AcpiChoice:
     source: AcpiSource | AcpiDigests | None = attrs.field(default=None, repr=False)
     #: False when the digests are the VM's own claim (or unknown).
     verified: bool = True
+    fallback: AcpiChoice | None = attrs.field(default=None, repr=False)
 
     @property
     def judged(self) -> bool:
@@ -245,9 +253,10 @@ class AcpiChoice:
             return cls("file", f"ACPI tables from {source.path}", source)
         if isinstance(source, AcpiDumper):
             return cls("dumper", "ACPI tables from the dumper", source)
-        if getattr(source, "source_name", None) == "builtin":
+        name = getattr(source, "source_name", type(source).__name__)
+        if name == "builtin":
             return cls("builtin", "ACPI tables from the built-in model of dstack's QEMU", source)
-        return cls(type(source).__name__, f"ACPI tables from {type(source).__name__}", source)
+        return cls(str(name), f"ACPI tables from {name}", source)
 
     @classmethod
     def from_log(cls, events: Sequence[Event]) -> AcpiChoice:
@@ -263,6 +272,21 @@ class AcpiChoice:
         return cls("none", f"ACPI not judged: {why}", verified=False)
 
 
+def _log_or_none(events: Sequence[Event] | None, why: str) -> AcpiChoice:
+    if events is not None:
+        try:
+            return AcpiChoice.from_log(events)
+        except EvidenceError as exc:
+            return AcpiChoice.none(f"{why}, and {exc}")
+    return AcpiChoice.none(f"{why}, and no event log was given")
+
+
+def _builtin() -> AcpiChoice:
+    from .acpi_model import QemuAcpiModel  # the model's modules load only when used
+
+    return AcpiChoice.from_source(QemuAcpiModel())
+
+
 def resolve_acpi(
     mode: str,
     *,
@@ -270,18 +294,15 @@ def resolve_acpi(
     dumper: str | None = None,
     timeout: float | None = None,
     events: Sequence[Event] | None = None,
-    qemu_version: str | None = None,
 ) -> AcpiChoice:
     """Pick the ACPI source for a diagnosis.
 
     ``auto``: an explicitly given tables file or dumper program; else the dumper when it is
-    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the built-in model when it covers
-    ``qemu_version`` (the VM's resolved QEMU version); else the event log's three ACPI
-    digests; else nothing (RTMR0 is then not judged, everything else still is). The other
-    modes insist on their source and raise when it is unavailable.
+    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the built-in model of dstack's QEMU for
+    the QEMU versions it covers; else the event log's three ACPI digests (not verified); else
+    nothing (RTMR0 is then not judged, everything else still is). The other modes insist on
+    their source and raise when it is unavailable.
     """
-    from .acpi_model import QemuAcpiModel, covers
-
     if mode not in ACPI_MODES:
         raise ConfigError(f"unknown ACPI source {mode!r} (expected one of {', '.join(ACPI_MODES)})")
     if tables is not None and dumper is not None:
@@ -294,15 +315,13 @@ def resolve_acpi(
             raise ConfigError("--acpi-source file needs --acpi-tables FILE")
         return AcpiChoice.from_source(AcpiTablesFile(tables))
     if mode == "dumper" or (mode == "auto" and dumper is not None):
-        dumper_source.resolve()
-        choice = AcpiChoice.from_source(dumper_source)
+        found = dumper_source.resolve()
         return attrs.evolve(
-            choice, description=f"ACPI tables from the dumper {dumper_source.resolve()}"
+            AcpiChoice.from_source(dumper_source),
+            description=f"ACPI tables from the dumper {found}",
         )
     if mode == "builtin":
-        if tables is not None or dumper is not None:
-            raise ConfigError("--acpi-source builtin does not use --acpi-tables or --acpi-dumper")
-        return AcpiChoice.from_source(QemuAcpiModel())
+        return _builtin()
     if mode == "log":
         if events is None:
             raise EvidenceError("--acpi-source log needs an event log (--attestation, --event-log)")
@@ -310,20 +329,16 @@ def resolve_acpi(
     try:
         found = dumper_source.resolve()
     except DumperNotFoundError:
-        found = None
-    if found is not None:
         return attrs.evolve(
-            AcpiChoice.from_source(dumper_source),
-            description=f"ACPI tables from the dumper {found}",
-        )
-    if qemu_version is not None and covers(qemu_version):
-        return AcpiChoice.from_source(QemuAcpiModel())
-    if events is not None:
-        try:
-            return AcpiChoice.from_log(events)
-        except EvidenceError as exc:
-            return AcpiChoice.none(f"no dumper, no tables file, and {exc}")
-    return AcpiChoice.none("no dumper was found, no --acpi-tables file and no event log was given")
+            _builtin(),
+            fallback=_log_or_none(
+                events, "no dumper was found, no --acpi-tables file, the built-in model does "
+                "not cover this QEMU version"
+            ),
+        )  # fmt: skip
+    return attrs.evolve(
+        AcpiChoice.from_source(dumper_source), description=f"ACPI tables from the dumper {found}"
+    )
 
 
 #: Placeholder digests when ACPI is not judged; never reported (RTMR0 is then not judged).
@@ -577,10 +592,14 @@ class DiagnoseReport:
     image_hash: ImageHashCheck = attrs.field(
         factory=lambda: ImageHashCheck(None, None, None), repr=False
     )
+    declared_measurement: DeclaredMeasurement | None = attrs.field(default=None, repr=False)
     image_files: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     evidence_notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     signed: bool = False
+    #: The quote's signature and TCB status checked with collateral
+    #: (:func:`dstack_mr.dcap.verify_quote`); None when not checked.
+    quote_signature: QuoteVerdict | None = attrs.field(default=None, repr=False)
 
     @property
     def compared(self) -> bool:
@@ -606,7 +625,10 @@ class DiagnoseReport:
 
     @property
     def exit_code(self) -> int:
-        """1 on a mismatch; 0 otherwise (also when nothing was compared)."""
+        """1 on a mismatch or a quote whose signature check failed; 0 otherwise (also when
+        nothing was compared)."""
+        if self.quote_signature is not None and not self.quote_signature.verified:
+            return 1
         return 1 if self.result == "mismatch" else 0
 
     def differing_events(self) -> list[EventCheck]:
@@ -724,9 +746,13 @@ class DiagnoseReport:
                 "verified": self.acpi.verified,
             },
             "image_hash": self.image_hash.to_dict(),
+            "declared_measurement": None
+            if self.declared_measurement is None
+            else self.declared_measurement.to_dict(),
             "evidence": list(self.evidence_sources),
             "evidence_notes": list(self.evidence_notes),
             "signed": self.signed,
+            "quote_signature": _signature_dict(self.quote_signature),
             "warnings": list(self.warnings),
             "comparison": [
                 {
@@ -831,7 +857,13 @@ def diagnose(
     except DumperNotFoundError:
         if acpi is not None:
             raise
-        choice = _fallback(evidence)
+        choice = _log_or_none(evidence.events, "no dumper was found")
+        expected = _measure(image, vm, variant, choice)
+    except ConfigError:
+        # The built-in model refuses QEMU versions no real CVM proves it for.
+        if choice.fallback is None:
+            raise
+        choice = choice.fallback
         expected = _measure(image, vm, variant, choice)
     m = expected.measurements
 
@@ -857,8 +889,16 @@ def diagnose(
             actual = [e for e in evidence.events if e.imr == log.rtmr]
             events.extend(align(log.rtmr, log.events, actual, acpi_from_log=choice.kind == "log"))
 
+    by_vm = bool(evidence.declared_image_hash())
     declared = evidence.declared_image_hash() or vm.os_image_hash
-    image_hash = check_os_image_hash(declared, image.files.directory)
+    image_hash = check_os_image_hash(
+        declared, image.files.directory, "the VM" if by_vm else "the given VmConfig"
+    )
+    values = {r.name.lower(): r.actual for r in registers if r.actual is not None}
+    own = evidence.vm_config is not None and evidence.vm_config.tdx_measurement is not None
+    document = check_declared_measurement(
+        evidence.vm_config if own else vm, values, image, from_evidence=own
+    )
     findings: list[Finding] = []
     if explain:
         findings = _explain.explain(
@@ -871,6 +911,7 @@ def diagnose(
             replay=replay_checks,
             acpi=choice,
             image_hash=image_hash,
+            declared=document,
         )
     notes = list(evidence.notes)
     signed = evidence.quote is not None
@@ -888,6 +929,7 @@ def diagnose(
         evidence_sources=evidence.sources,
         acpi=choice,
         image_hash=image_hash,
+        declared_measurement=document,
         image_files=_image_files(image),
         evidence_notes=tuple(notes),
         warnings=tuple(warnings),
@@ -895,13 +937,22 @@ def diagnose(
     )
 
 
-def _fallback(evidence: Evidence) -> AcpiChoice:
-    if evidence.events is not None:
-        try:
-            return AcpiChoice.from_log(evidence.events)
-        except EvidenceError as exc:
-            return AcpiChoice.none(f"no dumper was found, and {exc}")
-    return AcpiChoice.none("no dumper was found and there is no event log to take them from")
+def _signature_dict(v: QuoteVerdict | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+
+    def iso(t: Any) -> str:
+        return str(t.isoformat().replace("+00:00", "Z"))
+
+    return {
+        "verified": v.verified,
+        "error": v.error,
+        "tcb_status": v.status,
+        "advisory_ids": list(v.advisory_ids),
+        "fmspc": v.fmspc,
+        "verified_at": iso(v.at),
+        "collateral_valid_until": None if v.window is None else iso(v.window.not_after),
+    }
 
 
 def _acpi_choice(

@@ -22,6 +22,8 @@ from .config import parse_json
 from .digest import DIGEST_LEN, replay, sha384
 from .errors import EventLogError, EvidenceError, QuoteError
 from .quote import TdxQuote, parse_quote
+from .registry import EFI_GLOBAL_VARIABLE, SMBIOS3_TABLE, SMBIOS_TABLE
+from .registry import U32_MAX as _U32_MAX
 
 __all__ = [
     "DSTACK_RUNTIME_EVENT_TYPE",
@@ -117,7 +119,6 @@ def event_type_name(event_type: int) -> str:
 
 # --- the event -------------------------------------------------------------------------------
 
-_U32_MAX = 0xFFFF_FFFF
 _NUM_RTMRS = 4
 
 
@@ -375,11 +376,11 @@ class _Undecodable(EventLogError):
     """Internal: a payload does not have the structure its event type promises."""
 
 
-_EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+_EFI_GLOBAL_VARIABLE = EFI_GLOBAL_VARIABLE
 #: Configuration-table GUIDs of the SMBIOS 3.x and 2.x entry points (edk2's
 #: SmbiosMeasurementDxe logs one of them in the stable202505 RTMR0 handoff-tables event).
-SMBIOS3_TABLE_GUID = uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
-SMBIOS_TABLE_GUID = uuid.UUID("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
+SMBIOS3_TABLE_GUID = SMBIOS3_TABLE
+SMBIOS_TABLE_GUID = SMBIOS_TABLE
 _TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS3 table", SMBIOS_TABLE_GUID: "SMBIOS table"}
 #: OVMF's fw_cfg measurements: this ASCII tag, then the item's NUL-padded file name.
 FW_CFG_EVENT_PREFIX = b"QEMU FW CFG\0"

@@ -10,26 +10,29 @@ measurement computes from the firmware, kernel, initrd, cmdline or ACPI tables.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import overload
 
 import attrs
 
 from .config import OvmfVariant
 from .digest import replay, sha384, short_hex
+from .registry import (
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    FRONTPAGE_FILE,
+    OVMF_FV,
+    UIAPP_FILE,
+)
 from .uefi import (
     BOOT_ATTEMPT_ACTION,
     CFV_DIGEST,
-    EFI_GLOBAL_VARIABLE,
-    EFI_IMAGE_SECURITY_DATABASE,
     EXIT_BOOT_SERVICES_ACTION,
     EXIT_BOOT_SERVICES_OK_ACTION,
-    FRONTPAGE_FILE,
     LINUXBOOT_BOOTORDER,
-    OVMF_FV,
     PRE202505_BOOT0000_DIGEST,
     SEPARATOR_DIGEST,
     STABLE202505_VARIABLE_AUTHORITY_DIGEST,
-    UIAPP_FILE,
     boot_order,
     efi_variable_digest,
     fv_file_path,
@@ -238,8 +241,9 @@ class MeasuredEvent:
 
 
 @attrs.frozen
-class RtmrLog:
-    """One register's expected events, in order; ``value`` replays them."""
+class RtmrLog(Sequence[MeasuredEvent]):
+    """One register's expected events, in order: a read-only sequence of
+    :class:`MeasuredEvent` (``log[0]``, ``for e in log``); ``value`` replays them."""
 
     rtmr: int
     events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
@@ -254,6 +258,18 @@ class RtmrLog:
 
     def __len__(self) -> int:
         return len(self.events)
+
+    @overload
+    def __getitem__(self, index: int) -> MeasuredEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[MeasuredEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> MeasuredEvent | tuple[MeasuredEvent, ...]:
+        return self.events[index]
+
+    def __iter__(self) -> Iterator[MeasuredEvent]:
+        return iter(self.events)
 
     def _repr_html_(self) -> str:
         from .render import rtmr_log_html

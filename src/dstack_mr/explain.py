@@ -18,7 +18,7 @@ import attrs
 
 from . import events
 from . import kernel as kernel_mod
-from .config import OvmfVariant, format_memory_size
+from .config import OvmfVariant, format_memory_size, parse_memory_size
 from .digest import replay
 from .errors import DstackMrError
 from .event_identity import (
@@ -30,10 +30,11 @@ from .event_identity import (
 )
 from .events import RTMR0_LAYOUTS
 from .machine import checked_cmdline_digest, rtmr0_digests
+from .smbios import SmbiosSearch, search
 
 if TYPE_CHECKING:
     from .config import VmConfig
-    from .declarations import ImageHashCheck
+    from .declarations import DeclaredMeasurement, ImageHashCheck
     from .diagnose import AcpiChoice, EventCheck, Evidence, RegisterCheck, ReplayCheck
     from .image import Image
     from .machine import MeasurementDetails
@@ -104,10 +105,11 @@ def explain(
     replay: Sequence[ReplayCheck],
     acpi: AcpiChoice,
     image_hash: ImageHashCheck,
+    declared: DeclaredMeasurement | None = None,
 ) -> list[Finding]:
     """Every finding for one comparison, most important first."""
     return _Explainer(
-        vm, image, evidence, expected, registers, events, replay, acpi, image_hash
+        vm, image, evidence, expected, registers, events, replay, acpi, image_hash, declared
     ).run()
 
 
@@ -127,7 +129,9 @@ class _Explainer:
         replay_checks: Sequence[ReplayCheck],
         acpi: AcpiChoice,
         image_hash: ImageHashCheck,
+        declared: DeclaredMeasurement | None = None,
     ) -> None:
+        self.declared = declared
         self.vm = vm
         self.image = image
         self.evidence = evidence
@@ -147,6 +151,7 @@ class _Explainer:
 
     def run(self) -> list[Finding]:
         self._image()
+        self._declared()
         self._mrtd()
         for rtmr in range(3):
             reg = self.registers[f"rtmr{rtmr}"]
@@ -180,14 +185,43 @@ class _Explainer:
     def _image(self) -> None:
         check = self.image_hash
         declared = check.declared
+        doc = self.declared
         directory = self.image.files.directory
+        booted = ""
+        whose = "its" if doc is None or doc.from_evidence else "the given VmConfig's"
+        by_vm = bool(self.evidence.declared_image_hash())
+        declares = "this VM declares" if by_vm else "the given VmConfig declares"
+        if doc is not None and doc.error is None and doc.vm_equal and not doc.vm_differ:
+            booted = (
+                f"; the VM booted what it declared (its {_and(list(doc.vm_equal))} equal "
+                f"{whose} measurement document's)"
+                if doc.from_evidence
+                else f"; the VM's {_and(list(doc.vm_equal))} equal {whose} measurement document's"
+            )
         if check.status == "mismatch" and declared is not None and check.image_hash is not None:
             self._add(
                 Finding(
                     "image",
-                    f"image: your image directory is not the image this VM declares "
+                    f"image: your image directory is not the image {declares} "
                     f"(vm_config os_image_hash {declared.hex()[:16]}…; {directory} has "
-                    f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source})",
+                    f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source}){booted}",
+                    "proven",
+                    "image",
+                    declared.hex(),
+                    settle="diagnose against the image directory whose sha256sum.txt hashes to "
+                    f"{declared.hex()}",
+                )
+            )
+            return
+        if doc is not None and doc.error is None and doc.image_differ and declared is not None:
+            parts = _and(list(doc.image_differ))
+            self._add(
+                Finding(
+                    "image",
+                    f"image: your image directory is not the image {declares} "
+                    f"(os_image_hash {declared.hex()[:16]}…): its {parts} "
+                    f"{'differs' if len(doc.image_differ) == 1 else 'differ'} from that "
+                    f"image's measurement document{booted}",
                     "proven",
                     "image",
                     declared.hex(),
@@ -200,8 +234,19 @@ class _Explainer:
             self._add(
                 Finding(
                     "image",
-                    f"image: {directory} is the image this VM declares (os_image_hash "
-                    f"{declared.hex()[:16]}…)",
+                    f"image: {directory} is the image {declares} (os_image_hash "
+                    f"{declared.hex()[:16]}…){booted}",
+                    "proven",
+                    lead=False,
+                )
+            )
+            return
+        if doc is not None and doc.error is None and not doc.image_differ:
+            self._add(
+                Finding(
+                    "image",
+                    f"image: {directory}'s firmware, kernel, cmdline and initrd equal the VM's "
+                    f"measurement document's{booted}",
                     "proven",
                     lead=False,
                 )
@@ -230,6 +275,42 @@ class _Explainer:
                 settle=settle,
             )
         )
+
+    def _declared(self) -> None:
+        doc = self.declared
+        if doc is None:
+            return
+        what = (
+            "the VM's measurement document (vm_config.tdx_measurement)"
+            if doc.from_evidence
+            else "the measurement document of the given VmConfig (tdx_measurement)"
+        )
+        if doc.error is not None:
+            self._add(
+                Finding(
+                    "declared",
+                    f"declared: {what} does not check out: {doc.error}",
+                    "proven",
+                    settle="the VmConfig as the VMM issued it",
+                )
+            )
+            return
+        if not doc.vm_differ:
+            return
+        regs = _and(list(doc.vm_differ))
+        verb = "differs" if len(doc.vm_differ) == 1 else "differ"
+        if doc.from_evidence:
+            message = (
+                f"declared: the VM did not boot what it declares: its {regs} {verb} from its "
+                "own measurement document's (vm_config.tdx_measurement, bound to its "
+                "os_image_hash)"
+            )
+        else:
+            message = (
+                f"declared: the evidence's {regs} {verb} from {what}: the VM did not boot "
+                "that image, or this VmConfig is not the VM's"
+            )
+        self._add(Finding("declared", message, "proven"))
 
     # --- MRTD ----------------------------------------------------------------------------------
 
@@ -295,7 +376,8 @@ class _Explainer:
                 otherwise=(
                     f"td_hob: no memory size reproduces it; the TD HOB depends only on the "
                     f"memory size and the TDVF section layout of {self.fw}, so the VM's firmware "
-                    "most likely has another section layout"
+                    "most likely has another section layout (or its memory size is not a "
+                    "multiple of 256 MiB)"
                 ),
                 settle=f"the VM's firmware (compare its TDVF metadata with {self.fw})",
             )  # fmt: skip
@@ -434,19 +516,69 @@ class _Explainer:
         )
 
     def _smbios(self, ev: EventCheck) -> Finding:
-        # The SMBIOS handoff-tables digest can be computed from the machine (QEMU's SMBIOS
-        # tables); a search over its inputs, when available, belongs here and would make
-        # this finding proven. Until then the seed's constant is all there is.
+        assert ev.actual is not None
+        found = self._smbios_search(ev.actual)
+        if found is not None and found.match is not None:
+            finding = self._smbios_found(found)
+            reg = self.registers["rtmr0"]
+            log = self.expected.rtmr_logs[0]
+            with_it = [ev.actual if e.label == ev.label else e.digest for e in log.events]
+            if reg.actual is not None and replay(with_it) == reg.actual:
+                finding = attrs.evolve(
+                    finding,
+                    message=finding.message + "; with it the expected RTMR0 equals the actual",
+                )
+            return finding
         return Finding(
             "smbios",
-            "smbios: the SMBIOS handoff-tables event (EV_EFI_HANDOFF_TABLES, SMBIOS3 table "
-            "f2fd1544-9794-4a2c-992e-e5bbcf20e394) differs; its digest follows QEMU's SMBIOS "
-            "tables (memory size, CPU model, QEMU machine type), and the expected value is the "
-            "constant of one 2 GiB capture, so other configurations measure other values — "
-            "this is not a sign of another OVMF build",
+            "smbios: the SMBIOS handoff-tables event (EV_EFI_HANDOFF_TABLES) differs and no "
+            "modelled SMBIOS table reproduces it; its digest follows QEMU's SMBIOS tables "
+            "(memory size, host CPU, -smbios strings, QEMU machine type), and the expected "
+            "value is the constant of one 2 GiB configuration — this is not a sign of another "
+            "OVMF build",
             register="RTMR0",
-            settle="a computation of the SMBIOS tables for this VM's memory, CPU and QEMU version",
+            tried=(found.describe(),) if found is not None else (),
+            settle="the host's CPU (CPUID leaf 1), its VMM's -smbios type=1 strings and QEMU "
+            "version (dstack-mr measure --smbios-computed --host-cpu ...)",
             lead=False,
+        )
+
+    def _smbios_search(self, actual: bytes | Callable[[bytes], bool]) -> SmbiosSearch | None:
+        """The SMBIOS inputs behind ``actual``, at the memory size the TD HOB proved (if it
+        did) or the config's; None when the model cannot take this VM's inputs."""
+        memory: int = self.vm.memory_size
+        for f in self.findings:
+            if f.proven and f.parameter == "memory_size" and f.value is not None:
+                memory = parse_memory_size(f.value)
+        try:
+            return search(actual, memory, self.expected.options.version)
+        except DstackMrError:
+            return None
+
+    def _smbios_found(self, found: SmbiosSearch) -> Finding:
+        match = found.match
+        assert match is not None
+        differs = []
+        if match.memory_size != self.vm.memory_size:
+            differs.append(
+                f"memory {format_memory_size(match.memory_size)}, config says "
+                f"{format_memory_size(self.vm.memory_size)}"
+            )
+        if match.qemu_version != self.expected.options.version:
+            differs.append(
+                f"QEMU {'.'.join(map(str, match.qemu_version))}, config resolves "
+                f"{self.expected.options.version_str}"
+            )
+        return Finding(
+            "smbios",
+            f"smbios: the SMBIOS handoff-tables event is the SMBIOS table of {match.describe()}: "
+            "recomputing QEMU's tables with these inputs reproduces the VM's digest (the "
+            "expected value was the reference's constant, right for 2 GiB on QEMU 8.2.2 only)"
+            + "".join(f"; {d}" for d in differs),
+            "proven",
+            "smbios",
+            match.describe(),
+            "RTMR0",
         )
 
     def _layout(self, mine: Sequence[EventCheck]) -> bool:
@@ -548,6 +680,17 @@ class _Explainer:
                 )
             )
             return
+        smbios_tried: tuple[str, ...] = ()
+        if events.SMBIOS_HANDOFF in labels:
+            at = labels.index(events.SMBIOS_HANDOFF)
+            tables = self._smbios_search(
+                lambda d: replay([d if k == at else x for k, x in enumerate(base)]) == reg.actual
+            )
+            if tables is not None and tables.match is not None:
+                proof = self._smbios_found(tables)
+                self._add(self._register_proof(0, events.SMBIOS_HANDOFF, proof, labels))
+                return
+            smbios_tried = (tables.describe(),) if tables is not None else ()
         self._add(
             Finding(
                 "rtmr0",
@@ -558,6 +701,7 @@ class _Explainer:
                     f"{_MEMORY_TRIED} (TD HOB)",
                     f"the {other.value} OVMF layout",
                     f"ACPI as given ({self.acpi.description})",
+                    *smbios_tried,
                 ),
                 settle="the VM's event log (the GetQuote response's event_log, or the CCEL "
                 "table) identifies the differing event",

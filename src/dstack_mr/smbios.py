@@ -24,15 +24,16 @@ from __future__ import annotations
 import enum
 import struct
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
 
-from . import _binary
+from . import _binary, validate
 from .config import parse_version_triple
 from .digest import sha384
 from .errors import ConfigError, SmbiosError
+from .registry import SMBIOS3_TABLE, SMBIOS_TABLE
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -40,8 +41,8 @@ GIB = 1 << 30
 TIB = 1 << 40
 
 #: EFI_HANDOFF_TABLE_POINTERS names one of these (edk2 MdePkg/Include/Guid/SmBios.h).
-SMBIOS_TABLE_GUID = uuid.UUID("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
-SMBIOS3_TABLE_GUID = uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
+SMBIOS_TABLE_GUID = SMBIOS_TABLE
+SMBIOS3_TABLE_GUID = SMBIOS3_TABLE
 
 #: dstack's VMM passes ``-smbios type=1,manufacturer=dstack,product=dstack`` by default.
 DSTACK_MANUFACTURER = "dstack"
@@ -209,8 +210,9 @@ def _check_string(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None
 
 
 def _check_u32(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF_FFFF:
-        raise ConfigError(f"{attr.name} must be a 32-bit value, got {value!r}")
+    problem = validate.u32(value)
+    if problem is not None:
+        raise ConfigError(f"{attr.name} {problem}")
 
 
 def _check_cpus(_inst: object, _attr: object, value: Any) -> None:
@@ -920,6 +922,13 @@ def seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
     )
 
 
+#: What a pre-202505 result says when it was asked to compute the SMBIOS event.
+NO_SMBIOS_EVENT_NOTE = (
+    "the SMBIOS options have no effect: pre-202505 OVMF measures no SMBIOS event (only the "
+    "17-event stable202505 layout has one)"
+)
+
+
 def computed_note(inputs: SmbiosInputs) -> str:
     return (
         "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event, computed "
@@ -997,7 +1006,8 @@ def _describe_strings(pair: tuple[str | None, str | None]) -> str:
 class SmbiosSearch:
     """The outcome of :func:`search`: the inputs that reproduce the digest, or what was tried."""
 
-    actual: bytes = attrs.field(repr=lambda d: d.hex()[:16] + "…")
+    #: The event digest found (or sought); None for a failed search by predicate.
+    actual: bytes | None = attrs.field(repr=lambda d: d.hex()[:16] + "…" if d else "None")
     match: SmbiosInputs | None
     qemu_versions: tuple[tuple[int, int, int], ...]
     memory_sizes: tuple[int, ...]
@@ -1016,8 +1026,9 @@ class SmbiosSearch:
         if len(self.memory_sizes) > 6:
             sizes += f" and {len(self.memory_sizes) - 6} more whole-GiB sizes"
         versions = ", ".join(".".join(map(str, v)) for v in self.qemu_versions)
+        target = f"{self.actual.hex()[:16]}…" if self.actual else "the actual value"
         return (
-            f"no SMBIOS table reproduces {self.actual.hex()[:16]}…: tried {self.tried} "
+            f"no SMBIOS table reproduces {target}: tried {self.tried} "
             f"combinations of QEMU {versions}; memory {sizes}; host CPUs "
             f"{describe_cpus(self.host_cpus)} (EDX as TDX QEMU 8.2.2 stores it); "
             f"SMBIOS strings {'; '.join(map(_describe_strings, self.strings))}"
@@ -1035,7 +1046,7 @@ def digests_by_cpu(inputs: SmbiosInputs, host_cpus: Sequence[HostCpu]) -> Iterat
 
 
 def search(
-    actual: bytes,
+    actual: bytes | Callable[[bytes], bool],
     memory_size: int,
     qemu_version: str | tuple[int, int, int],
     *,
@@ -1044,7 +1055,8 @@ def search(
     other_qemu_versions: bool = True,
     nearby_memory: bool = True,
 ) -> SmbiosSearch:
-    """Find the SMBIOS inputs whose event digest is ``actual``.
+    """Find the SMBIOS inputs whose event digest is ``actual`` (or satisfies it, when it is a
+    predicate: e.g. "the register replays to the quote's value with this digest").
 
     Tried in order, each with every host CPU and string pair: the configured memory and QEMU
     version; the configured memory with :data:`KNOWN_DSTACK_QEMU_VERSIONS` (if
@@ -1052,6 +1064,7 @@ def search(
     ``nearby_memory``). A match is a recomputation that reproduces the digest, so it is a
     proven fact about those inputs.
     """
+    reproduces = actual if callable(actual) else actual.__eq__
     version = _version(qemu_version)
     versions = [version] + (
         [v for v in KNOWN_DSTACK_QEMU_VERSIONS if v != version] if other_qemu_versions else []
@@ -1064,10 +1077,10 @@ def search(
             base = SmbiosInputs(v, size, manufacturer, product)
             for cpu, digest in zip(host_cpus, digests_by_cpu(base, host_cpus), strict=True):
                 tried += 1
-                if digest == actual:
+                if reproduces(digest):
                     inputs = attrs.evolve(base, cpuid_eax=cpu.eax, cpuid_edx=cpu.edx)
                     return SmbiosSearch(
-                        actual,
+                        digest,
                         inputs,
                         tuple(versions),
                         (memory_size, *nearby),
@@ -1076,7 +1089,7 @@ def search(
                         tried,
                     )
     return SmbiosSearch(
-        actual,
+        None if callable(actual) else actual,
         None,
         tuple(versions),
         (memory_size, *nearby),

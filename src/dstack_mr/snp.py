@@ -33,8 +33,9 @@ from typing import Any
 import attrs
 
 from ._binary import Buffer, take, u16, u32
-from .config import RUST_WHITESPACE, U32_MAX, U64_MAX, rust_split_whitespace
+from .config import RUST_WHITESPACE, rust_split_whitespace
 from .errors import SnpError
+from .registry import U32_MAX, U64_MAX
 
 __all__ = [
     "BSP_EIP",
@@ -314,6 +315,14 @@ def _bytes_field(name: str, length: int) -> Any:
     return check
 
 
+def _text_field(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise SnpError(f"{name} must be a string, got {type(value).__name__}")
+
+    return check
+
+
 def _short(b: bytes) -> str:
     h = b.hex()
     return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
@@ -351,6 +360,8 @@ class OvmfSection:
 
 
 def _sections(value: Sequence[OvmfSection]) -> tuple[OvmfSection, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise SnpError(f"ovmf_sections must be a sequence of OvmfSection, got {value!r:.40}")
     return tuple(value)
 
 
@@ -375,7 +386,7 @@ class SnpLaunchInputs:
     no initrd (SHA-256 of nothing), as upstream reads it.
     """
 
-    cmdline: str = attrs.field(validator=attrs.validators.instance_of(str))
+    cmdline: str = attrs.field(validator=_text_field("cmdline"))
     ovmf_hash: bytes = attrs.field(validator=_bytes_field("ovmf_hash", LD_LEN), repr=_short)
     kernel_hash: bytes = attrs.field(validator=_bytes_field("kernel_hash", 32), repr=_short)
     initrd_hash: bytes = attrs.field(repr=_short)
@@ -383,7 +394,7 @@ class SnpLaunchInputs:
     reset_eip: int = attrs.field(validator=_int_field("reset_eip", 1, U32_MAX))
     ovmf_sections: tuple[OvmfSection, ...] = attrs.field(converter=_sections, repr=False)
     vcpus: int = attrs.field(validator=_int_field("vcpus", 1, MAX_VCPUS))
-    vcpu_type: str = attrs.field(validator=attrs.validators.instance_of(str))
+    vcpu_type: str = attrs.field(validator=_text_field("vcpu_type"))
     guest_features: int = attrs.field(validator=_int_field("guest_features", 1, U64_MAX))
 
     @initrd_hash.validator

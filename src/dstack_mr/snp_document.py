@@ -27,9 +27,10 @@ from typing import Any
 import attrs
 
 from .cbor import CborValue, decode, encode, expect_fields, get_array, get_bytes, get_text, get_uint
-from .config import U32_MAX, U64_MAX, parse_json
+from .config import parse_json
 from .errors import CborError, MeasurementDocumentError, SnpError, SnpEvidenceError
 from .measurement_doc import sha256sum_entry
+from .registry import U32_MAX, U64_MAX
 from .snp import OvmfSection, SnpLaunchInputs
 
 __all__ = [

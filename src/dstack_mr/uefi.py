@@ -11,9 +11,6 @@ from collections.abc import Sequence
 
 from .digest import sha384, utf16le
 
-EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
-EFI_IMAGE_SECURITY_DATABASE = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
-
 #: Digest of the dstack OVMF's configuration firmware volume (variable store) blob.
 CFV_DIGEST = bytes.fromhex(
     "344bc51c980ba621aaa00da3ed7436f7d6e549197dfe699515dfa2c6583d95e6"
@@ -33,9 +30,6 @@ STABLE202505_VARIABLE_AUTHORITY_DIGEST = bytes.fromhex(
     "8e7fba53a1564522f5c6f0dc9e1f41a6"
 )
 
-OVMF_FV = uuid.UUID("7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1")
-UIAPP_FILE = uuid.UUID("eec25bdc-67f2-4d95-b1d5-f81b2039d11d")
-FRONTPAGE_FILE = uuid.UUID("462caa21-7614-4503-836e-8ab6f4662331")
 LINUXBOOT_BOOTORDER = b"/rom@genroms/linuxboot_dma.bin\0"
 
 SEPARATOR = bytes(4)

@@ -29,9 +29,7 @@ silently counted as passed.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
 from typing import Any
 
 import attrs
@@ -41,6 +39,7 @@ from .appinfo import AppInfo, KeyProvider, app_info, runtime_events
 from .collateral import Collateral, ValidityWindow
 from .config import TdxAttestationVariant, VmConfig
 from .dcap import QuoteVerdict, TcbPolicy, quote_fmspc, to_utc, verify_quote
+from .declarations import image_dir_hash
 from .diagnose import Evidence
 from .digest import replay
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
@@ -227,16 +226,6 @@ def _event_log(quote: TdxQuote, events: tuple[Event, ...] | None, stripped: bool
     return Check("event_log", PASSED, f"{len(events)} events replay to the quote's RTMR0-3{note}")
 
 
-def _image_digest(image: Image) -> bytes | None:
-    """dstack's image identity: sha256 of the image's sha256sum.txt, when it has one."""
-    path = os.path.join(image.files.directory, "sha256sum.txt")
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).digest()
-    except FileNotFoundError:
-        return None
-
-
 def _legacy_measurements(
     quote: TdxQuote, vm: VmConfig, image: Image, acpi: AcpiSource | None
 ) -> tuple[Check, Check]:
@@ -255,29 +244,31 @@ def _legacy_measurements(
         measured = Check(
             "measurements", PASSED, f"MRTD and RTMR0-2 equal image {where} with this VmConfig"
         )
-    digest = _image_digest(image)
+    found = image_dir_hash(image.files.directory)
     if differ:
         hashed = Check("os_image_hash", FAILED, "the measurements do not match the image")
     elif not vm.os_image_hash:
         hashed = Check(
             "os_image_hash", PASSED, f"image {where} (the VmConfig names no os_image_hash)"
         )
-    elif digest is None:
+    elif found is None:
         hashed = Check(
             "os_image_hash",
             NOT_CHECKED,
-            f"image {where} has no sha256sum.txt to compare os_image_hash "
+            f"image {where} has no sha256sum.txt or digest.txt to compare os_image_hash "
             f"{vm.os_image_hash.hex()} with; the measurements match the image given",
         )
-    elif digest != vm.os_image_hash:
+    elif found[0] != vm.os_image_hash:
         hashed = Check(
             "os_image_hash",
             FAILED,
-            f"os_image_hash {vm.os_image_hash.hex()} is not image {where} "
-            f"(sha256 of its sha256sum.txt is {digest.hex()})",
+            f"os_image_hash {vm.os_image_hash.hex()} is not image {where} ({found[1]} is "
+            f"{found[0].hex()})",
         )
     else:
-        hashed = Check("os_image_hash", PASSED, f"os_image_hash {digest.hex()} is image {where}")
+        hashed = Check(
+            "os_image_hash", PASSED, f"os_image_hash {found[0].hex()} is image {where} ({found[1]})"
+        )
     return measured, hashed
 
 

@@ -11,10 +11,7 @@ import typer
 
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 
-if TYPE_CHECKING:
-    from dstack_mr.config import VmConfig
-    from dstack_mr.image import Image
-
+from .base import library_errors
 from .main import (
     AcpiDumperOpt,
     AcpiTablesOpt,
@@ -22,27 +19,37 @@ from .main import (
     JsonOpt,
     _read,
     app,
-    library_errors,
 )
+
+if TYPE_CHECKING:
+    from dstack_mr import diagnose as dg
+    from dstack_mr.quote import TdxQuote
 
 
 class AcpiSourceMode(str, enum.Enum):
     auto = "auto"
     dumper = "dumper"
     file = "file"
-    log = "log"
     builtin = "builtin"
+    log = "log"
 
 
-def _resolved_qemu_version(image: "Image", vm: "VmConfig") -> str | None:
-    """The VM's QEMU version as the dumper would be told it (None when the config is bad:
-    the diagnosis reports that itself)."""
-    from dstack_mr.errors import DstackMrError
+def _with_signature(
+    report: "dg.DiagnoseReport", quote: "TdxQuote | None", collateral: Path, at: str | None
+) -> "dg.DiagnoseReport":
+    """The report with the quote's signature checked exactly as ``verify`` checks it."""
+    import attrs
 
-    try:
-        return image.machine(vm).versioned_options().version_str
-    except DstackMrError:
-        return None
+    from dstack_mr.collateral import parse_collateral
+    from dstack_mr.dcap import verify_quote
+    from dstack_mr.errors import ConfigError
+
+    from .verify_cmd import _json_file, _parse_at
+
+    if quote is None:
+        raise ConfigError("--collateral checks a quote's signature: give --quote or --attestation")
+    coll = parse_collateral(_json_file(collateral, "collateral"))
+    return attrs.evolve(report, quote_signature=verify_quote(quote, coll, _parse_at(at)))
 
 
 class Color(str, enum.Enum):
@@ -125,7 +132,7 @@ def diagnose(
         typer.Option(
             "--attestation",
             help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
-            "vm_config are taken from it).",
+            "vm_config are taken from it), or a dstack AMD SEV-SNP attestation.",
         ),
     ] = None,
     ccel: Annotated[
@@ -139,14 +146,28 @@ def diagnose(
         typer.Option(
             "--acpi-source",
             help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
-            "when given, else the dumper when found, else the built-in model when it covers "
-            "the VM's QEMU version, else the event log's three ACPI digests (not verified), "
-            "else RTMR0 is not judged. builtin: the pure-Python model of dstack's QEMU.",
+            "when given, else the dumper when found, else the built-in model of dstack's QEMU "
+            "(QEMU 8.0 to 9.2), else the event log's three ACPI digests (not verified), else "
+            "RTMR0 is not judged.",
         ),
     ] = AcpiSourceMode.auto,
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    collateral: Annotated[
+        Path | None,
+        typer.Option(
+            "--collateral",
+            help="Intel collateral JSON: also check the quote's signature and TCB status "
+            "(as 'dstack-mr verify' does; needs dstack-mr[verify]).",
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", metavar="ISO8601", help="Time to check the signature at (default: now)."
+        ),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -169,7 +190,8 @@ def diagnose(
     differing register (its differing events, named by what they are), then what the evidence
     was. --verbose adds the inputs, the expected measurements and every event.
 
-    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    Exit status: 0 when nothing compared differs (also when nothing was compared), 1 on a
+    mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
     from dstack_mr.config import parse_json
@@ -192,9 +214,23 @@ def diagnose(
                 f"attestation {attestation}",
                 vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
                 image_dir=image_dir,
+                image_base_dir=image_base_dir,
                 explain=explain,
                 json_out=json_out,
                 color=color.value,
+                tdx_evidence=[
+                    name
+                    for name, value in (
+                        ("--quote", quote),
+                        ("--event-log", event_log),
+                        ("--ccel", ccel),
+                        ("--actual-mrtd", actual_mrtd),
+                        ("--actual-rtmr0", actual_rtmr0),
+                        ("--actual-rtmr1", actual_rtmr1),
+                        ("--actual-rtmr2", actual_rtmr2),
+                    )
+                    if value is not None
+                ],
             )
             if code is not None:
                 raise typer.Exit(code)
@@ -239,22 +275,32 @@ def diagnose(
         else:
             raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
 
-        if image_dir is not None:
-            files = ImageFiles.from_dir(image_dir)
-        elif image_base_dir is not None:
-            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+        if image_dir is None and image_base_dir is None and vm.tdx_measurement is not None:
+            # Lite mode: the VM's own measurement document instead of the image.
+            from dstack_mr.lite_diagnose import diagnose_lite
+
+            report = diagnose_lite(vm, evidence)
         else:
-            raise ConfigError("either --image-dir or --image-base-dir must be given")
-        image = Image(files)
-        choice = dg.resolve_acpi(
-            acpi_source_mode.value,
-            tables=acpi_tables,
-            dumper=acpi_dumper,
-            timeout=acpi_timeout,
-            events=evidence.events,
-            qemu_version=_resolved_qemu_version(image, vm),
-        )
-        report = dg.diagnose(vm, image, evidence, choice, explain=explain)
+            if image_dir is not None:
+                files = ImageFiles.from_dir(image_dir)
+            elif image_base_dir is not None:
+                files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+            else:
+                raise ConfigError(
+                    "either --image-dir or --image-base-dir must be given (or a vm_config "
+                    "carrying tdx_measurement, for lite mode)"
+                )
+            choice = dg.resolve_acpi(
+                acpi_source_mode.value,
+                tables=acpi_tables,
+                dumper=acpi_dumper,
+                timeout=acpi_timeout,
+                events=evidence.events,
+            )
+            image = Image(files)
+            report = dg.diagnose(vm, image, evidence, choice, explain=explain)
+        if collateral is not None:
+            report = _with_signature(report, evidence.quote, collateral, at)
 
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -262,5 +308,6 @@ def diagnose(
         use_color = color is Color.always or (
             color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
         )
-        typer.echo(render(report, use_color, verbose))
+        # click strips colour codes from non-terminal output unless told otherwise.
+        typer.echo(render(report, use_color, verbose), color=use_color)
     raise typer.Exit(report.exit_code)

@@ -76,6 +76,8 @@ def first_divergent_line(rtmr: int, e: EventCheck) -> str:
 
 def _finding_lines(f: Finding, st: Style, indent: str = "  ") -> list[str]:
     out = [f"{indent}- {f.message} [{st.status(f.status, f.status)}]"]
+    if f.proves_equal:
+        out.append(f"{indent}    proven equal: {', '.join(f.proves_equal)}")
     if f.tried:
         out.append(f"{indent}    tried: {'; '.join(f.tried)}")
     if f.settle:
@@ -131,6 +133,10 @@ def render(report: DiagnoseReport, color: bool = False, verbose: bool = False) -
     verdict = report.headline()
     tone = {"match": "match", "mismatch": "mismatch"}.get(result, "warn")
     out: list[str] = [st.status(tone, verdict)]
+    sig = report.quote_signature
+    if sig is not None and not sig.verified:
+        # The compared values come from a quote that failed its signature check: say so first.
+        out.insert(0, st.status("mismatch", f"QUOTE SIGNATURE INVALID: {sig.error}"))
 
     by_register: dict[str, list[Finding]] = {}
     loose: list[Finding] = []
@@ -192,13 +198,23 @@ def render(report: DiagnoseReport, color: bool = False, verbose: bool = False) -
     return "\n".join(out)
 
 
+def _signature(report: DiagnoseReport) -> str:
+    v = report.quote_signature
+    if v is None:
+        return "signature not checked (give --collateral to check it)"
+    if not v.verified:
+        return f"signature INVALID: {v.error}"
+    advisories = f", advisories {', '.join(v.advisory_ids)}" if v.advisory_ids else ""
+    return f"signature verified (FMSPC {v.fmspc}, TCB status {v.status}{advisories})"
+
+
 def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
     out = [f"  source: {s}" for s in report.evidence_sources]
     for note in report.evidence_notes:
         out.append(f"  note: {note}")
     compared = [r for r in report.registers if r.actual is not None]
     if report.signed:
-        out.append("  signed: the quote (MRTD and RTMR0-3)")
+        out.append(f"  signed: the quote (MRTD and RTMR0-3); {_signature(report)}")
     elif compared:
         sources = sorted({r.source or "" for r in compared})
         out.append(
@@ -224,8 +240,8 @@ def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
     if h.status == "not-compared":
         if h.declared is not None:
             out.append(
-                f"  image: the VM declares os_image_hash {h.declared.hex()}; the image "
-                "directory has no sha256sum.txt or digest.txt to compare it with"
+                f"  image: {h.declared_by} declares os_image_hash {h.declared.hex()}; the "
+                "image directory has no sha256sum.txt or digest.txt to compare it with"
             )
         elif h.image_hash is not None:
             out.append(
@@ -238,6 +254,25 @@ def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
             f"  image: os_image_hash {st.status(h.status)}: declared {h.declared.hex()}, "
             f"image directory {h.image_hash.hex()} ({h.image_hash_source})"
         )
+    doc = report.declared_measurement
+    if doc is not None:
+        if doc.error is not None:
+            out.append(f"  declared measurement: does not check out: {doc.error}")
+        else:
+            parts = []
+            if doc.vm_equal:
+                parts.append(f"the evidence's {', '.join(doc.vm_equal)} equal it")
+            if doc.vm_differ:
+                parts.append(f"the evidence's {', '.join(doc.vm_differ)} differ from it")
+            if doc.image_differ:
+                parts.append(f"the image directory's {', '.join(doc.image_differ)} differ from it")
+            else:
+                parts.append("the image directory's files equal it")
+            whose = "the VM's vm_config" if doc.from_evidence else "the given VmConfig"
+            out.append(
+                f"  declared measurement ({whose}'s tdx_measurement, bound to its "
+                "os_image_hash): " + "; ".join(parts)
+            )
     for w in report.warnings:
         out.append(f"  {st.status('warn', 'warning')}: {w}")
     return out

@@ -15,6 +15,7 @@ import typer
 
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 
+from .base import library_errors
 from .main import (
     AcpiDumperOpt,
     AcpiSourceOpt,
@@ -24,7 +25,6 @@ from .main import (
     _read,
     acpi_source,
     app,
-    library_errors,
 )
 
 if TYPE_CHECKING:
