@@ -583,6 +583,19 @@ def test_real_kernel_event_length_is_used(capture_image: Image) -> None:
     assert {e.status for e in report.events if e.rtmr == 0} == {"match", "unverified"}
 
 
+def test_real_td_hob_miss_uses_the_logged_hob_address(capture_image: Image) -> None:
+    """The Phala capture's TD HOB is at 0x809000, where the stand-in firmware puts it too, so
+    a miss is not blamed on the section layout alone."""
+    evidence = capture("phala-cloud-dstack-0.3-era-getquote.json")
+    vm = VmConfig(cpu_count=2, memory_size=2 * GIB, qemu_version="8.2.2")
+    report = diagnose(vm, capture_image, evidence, AcpiChoice.from_log(evidence.events or ()))
+    hob = next(f for f in report.findings if f.subject == "td_hob")
+    assert hob.status == "hypothesis"
+    assert "the VM's log places its TD HOB at 0x809000, as ovmf-2022.11-deb12.fd does" in (
+        hob.message
+    )
+
+
 def test_real_captures_identify_every_event() -> None:
     """Events with payloads are named by what they are, in every capture that has them."""
     for name in ("dstack-0.5.4-8cpu-64g-getquote.json", "phala-cloud-dstack-0.3-era-getquote.json"):
