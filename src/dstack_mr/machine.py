@@ -412,7 +412,9 @@ def _smbios_event(
     """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
     reference's constant stands."""
     if machine.ovmf_variant is not OvmfVariant.STABLE202505:
-        return None, None, ()
+        if machine.smbios is None:
+            return None, None, ()
+        return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
     inputs = machine.smbios_inputs()
     if inputs is None:
         return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)

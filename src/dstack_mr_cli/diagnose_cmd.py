@@ -132,7 +132,7 @@ def diagnose(
         typer.Option(
             "--attestation",
             help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
-            "vm_config are taken from it).",
+            "vm_config are taken from it), or a dstack AMD SEV-SNP attestation.",
         ),
     ] = None,
     ccel: Annotated[
@@ -190,7 +190,8 @@ def diagnose(
     differing register (its differing events, named by what they are), then what the evidence
     was. --verbose adds the inputs, the expected measurements and every event.
 
-    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    Exit status: 0 when nothing compared differs (also when nothing was compared), 1 on a
+    mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
     from dstack_mr.config import parse_json
@@ -217,6 +218,19 @@ def diagnose(
                 explain=explain,
                 json_out=json_out,
                 color=color.value,
+                tdx_evidence=[
+                    name
+                    for name, value in (
+                        ("--quote", quote),
+                        ("--event-log", event_log),
+                        ("--ccel", ccel),
+                        ("--actual-mrtd", actual_mrtd),
+                        ("--actual-rtmr0", actual_rtmr0),
+                        ("--actual-rtmr1", actual_rtmr1),
+                        ("--actual-rtmr2", actual_rtmr2),
+                    )
+                    if value is not None
+                ],
             )
             if code is not None:
                 raise typer.Exit(code)
