@@ -74,6 +74,10 @@ def test_a_16g_vm_gets_its_smbios_inputs_proven_and_rtmr0_matches(image: Image) 
     )
     jsonschema.validate(report.to_dict(), SCHEMA)
     assert "[proven]" in render(report).splitlines()[0]
+    # docs/smbios.md quotes this finding.
+    page = (ROOT / "docs" / "smbios.md").read_text()
+    block = page[page.index("<!-- smbios-diagnose-example -->") :].split("```")[1]
+    assert " ".join(block.split()[1:]) == f"{finding.message} [proven]"
 
 
 def test_memory_the_config_misstates_is_proven_by_the_td_hob_and_used(image: Image) -> None:

@@ -66,8 +66,16 @@ def test_default_note_says_when_the_machine_is_the_seed_configuration(example: P
 
 
 def test_pre202505_results_carry_no_note(example: Path) -> None:
-    details = measure(example, ovmf_variant=OvmfVariant.PRE202505, smbios=SmbiosOptions())
+    details = measure(example, ovmf_variant=OvmfVariant.PRE202505)
     assert details.notes == () and details.smbios_inputs is None
+
+
+def test_pre202505_says_the_smbios_options_do_nothing(example: Path) -> None:
+    plain = measure(example, ovmf_variant=OvmfVariant.PRE202505)
+    asked = measure(example, ovmf_variant=OvmfVariant.PRE202505, smbios=SmbiosOptions())
+    assert asked.measurements == plain.measurements and asked.smbios_inputs is None
+    assert asked.notes == (smbios.NO_SMBIOS_EVENT_NOTE,)
+    assert "no effect" in asked.notes[0]
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 8])

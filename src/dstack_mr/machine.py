@@ -364,12 +364,17 @@ def compute(
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
     td_hob = tdvf.td_hob_digest(machine.memory_size)
-    invocation = machine.dumper_invocation()
-    tables: AcpiTables | AcpiDigests = (
-        acpi
-        if isinstance(acpi, AcpiDigests)
-        else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
-    )
+    # Digests given (e.g. from the VM's log) measure no tables, so nothing runs and nothing
+    # is refused (a swtpm VM's ACPI is refused only where tables are measured).
+    invocation: DumperInvocation | None = None
+    tables: AcpiTables | AcpiDigests
+    if isinstance(acpi, AcpiDigests):
+        tables = acpi
+    else:
+        invocation = machine.dumper_invocation()
+        tables = acpi_mod.build_tables(
+            acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi)
+        )
     smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
@@ -407,7 +412,9 @@ def _smbios_event(
     """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
     reference's constant stands."""
     if machine.ovmf_variant is not OvmfVariant.STABLE202505:
-        return None, None, ()
+        if machine.smbios is None:
+            return None, None, ()
+        return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
     inputs = machine.smbios_inputs()
     if inputs is None:
         return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from . import _binary
+from . import _binary, validate
 from .config import parse_version_triple
 from .digest import sha384
 from .errors import ConfigError, SmbiosError
@@ -210,8 +210,9 @@ def _check_string(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None
 
 
 def _check_u32(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF_FFFF:
-        raise ConfigError(f"{attr.name} must be a 32-bit value, got {value!r}")
+    problem = validate.u32(value)
+    if problem is not None:
+        raise ConfigError(f"{attr.name} {problem}")
 
 
 def _check_cpus(_inst: object, _attr: object, value: Any) -> None:
@@ -919,6 +920,13 @@ def seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
         f"{'.'.join(map(str, qemu_version))}, so it will not match. Compute the event instead: "
         "`measure --smbios-computed` (library: Machine(..., smbios=SmbiosOptions()))."
     )
+
+
+#: What a pre-202505 result says when it was asked to compute the SMBIOS event.
+NO_SMBIOS_EVENT_NOTE = (
+    "the SMBIOS options have no effect: pre-202505 OVMF measures no SMBIOS event (only the "
+    "17-event stable202505 layout has one)"
+)
 
 
 def computed_note(inputs: SmbiosInputs) -> str:
