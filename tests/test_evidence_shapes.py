@@ -18,6 +18,7 @@ from dstack_mr.errors import EventLogError, EvidenceError
 from dstack_mr.eventlog import parse_attestation, parse_ccel
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import parse_quote
+from dstack_mr_cli import base
 from dstack_mr_cli import main as cli
 from dstack_mr_cli.main import app
 
@@ -225,13 +226,13 @@ def test_acpi_source_choice(tmp_path: Path) -> None:
 
 
 def test_option_value_parsers() -> None:
-    assert cli._parse_bool("true") is True and cli._parse_bool("false") is False
-    assert cli._parse_bool(True) is True
+    assert base.parse_bool("true") is True and base.parse_bool("false") is False
+    assert base.parse_bool(True) is True
     for bad in ("True", "1", "yes", ""):
         with pytest.raises(
             typer.BadParameter, match=re.escape(f"{bad!r} is not 'true' or 'false'")
         ):
-            cli._parse_bool(bad)
+            base.parse_bool(bad)
     assert cli._opt_bool(None) is None and cli._opt_bool("false") is False
     assert cli._u32("4294967295", "--cpu") == 4294967295 and cli._u32("+7", "--cpu") == 7
     for bad in ("4294967296", "-1", "1_0", " 1"):
