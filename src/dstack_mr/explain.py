@@ -493,6 +493,9 @@ class _Explainer:
             if differing == [events.ACPI_TABLES]
             else ""
         )
+        proven = self._acpi_search(differing)
+        if proven is not None:
+            return proven
         return Finding(
             "acpi",
             f"{', '.join(differing)}: QEMU generated other ACPI tables than "
@@ -502,6 +505,44 @@ class _Explainer:
             register="RTMR0",
             settle="the VM's real settings and the host's dstack-acpi-tables (the dumper of "
             "that QEMU build), or --acpi-source log to take the VM's own ACPI digests",
+        )
+
+    def _acpi_search(self, differing: list[str]) -> Finding | None:
+        """Recompute the tables with the built-in model for the inputs they follow; a
+        configuration reproducing all three of the VM's ACPI digests is a proven cause."""
+        from .acpi_log import acpi_digests_from_log
+        from .acpi_model.search import AcpiDigests, explain_acpi_mismatch
+
+        try:
+            log = acpi_digests_from_log(self.evidence.events or ())
+            actual = AcpiDigests(log.loader_digest, log.rsdp_digest, log.tables_digest)
+            match, _tried = explain_acpi_mismatch(self.image.machine(self.vm), actual)
+        except DstackMrError:
+            return None
+        if match is None:
+            return None
+        if not match.changes:
+            source = self.acpi.description.removeprefix("ACPI tables from ")
+            return Finding(
+                "acpi",
+                f"{', '.join(differing)}: the built-in model of dstack's QEMU reproduces all "
+                "three of the VM's ACPI digests with the configuration as given, so the "
+                f"expected tables ({source}) are not the ones this VM's QEMU built",
+                "proven",
+                "acpi_source",
+                "builtin",
+                "RTMR0",
+            )
+        said = ", ".join(f"{k}={getattr(self.vm, k, '?')!r}" for k, _ in match.changes)
+        name, value = match.changes[0]
+        return Finding(
+            "acpi",
+            f"{', '.join(differing)}: the VM's ACPI tables are those of {match.describe()} "
+            f"(config says {said}): the built-in model reproduces all three ACPI digests with it",
+            "proven",
+            name,
+            repr(value) if len(match.changes) == 1 else match.describe(),
+            "RTMR0",
         )
 
     def _smbios(self, ev: EventCheck) -> Finding:
