@@ -171,3 +171,13 @@ def write_example_image_bytes() -> bytes:
     from dstack_mr.example import build_firmware
 
     return build_firmware()
+
+
+def test_image_kernel_digest_is_public_and_cached(example: Path) -> None:
+    image = Image.load(example.parent, AcpiTablesFile(example.parent / "acpi-tables.bin"))
+    details = image.measure(VmConfig(cpu_count=2, memory_size=2 * GIB))
+    assert image.kernel_digest(2 * GIB) == details.rtmr_logs[1][0].digest
+    assert image.kernel_digest(2 * GIB) == kernel.patched_kernel_digest(
+        image.kernel, image.initrd_size, 2 * GIB
+    )
+    assert "1/64 kernel digests" in repr(image)  # the measure's entry was reused

@@ -110,6 +110,10 @@ def test_register_only_memory_proves_the_other_events_equal(example: Image) -> N
     assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
     assert "td_hob" not in finding.proves_equal and len(finding.proves_equal) == 12
     assert "proves its other 12 events equal" in finding.message
+    assert (
+        "    proven equal: cfv_image, efi:SecureBoot, efi:PK, efi:KEK, efi:db, efi:dbx, "
+        "separator, acpi_loader, acpi_rsdp, acpi_tables, boot_order, Boot0000"
+    ) in render(report)
     assert report.headline() == (
         "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=4G "
         "(config says 2G): RTMR0 recomputed with it reproduces the actual value, which proves "
@@ -431,6 +435,27 @@ def test_real_quote_only_blames_no_event(capture_image: Image) -> None:
     assert found["rtmr2"].status == "hypothesis"
 
 
+def test_real_register_only_memory_proves_acpi_equal(capture_image: Image) -> None:
+    """Issue 9 with the real capture: only its RTMR0, a config claiming 4 GiB. Recomputed at
+    2 GiB (with the built-in ACPI model) the whole register is reproduced, which proves the
+    ACPI events equal: the report names the memory and nothing else."""
+    from dstack_mr.acpi_model import QemuAcpiModel
+
+    full = capture()
+    assert full.quote is not None and full.vm_config is not None
+    vm = attrs.evolve(full.vm_config, memory_size=4 * GIB, tdx_measurement=None, os_image_hash=b"")
+    choice = AcpiChoice.from_source(QemuAcpiModel())
+    report = diagnose(vm, capture_image, Evidence(registers={"rtmr0": full.quote.rtmr0}), choice)
+    (finding,) = report.findings
+    assert finding.subject == "td_hob" and finding.status == "proven" and finding.value == "2G"
+    assert {"acpi_loader", "acpi_rsdp", "acpi_tables"} <= set(finding.proves_equal)
+    assert report.headline() == (
+        "MISMATCH: RTMR0 (unsigned: --actual-rtmr0) — td_hob: the VM ran with memory_size=2G "
+        "(config says 4G): RTMR0 recomputed with it reproduces the actual value, which proves "
+        "its other 12 events equal the expected ones [proven]"
+    )
+
+
 def test_real_quote_only_without_acpi_source_still_judges_the_rest(capture_image: Image) -> None:
     full = capture()
     assert full.quote is not None and full.vm_config is not None
@@ -493,6 +518,7 @@ def test_real_capture_declared_image_hash(tmp_path: Path) -> None:
         "declared": declared,
         "image_dir": own,
         "image_dir_source": "sha256 of sha256sum.txt",
+        "declared_by": "the VM",
     }
     # digest.txt naming the declared hash: the directory says it is the declared image.
     (other / "sha256sum.txt").unlink()
@@ -687,6 +713,14 @@ def test_cli_bad_input_exit_2(tmp_path: Path) -> None:
     )
 
 
+def test_cli_evidence_without_vm_config(capture_image: Image) -> None:
+    """The 0.5.4 capture carries no vm_config: one line naming the two ways to give one."""
+    att = shared_path("real", "dstack-0.5.4-8cpu-64g-getquote.json")
+    code, out = _run("--attestation", str(att), "--image-dir", capture_image.files.directory)
+    assert code == 2
+    assert out == "error: no VmConfig: pass --vm-config, or an --attestation carrying one\n"
+
+
 @pytest.mark.parametrize("option", ["--quote", "--event-log", "--actual-event-log", "--vm-config"])
 def test_cli_attestation_given_as_a_part(tmp_path: Path, option: str) -> None:
     """Issue 9: a GetQuote response given to --quote / --event-log / --vm-config gets one line
@@ -726,8 +760,15 @@ def test_cli_evidence_files(capture_image: Image, tmp_path: Path) -> None:
         code, out = _run(*args)
         assert code == 1, out
         doc2 = json.loads(out)
-        for key in ("comparison", "replay", "events", "findings", "mrtd", "rtmr0", "headline"):
+        for key in ("comparison", "replay", "events", "mrtd", "rtmr0", "first_divergent"):
             assert doc2[key] == via_attestation[key], key
+        # The same findings; only who declares the image differs (the VM's own vm_config in
+        # the response, a VmConfig given on the command line here).
+        assert [(f["subject"], f["status"]) for f in doc2["findings"]] == [
+            (f["subject"], f["status"]) for f in via_attestation["findings"]
+        ]
+        assert "the given VmConfig declares" in doc2["headline"]
+        assert "this VM declares" in via_attestation["headline"]
 
 
 def test_cli_acpi_sources(

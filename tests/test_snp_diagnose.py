@@ -549,3 +549,10 @@ def test_tdx_style_cmdline_suffix_is_proven(real: Path) -> None:
     assert r.verdict == "MISMATCH"
     assert facts(r) == [("cmdline", genuine.cmdline)]
     assert "initrd=initrd" in r.findings[0].message
+
+
+def test_cli_refuses_tdx_evidence_beside_an_snp_attestation(real: Path) -> None:
+    args = ["diagnose", "--attestation", str(capture(real)), "--actual-rtmr0", "00" * 48]
+    result = RUN.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--actual-rtmr0: TDX evidence cannot be combined" in result.output

@@ -79,6 +79,8 @@ class ImageHashCheck:
     declared: bytes | None
     image_hash: bytes | None
     image_hash_source: str | None
+    #: Who declares it: the VM's own vm_config, or a VmConfig the operator gave.
+    declared_by: str = "the VM"
 
     @property
     def status(self) -> str:
@@ -93,16 +95,20 @@ class ImageHashCheck:
             "declared": self.declared.hex() if self.declared else None,
             "image_dir": self.image_hash.hex() if self.image_hash is not None else None,
             "image_dir_source": self.image_hash_source,
+            "declared_by": self.declared_by,
         }
 
 
-def check_os_image_hash(declared: bytes, directory: str | os.PathLike[str]) -> ImageHashCheck:
+def check_os_image_hash(
+    declared: bytes, directory: str | os.PathLike[str], declared_by: str = "the VM"
+) -> ImageHashCheck:
     """Compare the declared ``os_image_hash`` with the image directory's hash."""
     found = image_dir_hash(directory)
     return ImageHashCheck(
         declared=declared or None,
         image_hash=None if found is None else found[0],
         image_hash_source=None if found is None else found[1],
+        declared_by=declared_by,
     )
 
 
@@ -134,9 +140,13 @@ class DeclaredMeasurement:
     vm_differ: tuple[str, ...] = ()
     image_equal: tuple[str, ...] = ()
     image_differ: tuple[str, ...] = ()
+    #: True when the document came with the evidence (the VM's own vm_config), False when
+    #: from a VmConfig the operator gave.
+    from_evidence: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "from_evidence": self.from_evidence,
             "error": self.error,
             "vm_equal": list(self.vm_equal),
             "vm_differ": list(self.vm_differ),
@@ -149,6 +159,8 @@ def check_declared_measurement(
     vm_config: VmConfig | None,
     actual: Mapping[str, bytes],
     image: Image,
+    *,
+    from_evidence: bool = True,
 ) -> DeclaredMeasurement | None:
     """Compare the VM's ``tdx_measurement`` (once bound to its ``os_image_hash``) with the
     actual registers in ``actual`` (keys ``mrtd``, ``rtmr1``, ``rtmr2``) and with ``image``.
@@ -164,7 +176,7 @@ def check_declared_measurement(
         doc = verify_material(vm_config.tdx_measurement, vm_config.os_image_hash)
         doc.witness.check()
     except DstackMrError as exc:
-        return DeclaredMeasurement(error=str(exc))
+        return DeclaredMeasurement(error=str(exc), from_evidence=from_evidence)
     vm_equal: list[str] = []
     vm_differ: list[str] = []
     mrtd = actual.get("mrtd")
@@ -198,5 +210,10 @@ def check_declared_measurement(
     for name, same in parts:
         (image_equal if same else image_differ).append(name)
     return DeclaredMeasurement(
-        None, tuple(vm_equal), tuple(vm_differ), tuple(image_equal), tuple(image_differ)
+        None,
+        tuple(vm_equal),
+        tuple(vm_differ),
+        tuple(image_equal),
+        tuple(image_differ),
+        from_evidence,
     )

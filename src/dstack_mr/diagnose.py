@@ -889,10 +889,16 @@ def diagnose(
             actual = [e for e in evidence.events if e.imr == log.rtmr]
             events.extend(align(log.rtmr, log.events, actual, acpi_from_log=choice.kind == "log"))
 
+    by_vm = bool(evidence.declared_image_hash())
     declared = evidence.declared_image_hash() or vm.os_image_hash
-    image_hash = check_os_image_hash(declared, image.files.directory)
+    image_hash = check_os_image_hash(
+        declared, image.files.directory, "the VM" if by_vm else "the given VmConfig"
+    )
     values = {r.name.lower(): r.actual for r in registers if r.actual is not None}
-    document = check_declared_measurement(evidence.vm_config or vm, values, image)
+    own = evidence.vm_config is not None and evidence.vm_config.tdx_measurement is not None
+    document = check_declared_measurement(
+        evidence.vm_config if own else vm, values, image, from_evidence=own
+    )
     findings: list[Finding] = []
     if explain:
         findings = _explain.explain(

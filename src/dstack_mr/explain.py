@@ -151,6 +151,7 @@ class _Explainer:
 
     def run(self) -> list[Finding]:
         self._image()
+        self._declared()
         self._mrtd()
         for rtmr in range(3):
             reg = self.registers[f"rtmr{rtmr}"]
@@ -187,38 +188,21 @@ class _Explainer:
         doc = self.declared
         directory = self.image.files.directory
         booted = ""
+        whose = "its" if doc is None or doc.from_evidence else "the given VmConfig's"
+        by_vm = bool(self.evidence.declared_image_hash())
+        declares = "this VM declares" if by_vm else "the given VmConfig declares"
         if doc is not None and doc.error is None and doc.vm_equal and not doc.vm_differ:
             booted = (
-                f"; the VM booted what it declared (its {_and(list(doc.vm_equal))} equal its "
-                "measurement document's)"
-            )
-        if doc is not None and doc.error is not None:
-            self._add(
-                Finding(
-                    "declared",
-                    "declared: the VM's measurement document (vm_config.tdx_measurement) does "
-                    f"not check out: {doc.error}",
-                    "proven",
-                    settle="the VM's vm_config as its VMM issued it",
-                )
-            )
-        if doc is not None and doc.vm_differ:
-            self._add(
-                Finding(
-                    "declared",
-                    f"declared: the VM did not boot what it declares: its "
-                    f"{_and(list(doc.vm_differ))} "
-                    f"{'differs' if len(doc.vm_differ) == 1 else 'differ'} from its own "
-                    "measurement document's (vm_config.tdx_measurement, bound to its "
-                    "os_image_hash)",
-                    "proven",
-                )
+                f"; the VM booted what it declared (its {_and(list(doc.vm_equal))} equal "
+                f"{whose} measurement document's)"
+                if doc.from_evidence
+                else f"; the VM's {_and(list(doc.vm_equal))} equal {whose} measurement document's"
             )
         if check.status == "mismatch" and declared is not None and check.image_hash is not None:
             self._add(
                 Finding(
                     "image",
-                    f"image: your image directory is not the image this VM declares "
+                    f"image: your image directory is not the image {declares} "
                     f"(vm_config os_image_hash {declared.hex()[:16]}…; {directory} has "
                     f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source}){booted}",
                     "proven",
@@ -234,7 +218,7 @@ class _Explainer:
             self._add(
                 Finding(
                     "image",
-                    f"image: your image directory is not the image this VM declares "
+                    f"image: your image directory is not the image {declares} "
                     f"(os_image_hash {declared.hex()[:16]}…): its {parts} "
                     f"{'differs' if len(doc.image_differ) == 1 else 'differ'} from that "
                     f"image's measurement document{booted}",
@@ -250,7 +234,7 @@ class _Explainer:
             self._add(
                 Finding(
                     "image",
-                    f"image: {directory} is the image this VM declares (os_image_hash "
+                    f"image: {directory} is the image {declares} (os_image_hash "
                     f"{declared.hex()[:16]}…){booted}",
                     "proven",
                     lead=False,
@@ -291,6 +275,42 @@ class _Explainer:
                 settle=settle,
             )
         )
+
+    def _declared(self) -> None:
+        doc = self.declared
+        if doc is None:
+            return
+        what = (
+            "the VM's measurement document (vm_config.tdx_measurement)"
+            if doc.from_evidence
+            else "the measurement document of the given VmConfig (tdx_measurement)"
+        )
+        if doc.error is not None:
+            self._add(
+                Finding(
+                    "declared",
+                    f"declared: {what} does not check out: {doc.error}",
+                    "proven",
+                    settle="the VmConfig as the VMM issued it",
+                )
+            )
+            return
+        if not doc.vm_differ:
+            return
+        regs = _and(list(doc.vm_differ))
+        verb = "differs" if len(doc.vm_differ) == 1 else "differ"
+        if doc.from_evidence:
+            message = (
+                f"declared: the VM did not boot what it declares: its {regs} {verb} from its "
+                "own measurement document's (vm_config.tdx_measurement, bound to its "
+                "os_image_hash)"
+            )
+        else:
+            message = (
+                f"declared: the evidence's {regs} {verb} from {what}: the VM did not boot "
+                "that image, or this VmConfig is not the VM's"
+            )
+        self._add(Finding("declared", message, "proven"))
 
     # --- MRTD ----------------------------------------------------------------------------------
 
@@ -356,7 +376,8 @@ class _Explainer:
                 otherwise=(
                     f"td_hob: no memory size reproduces it; the TD HOB depends only on the "
                     f"memory size and the TDVF section layout of {self.fw}, so the VM's firmware "
-                    "most likely has another section layout"
+                    "most likely has another section layout (or its memory size is not a "
+                    "multiple of 256 MiB)"
                 ),
                 settle=f"the VM's firmware (compare its TDVF metadata with {self.fw})",
             )  # fmt: skip

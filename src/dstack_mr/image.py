@@ -354,6 +354,11 @@ class Image:
             kernel_digest=self._kernel_digest,
         )
 
+    def kernel_digest(self, memory_size: int) -> bytes:
+        """RTMR1's kernel event for this image's kernel and initrd at ``memory_size`` (cached
+        per initrd address, like :meth:`measure`)."""
+        return self._kernel_digest(self.kernel, self.initrd_size, memory_size)
+
     def _kernel_digest(self, kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
         # QEMU's patch differs between memory sizes only in the initrd address (no initrd:
         # not at all). Anything the address cannot be computed for takes the uncached path,

@@ -367,12 +367,17 @@ def compute(
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
     td_hob = tdvf.td_hob_digest(machine.memory_size)
-    invocation = machine.dumper_invocation()
-    tables: AcpiTables | AcpiDigests = (
-        acpi
-        if isinstance(acpi, AcpiDigests)
-        else acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
-    )
+    # Digests given (e.g. from the VM's log) measure no tables, so nothing runs and nothing
+    # is refused (a swtpm VM's ACPI is refused only where tables are measured).
+    invocation: DumperInvocation | None = None
+    tables: AcpiTables | AcpiDigests
+    if isinstance(acpi, AcpiDigests):
+        tables = acpi
+    else:
+        invocation = machine.dumper_invocation()
+        tables = acpi_mod.build_tables(
+            acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi)
+        )
     smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:

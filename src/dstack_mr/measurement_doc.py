@@ -27,6 +27,7 @@ from . import kernel as kernel_mod
 from ._binary import from_hex
 from .config import OvmfVariant, TdxMeasurementMaterial, rust_lines, rust_split_whitespace
 from .errors import CborError, MeasurementDocumentError
+from .registry import U64_MAX
 from .tdvf import PAGE_SIZE, SectionType, Tdvf, TdvfSection, build_td_hob
 
 __all__ = [
@@ -46,7 +47,7 @@ DIGEST_LEN = 48
 MAX_WITNESS_SIZE = 4096
 MAX_DOCUMENT_SIZE = 16 * 1024
 MAX_CHECKSUM_FILE_SIZE = 1 << 20
-_U64_MAX = (1 << 64) - 1
+_U64_MAX = U64_MAX
 
 
 def _hex(b: bytes) -> str:

@@ -132,7 +132,7 @@ def diagnose(
         typer.Option(
             "--attestation",
             help="Guest-agent GetQuote/Info response or tcb_info JSON (quote, event log and "
-            "vm_config are taken from it).",
+            "vm_config are taken from it), or a dstack AMD SEV-SNP attestation.",
         ),
     ] = None,
     ccel: Annotated[
@@ -190,7 +190,8 @@ def diagnose(
     differing register (its differing events, named by what they are), then what the evidence
     was. --verbose adds the inputs, the expected measurements and every event.
 
-    Exit status: 0 when everything compared matches, 1 on a mismatch, 2 on bad input.
+    Exit status: 0 when nothing compared differs (also when nothing was compared), 1 on a
+    mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
     from dstack_mr.config import parse_json
@@ -217,6 +218,19 @@ def diagnose(
                 explain=explain,
                 json_out=json_out,
                 color=color.value,
+                tdx_evidence=[
+                    name
+                    for name, value in (
+                        ("--quote", quote),
+                        ("--event-log", event_log),
+                        ("--ccel", ccel),
+                        ("--actual-mrtd", actual_mrtd),
+                        ("--actual-rtmr0", actual_rtmr0),
+                        ("--actual-rtmr1", actual_rtmr1),
+                        ("--actual-rtmr2", actual_rtmr2),
+                    )
+                    if value is not None
+                ],
             )
             if code is not None:
                 raise typer.Exit(code)
@@ -261,21 +275,30 @@ def diagnose(
         else:
             raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
 
-        if image_dir is not None:
-            files = ImageFiles.from_dir(image_dir)
-        elif image_base_dir is not None:
-            files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+        if image_dir is None and image_base_dir is None and vm.tdx_measurement is not None:
+            # Lite mode: the VM's own measurement document instead of the image.
+            from dstack_mr.lite_diagnose import diagnose_lite
+
+            report = diagnose_lite(vm, evidence)
         else:
-            raise ConfigError("either --image-dir or --image-base-dir must be given")
-        choice = dg.resolve_acpi(
-            acpi_source_mode.value,
-            tables=acpi_tables,
-            dumper=acpi_dumper,
-            timeout=acpi_timeout,
-            events=evidence.events,
-        )
-        image = Image(files)
-        report = dg.diagnose(vm, image, evidence, choice, explain=explain)
+            if image_dir is not None:
+                files = ImageFiles.from_dir(image_dir)
+            elif image_base_dir is not None:
+                files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
+            else:
+                raise ConfigError(
+                    "either --image-dir or --image-base-dir must be given (or a vm_config "
+                    "carrying tdx_measurement, for lite mode)"
+                )
+            choice = dg.resolve_acpi(
+                acpi_source_mode.value,
+                tables=acpi_tables,
+                dumper=acpi_dumper,
+                timeout=acpi_timeout,
+                events=evidence.events,
+            )
+            image = Image(files)
+            report = dg.diagnose(vm, image, evidence, choice, explain=explain)
         if collateral is not None:
             report = _with_signature(report, evidence.quote, collateral, at)
 

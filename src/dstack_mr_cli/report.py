@@ -76,6 +76,8 @@ def first_divergent_line(rtmr: int, e: EventCheck) -> str:
 
 def _finding_lines(f: Finding, st: Style, indent: str = "  ") -> list[str]:
     out = [f"{indent}- {f.message} [{st.status(f.status, f.status)}]"]
+    if f.proves_equal:
+        out.append(f"{indent}    proven equal: {', '.join(f.proves_equal)}")
     if f.tried:
         out.append(f"{indent}    tried: {'; '.join(f.tried)}")
     if f.settle:
@@ -238,8 +240,8 @@ def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
     if h.status == "not-compared":
         if h.declared is not None:
             out.append(
-                f"  image: the VM declares os_image_hash {h.declared.hex()}; the image "
-                "directory has no sha256sum.txt or digest.txt to compare it with"
+                f"  image: {h.declared_by} declares os_image_hash {h.declared.hex()}; the "
+                "image directory has no sha256sum.txt or digest.txt to compare it with"
             )
         elif h.image_hash is not None:
             out.append(
@@ -259,16 +261,17 @@ def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
         else:
             parts = []
             if doc.vm_equal:
-                parts.append(f"{', '.join(doc.vm_equal)} equal the VM's")
+                parts.append(f"the evidence's {', '.join(doc.vm_equal)} equal it")
             if doc.vm_differ:
-                parts.append(f"{', '.join(doc.vm_differ)} differ from the VM's")
+                parts.append(f"the evidence's {', '.join(doc.vm_differ)} differ from it")
             if doc.image_differ:
-                parts.append(f"the image directory's {', '.join(doc.image_differ)} differ")
+                parts.append(f"the image directory's {', '.join(doc.image_differ)} differ from it")
             else:
                 parts.append("the image directory's files equal it")
+            whose = "the VM's vm_config" if doc.from_evidence else "the given VmConfig"
             out.append(
-                "  declared measurement (vm_config.tdx_measurement, bound to os_image_hash): "
-                + "; ".join(parts)
+                f"  declared measurement ({whose}'s tdx_measurement, bound to its "
+                "os_image_hash): " + "; ".join(parts)
             )
     for w in report.warnings:
         out.append(f"  {st.status('warn', 'warning')}: {w}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,7 @@ def diagnose_attestation(
     explain: bool,
     json_out: bool,
     color: str,
+    tdx_evidence: Sequence[str] = (),
 ) -> int | None:
     """Judge ``data`` if it is an SNP attestation and return the exit code; ``None`` when it
     is not one (the caller goes on with the TDX path)."""
@@ -107,6 +109,13 @@ def diagnose_attestation(
     att = parse_snp_attestation(data, source)
     if att is None:
         return None
+    if tdx_evidence:
+        from dstack_mr.errors import ConfigError
+
+        raise ConfigError(
+            f"{', '.join(tdx_evidence)}: TDX evidence cannot be combined with an AMD SEV-SNP "
+            "attestation, which is judged on its own"
+        )
     vm = None
     if vm_config_text is not None:
         vm = SnpVmConfig.from_json(vm_config_text)
