@@ -51,6 +51,6 @@ def mutation(session: nox.Session) -> None:
     module on 2 cores); results accumulate in mutants/ and `-- report` prints the scores."""
     session.install("-e", ".[test]", "mutmut>=3.3,<4")
     args = session.posargs or ["run"]
-    if args[0] not in ("run", "report"):
+    if args[0] not in ("run", "recheck", "report"):
         args = ["run", *args]
     session.run("python", "bench/mutation.py", *args)

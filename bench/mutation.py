@@ -3,6 +3,7 @@
 
     python bench/mutation.py run tdvf kernel      # mutate and test these modules
     python bench/mutation.py run --sample 100 acpi  # a deterministic sample of ~100 mutants
+    python bench/mutation.py recheck [MODULE...]  # test the not-killed mutants again
     python bench/mutation.py report               # score per module from mutmut's cache
 
 ``nox -s mutation -- MODULE...`` does both. mutmut's configuration is ``[tool.mutmut]`` in
@@ -45,8 +46,14 @@ MODULES: dict[str, tuple[str, ...]] = {
             "xǁCachedAcpiSourceǁacpi_tables",
         )
     ),
-    "digest": ("dstack_mr.digest.*",),
-    "quote": ("dstack_mr.quote.*",),
+    # short_hex is a display helper; parse_quote_signature belongs to `verify` (its tests).
+    "digest": tuple(
+        f"dstack_mr.digest.{f}__mutmut_*" for f in ("x_sha384", "x_extend", "x_replay", "x_utf16le")
+    ),
+    "quote": tuple(
+        f"dstack_mr.quote.{f}__mutmut_*"
+        for f in ("x__decode_hex", "x__looks_like_hex_text", "x__to_bytes", "x_parse_quote")
+    ),
     "eventlog": tuple(
         f"dstack_mr.eventlog.{f}__mutmut_*"
         for f in (
@@ -145,6 +152,24 @@ def print_report(counts: dict[str, Counter[str]]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "recheck":
+        # Test again every mutant that was not killed (after adding tests).
+        again = [n for n, s in results().items() if s != "killed" and s != "not checked"
+                 and module_of(n) in (argv[1:] or MODULES)]  # fmt: skip
+        children = os.environ.get("MUTMUT_CHILDREN", "1")
+        if again:
+            subprocess.run(["mutmut", "run", "--max-children", children, *again], check=False)
+        argv = ["report"]
+    if argv and argv[0] == "survivors":
+        # Each mutant that was not killed, with its one-line change (for docs/testing.md).
+        for name, status in sorted(results().items(), key=lambda kv: _number(kv[0])):
+            if status in ("killed", "not checked") or module_of(name) is None:
+                continue
+            diff = subprocess.run(["mutmut", "show", name], capture_output=True, text=True)
+            change = [ln[1:].strip() for ln in diff.stdout.splitlines()
+                      if ln[:1] in "-+" and ln[:3] not in ("---", "+++")]  # fmt: skip
+            print(f"{name} [{status}]: {' -> '.join(change)}")
+        return 0
     if not argv or argv[0] not in ("run", "report"):
         print(__doc__, file=sys.stderr)
         return 2

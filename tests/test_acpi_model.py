@@ -296,19 +296,57 @@ def test_builtin_model_reproduces_real_cvm_digests() -> None:
         assert layout == {k: v for k, v in truth["solved_layout"].items() if k != "rsdt_offset"}
 
 
-@pytest.mark.parametrize("compat", ["9.2.0", "9.2.1", "10.0.0", "7.2.0", ""])
+@pytest.mark.parametrize("compat", ["10.0.0", "10.2.1", "7.2.0", ""])
 def test_builtin_model_refuses_unproven_versions(compat: str) -> None:
     inv = acpi.DumperInvocation(_argv(2, 2048, 0, 0, False, False, False), compat)
     with pytest.raises(ConfigError, match="QEMU_ACPI_COMPAT_VER"):
         QemuAcpiModel().acpi_tables(inv)
 
 
-@pytest.mark.parametrize("compat", ["8.0.0", "8.2.2", "9.0.0", "9.1.3"])
-def test_builtin_model_covers_the_pre_9_2_range_alike(compat: str) -> None:
+@pytest.mark.parametrize(
+    ("compat", "same_as"),
+    [("8.0.0", "8.2.2"), ("9.0.0", "8.2.2"), ("9.1.3", "8.2.2"), ("9.2.0", "9.2.1")],
+)
+def test_builtin_model_covers_each_branch_alike(compat: str, same_as: str) -> None:
     argv = _argv(4, 4096, 1, 1, False, True, False)
     blob = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, compat))
-    reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, "8.2.2"))
+    reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, same_as))
     assert blob == reference
+    other = QemuAcpiModel().acpi_tables(
+        acpi.DumperInvocation(argv, "9.2.1" if same_as == "8.2.2" else "8.2.2")
+    )
+    assert other != blob  # the two branches differ (triggers, MADT overrides, PDSM)
+
+
+#: RTMR0 that dstack-mr (the reference, with the real dumper) printed for dstack-nvidia-0.5.4.1
+#: at 24 vCPU, 256 GiB, QEMU 9.2.1, 1 GPU, hotplug off, pci_hole64_size 1 PiB (published in a
+#: public verifier's bootchain documentation).
+REFERENCE_9_2_1_RTMR0 = (
+    "24c15e08c07aa01c531cbd7e8ba28f8cb62e78f6"
+    "171bf6a8e0800714a65dd5efd3a06bf0cf5433c02bbfac839434b418"
+)
+
+
+def test_builtin_model_reproduces_the_references_9_2_1_rtmr0(tmp_path: Path) -> None:
+    """RTMR0 folds the TD HOB (dstack's TDVF layout, as in the example firmware), constants
+    and the three ACPI digests, so equal RTMR0 means equal ACPI digests."""
+    from dstack_mr import tdvf
+    from dstack_mr.config import OvmfVariant
+    from dstack_mr.example import write_example_image
+    from dstack_mr.machine import Machine, rtmr0_digests
+
+    firmware = tdvf.parse((write_example_image(tmp_path / "img").parent / "ovmf.fd").read_bytes())
+    machine = Machine(
+        cpu_count=24, memory_size=256 << 30, firmware="f", kernel="k", initrd="i",
+        kernel_cmdline="", qemu_version="9.2.1", pci_hole64_size=1 << 50, num_gpus=1,
+        hotplug_off=True,
+    )  # fmt: skip
+    tables = acpi.build_tables(QemuAcpiModel().acpi_tables(machine.dumper_invocation()))
+    td_hob = firmware.td_hob_digest(machine.memory_size)
+    rtmr0 = bytes(48)
+    for digest in rtmr0_digests(OvmfVariant.PRE202505, td_hob, tables):
+        rtmr0 = hashlib.sha384(rtmr0 + digest).digest()
+    assert rtmr0.hex() == REFERENCE_9_2_1_RTMR0
 
 
 # --- the configuration search -----------------------------------------------------------------

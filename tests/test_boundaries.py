@@ -395,3 +395,27 @@ def test_stable202505_layout_against_the_spec_model(image_dir: Path) -> None:
     labels = [e.label for e in details.rtmr_logs[0].events]
     assert labels[2:4] == ["fwcfg:BootMenu", "fwcfg:bootorder"]
     assert labels[13:] == ["variable_authority", "boot_order_var", "Boot0000", "Boot0001"]
+
+
+def test_td_hob_base_follows_the_td_hob_section() -> None:
+    """EfiEndOfHobList counts from the TD_HOB section's address; 0x809000 only without one."""
+    fw = bytes(example.build_firmware())
+    section = struct.pack("<IIQQII", 0, 0, 0x809000, 0x2000, example.SECTION_TD_HOB, 0)
+    assert fw.count(section) == 1
+    for replacement, base in (
+        (struct.pack("<IIQQII", 0, 0, 0x900000, 0x2000, example.SECTION_TD_HOB, 0), 0x900000),
+        (struct.pack("<IIQQII", 0, 0, 0x900000, 0x2000, example.SECTION_TEMP_MEM, 0), 0x809000),
+    ):
+        parsed = tdvf.parse(fw.replace(section, replacement))
+        assert parsed.td_hob_base == base
+        hob = parsed.td_hob(2 * GIB)
+        assert int.from_bytes(hob[48:56], "little") == base + len(hob) + 8
+        # The moved section is accepted memory at its new place.
+        assert struct.pack("<BxxxIQQ", 0, 7, 0x900000, 0x2000) in hob
+
+
+def test_cli_cpu_zero_rejected(image_dir: Path) -> None:
+    acpi_file, meta = str(image_dir / "acpi-tables.bin"), str(image_dir / "metadata.json")
+    result = CliRunner().invoke(app, ["measure", "--cpu", "0", "--acpi-tables", acpi_file, meta])
+    assert result.exit_code == 2
+    assert "cpu_count must be greater than 0" in result.output

@@ -392,10 +392,12 @@ def test_real_capture(capture_image: Image) -> None:
     acpi = next(e for e in report.events if e.label == "acpi_tables")
     assert acpi.actual_description == "ACPI DATA" and acpi.identity == "ACPI DATA (tables)"
     found = statuses(report)
+    # The stand-in tables file has the real layout, not the real tables: the built-in ACPI
+    # model reproduces the VM's three ACPI digests with its own config, which proves it.
     assert found == {
         "image": "proven",
         "mrtd": "hypothesis",
-        "acpi": "hypothesis",
+        "acpi": "proven",
         "kernel_authenticode": "hypothesis",
         "cmdline": "proven",
         "initrd": "proven",
@@ -579,6 +581,19 @@ def test_real_kernel_event_length_is_used(capture_image: Image) -> None:
     assert kernel.status == "hypothesis"
     # 64 GiB with the dstack TDVF layout: the TD HOB and every RTMR0 event but ACPI match.
     assert {e.status for e in report.events if e.rtmr == 0} == {"match", "unverified"}
+
+
+def test_real_td_hob_miss_uses_the_logged_hob_address(capture_image: Image) -> None:
+    """The Phala capture's TD HOB is at 0x809000, where the stand-in firmware puts it too, so
+    a miss is not blamed on the section layout alone."""
+    evidence = capture("phala-cloud-dstack-0.3-era-getquote.json")
+    vm = VmConfig(cpu_count=2, memory_size=2 * GIB, qemu_version="8.2.2")
+    report = diagnose(vm, capture_image, evidence, AcpiChoice.from_log(evidence.events or ()))
+    hob = next(f for f in report.findings if f.subject == "td_hob")
+    assert hob.status == "hypothesis"
+    assert "the VM's log places its TD HOB at 0x809000, as ovmf-2022.11-deb12.fd does" in (
+        hob.message
+    )
 
 
 def test_real_captures_identify_every_event() -> None:
@@ -798,7 +813,7 @@ def test_cli_acpi_sources(
     # A QEMU version the model does not cover, and no log: only RTMR0 is not judged.
     doc06 = json.loads(att.read_text())
     vm = json.loads(doc06["vm_config"])
-    vm["qemu_version"] = "9.2.1"
+    vm["qemu_version"] = "10.0.0"
     (tmp_path / "q.hex").write_text(doc06["quote"])
     (tmp_path / "vm.json").write_text(json.dumps(vm))
     code, text = _run("--quote", str(tmp_path / "q.hex"), "--vm-config", str(tmp_path / "vm.json"),

@@ -186,3 +186,11 @@ def test_with_an_image_dir_the_legacy_path_cross_checks_the_document(
     # The example image is not the VM's declared image: its document says so part by part.
     assert doc["declared_measurement"]["image_differ"]
     assert result.exit_code == 1
+
+
+def test_acpi_sources_need_the_image_dir(real: Path) -> None:
+    path = str(real / "dstack-0.6.0-getquote.json")
+    for extra in (["--acpi-tables", path], ["--acpi-source", "dumper"]):
+        result = diagnose("--attestation", path, *extra)
+        assert result.exit_code == 2 and "needs the image directory" in result.output, extra
+    assert diagnose("--attestation", path, "--acpi-source", "log").exit_code == 0

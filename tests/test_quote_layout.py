@@ -6,6 +6,7 @@ read one byte off, or with the wrong length, does not compare equal.
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -68,11 +69,44 @@ def test_every_field_at_its_documented_offset(version: int, body_type: int | Non
     assert q.raw == raw
 
 
-@pytest.mark.parametrize("cut", [1, 2, 5, 6, 47, 48, 100])
-def test_truncated_header_rejected(cut: int) -> None:
+@pytest.mark.parametrize(
+    ("cut", "what"),
+    [
+        (1, "quote header version: need a 2-byte integer at offset 0x0"),
+        (3, "quote header attestation key type: need a 2-byte integer at offset 0x2"),
+        (6, "quote header TEE type: need a 4-byte integer at offset 0x4"),
+        (47, "quote header: need 48 bytes at offset 0x0"),
+        (48, "quote TD report body (td10): need 584 bytes at offset 0x30"),
+        (100, "quote TD report body (td10): need 584 bytes at offset 0x30"),
+        (632, "quote signature data length: need a 4-byte integer at offset 0x278"),
+    ],
+)
+def test_truncated_quote_names_what_is_missing(cut: int, what: str) -> None:
     raw = header(4) + pattern(584, 3) + struct.pack("<I", 0)
-    with pytest.raises(QuoteError, match="quote"):
+    with pytest.raises(QuoteError, match=re.escape(what)):
         parse_quote(raw[:cut])
+
+
+@pytest.mark.parametrize(
+    ("cut", "what"),
+    [
+        # body type (u16) and body size (u32) are read as one 6-byte record at 0x30
+        (48, "quote v5 body: need 6 bytes at offset 0x30, but the data is only 48 bytes"),
+        (51, "quote v5 body: need 6 bytes at offset 0x30, but the data is only 51 bytes"),
+        (60, "quote TD report body (td15): need 648 bytes at offset 0x36"),
+    ],
+)
+def test_truncated_v5_quote(cut: int, what: str) -> None:
+    raw = header(5) + struct.pack("<HI", 3, 648) + pattern(648, 3) + struct.pack("<I", 0)
+    with pytest.raises(QuoteError, match=re.escape(what)):
+        parse_quote(raw[:cut])
+
+
+@pytest.mark.parametrize("tail", [b"X", b"\0X", b"\0\0\x01", b"0"])
+def test_only_zero_bytes_may_follow(tail: bytes) -> None:
+    raw = header(4) + pattern(584, 3) + struct.pack("<I", 0)
+    with pytest.raises(QuoteError, match="are not zero padding"):
+        parse_quote(raw + tail)
 
 
 def test_zero_length_signature_and_exact_end() -> None:

@@ -287,3 +287,19 @@ def test_swtpm_allowed_when_acpi_digests_are_given(tmp_path: Path) -> None:
     assert details.rtmr_logs[0].digests[8:11] == [b"\x01" * 48, b"\x02" * 48, b"\x03" * 48]
     with pytest.raises(ConfigError, match="swtpm"):
         image.measure(vm)
+
+
+def test_diagnose_reports_the_variant_rule_and_disagreement(tmp_path: Path) -> None:
+    meta = write_example_image(tmp_path / "img")
+    info = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**info, "version": "0.5.10.rc1"}))
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30}))
+    args = ["diagnose", "--vm-config", str(vm), "--image-dir", str(meta.parent)]
+    result = RUN.invoke(
+        app, [*args, "--acpi-tables", str(meta.parent / "acpi-tables.bin"), "--json"]
+    )
+    doc = json.loads(result.output)
+    assert doc["ovmf_variant"] == "Stable202505"
+    assert doc["ovmf_variant_source"].startswith("metadata.json version 0.5.10.rc1")
+    assert "upstream dstack would pick pre202505" in doc["ovmf_variant_source"]

@@ -52,6 +52,7 @@ __all__ = [
     "EventIdentity",
     "actual_identity",
     "expected_identity",
+    "handoff_table_address",
     "is_acpi_label",
     "same_event",
     "simulated_event",
@@ -196,6 +197,20 @@ def fw_cfg_item_name(payload: bytes) -> str | None:
     try:
         return name.decode("ascii") or None
     except UnicodeDecodeError:
+        return None
+
+
+def handoff_table_address(event: Event) -> int | None:
+    """The table address an ``EV_EFI_HANDOFF_TABLES2`` event (the TD HOB) records, if any."""
+    if event.event_type != EV_EFI_HANDOFF_TABLES2 or not event.event_payload:
+        return None
+    p = event.event_payload
+    try:
+        n = p[0]
+        if u64(p, 1 + n, "number of tables", _Bad) < 1:
+            return None
+        return u64(p, 1 + n + 8 + 16, "table pointer", _Bad)
+    except _Bad:
         return None
 
 

@@ -25,12 +25,14 @@ from .event_identity import (
     SMBIOS_LABELS,
     actual_identity,
     expected_identity,
+    handoff_table_address,
     is_acpi_label,
     kernel_image_length,
 )
 from .events import RTMR0_LAYOUTS
 from .machine import checked_cmdline_digest, rtmr0_digests
 from .smbios import SmbiosSearch, search
+from .tdvf import SectionType
 
 if TYPE_CHECKING:
     from .config import VmConfig
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Finding", "explain"]
 
 GIB = 1 << 30
+TD_HOB_TYPE = SectionType.TD_HOB
 #: The memory-size search: every 256 MiB step up to 2 TiB (so every whole GiB too).
 MEMORY_STEP = 256 << 20
 MEMORY_LIMIT = 2 << 40
@@ -372,14 +375,9 @@ class _Explainer:
         if kind == "td-hob":
             return self._memory(
                 reg, events.TD_HOB, self._memory_candidates(), self.image.tdvf.td_hob_digest,
-                lambda d: d == ev.actual, "",
-                otherwise=(
-                    f"td_hob: no memory size reproduces it; the TD HOB depends only on the "
-                    f"memory size and the TDVF section layout of {self.fw}, so the VM's firmware "
-                    "most likely has another section layout (or its memory size is not a "
-                    "multiple of 256 MiB)"
-                ),
-                settle=f"the VM's firmware (compare its TDVF metadata with {self.fw})",
+                lambda d: d == ev.actual, "", otherwise=self._td_hob_miss(),
+                settle=f"the VM's firmware (compare its TDVF metadata with {self.fw}) and its "
+                "real memory size",
             )  # fmt: skip
         if kind == "kernel":
             return self._kernel_event(ev, reg)
@@ -405,6 +403,38 @@ class _Explainer:
             "build",
             register=reg,
             settle=f"the VM's firmware (compare it with {self.fw})",
+        )
+
+    def _td_hob_miss(self) -> str:
+        """Why no memory size reproduced the TD HOB, using where the VM's log says its TD HOB
+        is (the handoff table's address: not covered by the digest, but telling)."""
+        base = (
+            f"td_hob: no memory size reproduces it; the TD HOB depends only on the memory size "
+            f"and the TDVF section layout of {self.fw}"
+        )
+        ours = next(
+            (s.memory_address for s in self.image.tdvf.sections if s.section_type == TD_HOB_TYPE),
+            None,
+        )
+        logged = None
+        for e in self.evidence.events or ():
+            if e.imr == 0 and actual_identity(e).kind == "td-hob":
+                logged = handoff_table_address(e)
+                break
+        if logged is not None and ours is not None and logged != ours:
+            return (
+                f"{base}; the VM's log places its TD HOB at {logged:#x}, {self.fw} at "
+                f"{ours:#x}, so the VM's firmware has another TDVF section layout"
+            )
+        if logged is not None and logged == ours:
+            return (
+                f"{base}; the VM's log places its TD HOB at {logged:#x}, as {self.fw} does, so "
+                "most likely the VM's memory size is one not tried (not a multiple of 256 MiB) "
+                "or its firmware's other TDVF sections differ"
+            )
+        return (
+            f"{base}, so the VM's firmware most likely has another section layout (or its "
+            "memory size is not a multiple of 256 MiB)"
         )
 
     def _kernel_event(self, ev: EventCheck, reg: str) -> Finding:
@@ -463,6 +493,9 @@ class _Explainer:
             if differing == [events.ACPI_TABLES]
             else ""
         )
+        proven = self._acpi_search(differing)
+        if proven is not None:
+            return proven
         return Finding(
             "acpi",
             f"{', '.join(differing)}: QEMU generated other ACPI tables than "
@@ -472,6 +505,44 @@ class _Explainer:
             register="RTMR0",
             settle="the VM's real settings and the host's dstack-acpi-tables (the dumper of "
             "that QEMU build), or --acpi-source log to take the VM's own ACPI digests",
+        )
+
+    def _acpi_search(self, differing: list[str]) -> Finding | None:
+        """Recompute the tables with the built-in model for the inputs they follow; a
+        configuration reproducing all three of the VM's ACPI digests is a proven cause."""
+        from .acpi_log import acpi_digests_from_log
+        from .acpi_model.search import AcpiDigests, explain_acpi_mismatch
+
+        try:
+            log = acpi_digests_from_log(self.evidence.events or ())
+            actual = AcpiDigests(log.loader_digest, log.rsdp_digest, log.tables_digest)
+            match, _tried = explain_acpi_mismatch(self.image.machine(self.vm), actual)
+        except DstackMrError:
+            return None
+        if match is None:
+            return None
+        if not match.changes:
+            source = self.acpi.description.removeprefix("ACPI tables from ")
+            return Finding(
+                "acpi",
+                f"{', '.join(differing)}: the built-in model of dstack's QEMU reproduces all "
+                "three of the VM's ACPI digests with the configuration as given, so the "
+                f"expected tables ({source}) are not the ones this VM's QEMU built",
+                "proven",
+                "acpi_source",
+                "builtin",
+                "RTMR0",
+            )
+        said = ", ".join(f"{k}={getattr(self.vm, k, '?')!r}" for k, _ in match.changes)
+        name, value = match.changes[0]
+        return Finding(
+            "acpi",
+            f"{', '.join(differing)}: the VM's ACPI tables are those of {match.describe()} "
+            f"(config says {said}): the built-in model reproduces all three ACPI digests with it",
+            "proven",
+            name,
+            repr(value) if len(match.changes) == 1 else match.describe(),
+            "RTMR0",
         )
 
     def _smbios(self, ev: EventCheck) -> Finding:

@@ -30,3 +30,14 @@ TDVF_METADATA_OFFSET = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
 # and 2.x entry points (edk2 logs one of them in the stable202505 RTMR0 handoff-tables event).
 SMBIOS3_TABLE = uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394")
 SMBIOS_TABLE = uuid.UUID("eb9d2d31-2d88-11d3-9a16-0090273fc14d")
+
+# edk2 OvmfPkg/ResetVector (AMD SEV): the footer-table entries giving the SEV hash table's GPA,
+# the SEV-ES AP reset block and the SEV metadata's offset; and QEMU target/i386/sev.c: the
+# SEV hash table and its cmdline / initrd / kernel entries.
+SEV_HASH_TABLE_RV = uuid.UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
+SEV_ES_RESET_BLOCK = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
+SEV_METADATA = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
+SEV_HASH_TABLE = uuid.UUID("9438d606-4f22-4cc9-b479-a793d411fd21")
+SEV_CMDLINE_ENTRY = uuid.UUID("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
+SEV_INITRD_ENTRY = uuid.UUID("44baf731-3a2f-4bd7-9af1-41e29169781d")
+SEV_KERNEL_ENTRY = uuid.UUID("4de79437-abd2-427f-b835-d5b172d2045b")

@@ -28,6 +28,7 @@ import attrs
 
 from .cbor import CborValue, decode, encode, expect_fields, get_array, get_bytes, get_text, get_uint
 from .config import parse_json
+from .digest import short_hex
 from .errors import CborError, MeasurementDocumentError, SnpError, SnpEvidenceError
 from .measurement_doc import sha256sum_entry
 from .registry import U32_MAX, U64_MAX
@@ -54,10 +55,7 @@ MAX_DOCUMENT_SIZE = 1 << 20
 
 
 def _short(b: bytes | None) -> str:
-    if b is None:
-        return "None"
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
+    return "None" if b is None else short_hex(b)
 
 
 # --- measurement.snp.cbor --------------------------------------------------------------------

@@ -147,7 +147,7 @@ def diagnose(
             "--acpi-source",
             help="Where RTMR0's ACPI digests come from. auto: --acpi-tables or --acpi-dumper "
             "when given, else the dumper when found, else the built-in model of dstack's QEMU "
-            "(QEMU 8.0 to 9.1), else the event log's three ACPI digests (not verified), else "
+            "(QEMU 8.0 to 9.2), else the event log's three ACPI digests (not verified), else "
             "RTMR0 is not judged.",
         ),
     ] = AcpiSourceMode.auto,
@@ -279,6 +279,19 @@ def diagnose(
             # Lite mode: the VM's own measurement document instead of the image.
             from dstack_mr.lite_diagnose import diagnose_lite
 
+            if (
+                acpi_tables is not None
+                or acpi_dumper is not None
+                or acpi_source_mode.value
+                not in (
+                    "auto",
+                    "log",
+                )
+            ):
+                raise ConfigError(
+                    "an ACPI tables file or dumper needs the image directory (--image-dir); "
+                    "without one, lite mode takes the ACPI digests from the event log"
+                )
             report = diagnose_lite(vm, evidence)
         else:
             if image_dir is not None:

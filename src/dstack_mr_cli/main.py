@@ -152,7 +152,7 @@ AcpiSourceOpt = Annotated[
     typer.Option(
         "--acpi-source",
         help="Where the ACPI tables come from: the dumper, --acpi-tables FILE, the built-in "
-        "model of dstack's QEMU (QEMU 8.0 to 9.1), or auto (the dumper when installed, else "
+        "model of dstack's QEMU (QEMU 8.0 to 9.2), or auto (the dumper when installed, else "
         "builtin). Default: FILE when --acpi-tables is given, else the dumper.",
     ),
 ]

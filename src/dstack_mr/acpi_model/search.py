@@ -102,3 +102,49 @@ def search_acpi_config(
         if len(matches) >= limit:
             break
     return matches
+
+
+def diagnose_axes(claimed: Machine) -> list[dict[str, Sequence[Any]]]:
+    """The searches diagnose runs when a VM's ACPI digests differ, cheapest first: every
+    single input the tables follow, then CPU count with GPU count together."""
+    branch = ["8.2.2", "9.2.1"]  # one version per branch of dstack's dumper
+    return [
+        {"cpu_count": range(1, 255)},
+        {"num_gpus": range(0, 17)},
+        {"num_nvswitches": range(0, 9)},
+        {"hotplug_off": (False, True)},
+        {"qemu_version": branch},
+        {"hugepages": (False, True)},
+        {"smm": (False, True)},
+        {"root_verity": (False, True)},
+        {"pic": (False, True)},
+        {"cpu_count": range(1, 65), "num_gpus": range(0, 9)},
+        {"cpu_count": range(1, 65), "hotplug_off": (False, True), "qemu_version": branch},
+    ]
+
+
+def explain_acpi_mismatch(
+    claimed: Machine, actual: AcpiDigests
+) -> tuple[AcpiMatch | None, tuple[str, ...]]:
+    """Why a VM's three ACPI digests differ from the expected ones, by recomputation.
+
+    Returns a match with no ``changes`` when the claimed configuration itself reproduces the
+    VM's digests (then the expected tables came from elsewhere: another dumper build or a
+    tables file of another machine), else the first configuration (by :func:`diagnose_axes`)
+    that does, else None; and what was tried. None too when the built-in model does not
+    cover the claimed QEMU version (nothing can be recomputed).
+    """
+    model = QemuAcpiModel()
+    try:
+        claimed_invocation = claimed.dumper_invocation()
+        if digests_of(claimed, model) == actual:
+            return AcpiMatch((), claimed), ("the configuration as given",)
+    except ConfigError:
+        return None, ()
+    tried = ["the configuration as given"]
+    for axes in diagnose_axes(claimed):
+        tried.append(" x ".join(axes))
+        for match in search_acpi_config(actual, claimed, axes, model=model, limit=2):
+            if match.machine.dumper_invocation() != claimed_invocation:
+                return match, tuple(tried)
+    return None, tuple(tried)
