@@ -1,4 +1,8 @@
-"""Developer sessions: `nox -s lint tests`, and `nox -s docs` for the documentation site."""
+"""Developer sessions: `nox -s lint tests`, `nox -s docs` for the site, `nox -s bench`.
+
+Install nox with the `dev` extra (`pip install -e '.[dev]'`). `nox -s tests -p 3.13` runs the
+suite on another installed Python.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import nox
 
 nox.options.sessions = ["lint", "tests"]
 
+LINT_PATHS = ("src", "tests", "bench", "fuzz", "docs", "noxfile.py")
+
 
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "fuzz", "docs", "noxfile.py")
-    session.run("ruff", "check", "src", "tests", "bench", "fuzz", "docs", "noxfile.py")
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+    session.run("ruff", "check", *LINT_PATHS)
     session.run("mypy", "src")
 
 
@@ -29,6 +35,13 @@ def docs(session: nox.Session) -> None:
     out = session.posargs[0] if session.posargs else "site"
     session.run("mkdocs", "build", "--strict", "-d", out)
     session.run("pytest", "-q", "tests/test_docs.py", env={"DSTACK_MR_DOCS_REQUIRED": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The performance table of bench/README.md (arguments after -- go to the script)."""
+    session.install("-e", ".[cli]")
+    session.run("python", "bench/bench_measure.py", *session.posargs)
 
 
 @nox.session

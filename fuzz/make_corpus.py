@@ -23,7 +23,7 @@ _SHARED = Path(os.environ.get("DSTACK_MR_SHARED", "../shared"))
 SHARED = _SHARED if _SHARED.is_absolute() else (ROOT / _SHARED).resolve()
 
 # Must match targets.TARGETS (tests/test_fuzz_targets.py checks).
-TDVF, KERNEL, ACPI, QUOTE, CCEL, JSON_LOG, VMCONFIG = range(7)
+TDVF, KERNEL, ACPI, QUOTE, CCEL, JSON_LOG, VMCONFIG, SNP_ATTESTATION, SNP_CBOR, SEV_OVMF = range(10)
 
 _FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
 _METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2").bytes_le
@@ -44,6 +44,28 @@ def tiny_tdvf() -> bytes:
     fw[0x1000:0x2000] = bytes(range(256)) * 16
     entry = struct.pack("<I", size) + struct.pack("<H", 4 + 18) + _METADATA_OFFSET_GUID
     footer = entry + struct.pack("<H", len(entry) + 18) + _FOOTER_GUID
+    fw[size - 32 - len(footer) : size - 32] = footer
+    return bytes(fw)
+
+
+def tiny_sev_ovmf() -> bytes:
+    """An 8 KiB SEV OVMF image: SEV metadata (zero pages, secrets, CPUID, kernel hashes) and
+    the footer entries for the hash table, the SEV-ES reset block and the metadata."""
+    size, meta_at = 0x2000, 0x200
+    sections = [(0x80_0000, 0x2000, 1), (0x80_2000, 0x1000, 2), (0x80_3000, 0x1000, 3)]
+    sections.append((0x80_4000, 0x1000, 0x10))
+    fw = bytearray(size)
+    meta = b"ASEV" + struct.pack("<III", 16 + 12 * len(sections), 1, len(sections))
+    meta += b"".join(struct.pack("<III", *s) for s in sections)
+    fw[meta_at : meta_at + len(meta)] = meta
+
+    def entry(value: int, guid: str) -> bytes:
+        return struct.pack("<I", value) + struct.pack("<H", 4 + 18) + uuid.UUID(guid).bytes_le
+
+    table = entry(0x80_4C00, "7255371f-3a3b-4b04-927b-1da6efa8d454")
+    table += entry(0x80_1004, "00f771de-1a7e-4fcb-890e-68c77e2fb44e")
+    table += entry(size - meta_at, "dc886566-984a-4798-a75e-5585a7bf67cc")
+    footer = table + struct.pack("<H", len(table) + 18) + _FOOTER_GUID
     fw[size - 32 - len(footer) : size - 32] = footer
     return bytes(fw)
 
@@ -89,6 +111,15 @@ def seeds() -> dict[str, bytes]:
         out[f"jsonlog-{path.stem}"] = bytes([JSON_LOG]) + doc["event_log"].encode()
         if "vm_config" in doc:
             out[f"vmconfig-{path.stem}"] = bytes([VMCONFIG]) + doc["vm_config"].encode()
+    snp_capture = json.loads((real / "dstack-snp-0.6.0-attestation.json").read_text())
+    scale = bytes.fromhex(snp_capture["attestation"])
+    out["snp-attestation"] = bytes([SNP_ATTESTATION]) + scale
+    from dstack_mr.snp_attestation import parse_snp_attestation
+
+    att = parse_snp_attestation(scale)
+    assert att is not None and att.vm_config is not None
+    out["snp-cbor"] = bytes([SNP_CBOR]) + att.vm_config.measurement_document().measurement
+    out["sev-ovmf-tiny"] = bytes([SEV_OVMF]) + tiny_sev_ovmf()
     ccel = (real / "dstack-ccel-sample.bin").read_bytes()
     out["ccel-sample"] = bytes([CCEL]) + _strip(_strip(ccel, b"\xff"))
     return out

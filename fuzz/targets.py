@@ -13,6 +13,11 @@ accepted input whose result breaks the property, is a finding. The properties ar
 - ccel / JSON log: every event names an RTMR 0-3 and a 48-byte digest; a JSON log written
   back out and parsed again gives the same events (round trip).
 - vmconfig: ``from_json(to_dict())`` gives the same VmConfig (round trip).
+- snp_attestation (SCALE VersionedAttestation, SNP report, vm_config JSON, measurement.snp.cbor):
+  MEASUREMENT / HOST_DATA are the report's bytes at their offsets; a carried
+  measurement.snp.cbor re-encodes to a document that decodes to the same value.
+- snp_cbor: the same round trip for a bare measurement.snp.cbor; small documents measure.
+- sev_ovmf: the parsed firmware ends at 4 GiB and its ovmf_hash is that of its bytes.
 
 Used by ``atheris_harness.py`` (coverage-guided) and by tests/test_fuzz_targets.py (which
 runs every target on its seeds and on hypothesis data, so a target that cannot import or
@@ -21,12 +26,25 @@ whose property is wrong fails the ordinary test run).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
 
-from dstack_mr import AcpiTablesBlob, VmConfig, acpi, eventlog, kernel, quote, tdvf
+from dstack_mr import (
+    AcpiTablesBlob,
+    DstackMrError,
+    VmConfig,
+    acpi,
+    eventlog,
+    kernel,
+    quote,
+    snp,
+    tdvf,
+)
 from dstack_mr.acpi import CachedAcpiSource, DumperInvocation
+from dstack_mr.snp_attestation import parse_snp_attestation
+from dstack_mr.snp_document import SnpImageMeasurement
 
 #: (initrd size, guest memory) pairs for the kernel target, hostile ones included.
 KERNEL_SIZES = ((1234567, 2 << 30), (0, 0xB000_0000), (0x37FF_FFFF, 1 << 20), (3, (1 << 64) - 1))
@@ -108,6 +126,37 @@ def fuzz_vmconfig(data: bytes, _variant: int) -> None:
     assert VmConfig.from_json(json.dumps(vm.to_dict())) == vm
 
 
+def _snp_round_trip(img: SnpImageMeasurement) -> None:
+    assert SnpImageMeasurement.from_cbor(img.to_cbor()) == img
+
+
+def fuzz_snp_attestation(data: bytes, _variant: int) -> None:
+    att = parse_snp_attestation(data)
+    if att is None:
+        return
+    assert att.report.raw[0x90:0xC0] == att.report.measurement
+    assert att.report.raw[0xC0:0xE0] == att.report.host_data
+    if att.vm_config is not None and att.vm_config.sev_snp_measurement is not None:
+        _snp_round_trip(att.vm_config.measurement_document().image)
+
+
+def fuzz_snp_cbor(data: bytes, variant: int) -> None:
+    img = SnpImageMeasurement.from_cbor(data)
+    _snp_round_trip(img)
+    # Measuring is linear in the sections' pages (up to 2^24): only small documents here.
+    if sum(-(-s.size // 4096) for s in img.ovmf_sections) <= 4096:
+        with contextlib.suppress(DstackMrError):
+            m = img.launch_inputs(1 + variant % 8, "EPYC-v4", 1).measure()
+            assert len(m.measurement) == 48
+
+
+def fuzz_sev_ovmf(data: bytes, _variant: int) -> None:
+    fw = snp.SnpOvmf.parse(data)
+    assert fw.gpa + fw.size == 1 << 32
+    assert fw.ovmf_hash == snp.snp_ovmf_hash(data)
+    assert len(fw.sections) <= snp.MAX_OVMF_SECTIONS
+
+
 TARGETS: tuple[Callable[[bytes, int], None], ...] = (
     fuzz_tdvf,
     fuzz_kernel,
@@ -116,4 +165,7 @@ TARGETS: tuple[Callable[[bytes, int], None], ...] = (
     fuzz_ccel,
     fuzz_json_event_log,
     fuzz_vmconfig,
+    fuzz_snp_attestation,
+    fuzz_snp_cbor,
+    fuzz_sev_ovmf,
 )

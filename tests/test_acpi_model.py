@@ -296,16 +296,140 @@ def test_builtin_model_reproduces_real_cvm_digests() -> None:
         assert layout == {k: v for k, v in truth["solved_layout"].items() if k != "rsdt_offset"}
 
 
-@pytest.mark.parametrize("compat", ["9.2.0", "9.2.1", "10.0.0", "7.2.0", ""])
+@pytest.mark.parametrize("compat", ["10.0.0", "10.2.1", "7.2.0", ""])
 def test_builtin_model_refuses_unproven_versions(compat: str) -> None:
     inv = acpi.DumperInvocation(_argv(2, 2048, 0, 0, False, False, False), compat)
     with pytest.raises(ConfigError, match="QEMU_ACPI_COMPAT_VER"):
         QemuAcpiModel().acpi_tables(inv)
 
 
-@pytest.mark.parametrize("compat", ["8.0.0", "8.2.2", "9.0.0", "9.1.3"])
-def test_builtin_model_covers_the_pre_9_2_range_alike(compat: str) -> None:
+@pytest.mark.parametrize(
+    ("compat", "same_as"),
+    [("8.0.0", "8.2.2"), ("9.0.0", "8.2.2"), ("9.1.3", "8.2.2"), ("9.2.0", "9.2.1")],
+)
+def test_builtin_model_covers_each_branch_alike(compat: str, same_as: str) -> None:
     argv = _argv(4, 4096, 1, 1, False, True, False)
     blob = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, compat))
-    reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, "8.2.2"))
+    reference = QemuAcpiModel().acpi_tables(acpi.DumperInvocation(argv, same_as))
     assert blob == reference
+    other = QemuAcpiModel().acpi_tables(
+        acpi.DumperInvocation(argv, "9.2.1" if same_as == "8.2.2" else "8.2.2")
+    )
+    assert other != blob  # the two branches differ (triggers, MADT overrides, PDSM)
+
+
+#: RTMR0 that dstack-mr (the reference, with the real dumper) printed for dstack-nvidia-0.5.4.1
+#: at 24 vCPU, 256 GiB, QEMU 9.2.1, 1 GPU, hotplug off, pci_hole64_size 1 PiB (published in a
+#: public verifier's bootchain documentation).
+REFERENCE_9_2_1_RTMR0 = (
+    "24c15e08c07aa01c531cbd7e8ba28f8cb62e78f6"
+    "171bf6a8e0800714a65dd5efd3a06bf0cf5433c02bbfac839434b418"
+)
+
+
+def test_builtin_model_reproduces_the_references_9_2_1_rtmr0(tmp_path: Path) -> None:
+    """RTMR0 folds the TD HOB (dstack's TDVF layout, as in the example firmware), constants
+    and the three ACPI digests, so equal RTMR0 means equal ACPI digests."""
+    from dstack_mr import tdvf
+    from dstack_mr.config import OvmfVariant
+    from dstack_mr.example import write_example_image
+    from dstack_mr.machine import Machine, rtmr0_digests
+
+    firmware = tdvf.parse((write_example_image(tmp_path / "img").parent / "ovmf.fd").read_bytes())
+    machine = Machine(
+        cpu_count=24, memory_size=256 << 30, firmware="f", kernel="k", initrd="i",
+        kernel_cmdline="", qemu_version="9.2.1", pci_hole64_size=1 << 50, num_gpus=1,
+        hotplug_off=True,
+    )  # fmt: skip
+    tables = acpi.build_tables(QemuAcpiModel().acpi_tables(machine.dumper_invocation()))
+    td_hob = firmware.td_hob_digest(machine.memory_size)
+    rtmr0 = bytes(48)
+    for digest in rtmr0_digests(OvmfVariant.PRE202505, td_hob, tables):
+        rtmr0 = hashlib.sha384(rtmr0 + digest).digest()
+    assert rtmr0.hex() == REFERENCE_9_2_1_RTMR0
+
+
+# --- the configuration search -----------------------------------------------------------------
+
+
+def _capture_acpi_digests(name: str) -> Any:
+    from dstack_mr.acpi_model.search import AcpiDigests
+
+    data = json.loads(shared_path("real", name).read_text())
+    events = data["event_log"]
+    events = json.loads(events) if isinstance(events, str) else events
+    digests = [
+        bytes.fromhex(e["digest"]) for e in events if e["imr"] == 0 and e["event_type"] == 10
+    ]
+    assert len(digests) == 3
+    return AcpiDigests(*digests)
+
+
+def _machine(**kw: Any) -> Any:
+    from dstack_mr.machine import Machine
+
+    base: dict[str, Any] = {
+        "cpu_count": 2, "memory_size": 2 << 30, "firmware": "f", "kernel": "k",
+        "initrd": "i", "kernel_cmdline": "", "qemu_version": "8.2.2",
+    }  # fmt: skip
+    base.update(kw)
+    return Machine(**base)
+
+
+def test_search_finds_the_real_cvms_configuration_only() -> None:
+    from dstack_mr.acpi_model.search import search_acpi_config
+
+    actual = _capture_acpi_digests("dstack-0.5.4-8cpu-64g-getquote.json")
+    claimed = _machine(cpu_count=2, memory_size=64 << 30)
+    axes = {"cpu_count": range(1, 17), "num_gpus": range(0, 3), "hotplug_off": (False, True)}
+    matches = search_acpi_config(actual, claimed, axes)
+    assert [m.describe() for m in matches] == ["cpu_count=8"]
+    assert search_acpi_config(actual, attrs_evolve(claimed, cpu_count=8), {}) != []
+
+
+def attrs_evolve(machine: Any, **changes: Any) -> Any:
+    import attrs
+
+    return attrs.evolve(machine, **changes)
+
+
+def test_search_identifies_an_older_phala_cvm() -> None:
+    """The 0.3-era Phala capture carries no configuration; its three ACPI digests are those
+    of one vCPU booted from a CD-ROM (root_verity off), hotplug on: proven by recomputation."""
+    from dstack_mr.acpi_model.search import search_acpi_config
+
+    actual = _capture_acpi_digests("phala-cloud-dstack-0.3-era-getquote.json")
+    axes = {"cpu_count": range(1, 9), "hotplug_off": (False, True), "root_verity": (True, False)}
+    matches = search_acpi_config(actual, _machine(), axes)
+    assert [m.describe() for m in matches] == ["cpu_count=1, root_verity=False"]
+
+
+def test_search_rejects_unknown_axes() -> None:
+    from dstack_mr.acpi_model.search import AcpiDigests, search_acpi_config
+
+    with pytest.raises(ConfigError, match="not a Machine field"):
+        search_acpi_config(AcpiDigests(b"", b"", b""), _machine(), {"cpus": [1]})
+
+
+_TOKENS = [
+    "-smp", "-m", "-machine", "-device", "-global", "-numa", "-virtfs", "-nodefaults",
+    "2", "0", "999999999999", "2048M", "2G", "-1M", "q35,hpet=off", "q35,hpet=off,smm=on",
+    "pcie-root-port,id=p,bus=pcie.0,chassis=1", "virtio-blk-pci,bus=p", "virtio-blk-pci,bus=x",
+    "pxb-pcie,id=n,bus=pcie.0,addr=zz,bus_nr=5", "pxb-pcie,id=n,bus=pcie.0,addr=10,bus_nr=q",
+    "virtio-net-pci,addr=1f", "virtio-net-pci,addr=2.1", "pxb-pcie,id=m,bus=pcie.0",
+    "pxb-pcie,id=k,bus=pcie.0,bus_nr=0", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+    "q35-pcihost.pci-hole64-size=0x10", "q35-pcihost.pci-hole64-size=nope", "", ",,,", "=",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), max_size=14), st.sampled_from(["8.2.2", "9.1.0", "x"]))
+def test_hostile_argv_gives_tables_or_a_config_error(argv: list[str], compat: str) -> None:
+    inv = acpi.DumperInvocation(tuple(argv), compat)
+    for qemu in ("stock-7.2", "dstack"):
+        try:
+            blob = tables_for(inv, qemu=qemu)
+        except ConfigError:
+            continue
+        assert len(blob) == 0x20000
+        acpi.build_tables(blob)

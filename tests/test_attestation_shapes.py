@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_scale import encode
 
-from dstack_mr import VmConfig, scale
+from dstack_mr import DstackMrError, VmConfig, scale
 from dstack_mr.errors import EvidenceError, ScaleError
 from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, parse_attestation, parse_json_event_log
 from dstack_mr.lite import measure_lite
@@ -99,3 +101,23 @@ def test_truncated_real_attestation_is_one_error(real: Path) -> None:
     for cut in (1, 2, 100, len(raw) // 2, len(raw) - 1):
         with pytest.raises(ScaleError):
             parse_attestation(raw[:cut])
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300).map(lambda b: b"\x00\x00" + b))
+def test_random_tdx_attestations_raise_only_library_errors(data: bytes) -> None:
+    try:
+        att = parse_attestation(data)
+    except DstackMrError:
+        return
+    assert att.quote is not None
+
+
+def test_mutated_real_attestation_raises_only_library_errors(real: Path) -> None:
+    raw, _ = lite_scale(real)
+    for at in range(0, len(raw), 97):
+        mutated = raw[:at] + bytes([raw[at] ^ 0x5A]) + raw[at + 1 :]
+        try:
+            parse_attestation(mutated)
+        except DstackMrError:
+            continue

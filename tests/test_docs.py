@@ -101,8 +101,8 @@ def test_notebook_executes(tmp_path: Path) -> None:
     assert events.count('<tr class="mismatch"') == 1
     row = events[events.index('<tr class="mismatch"') :]
     assert row[: row.index("</tr>")].count("td_hob") == 1
-    assert "td_hob: actual matches memory_size=4G (config says 2G)" in report
-    assert any("td_hob: actual matches memory_size=4G" in t for t in texts)
+    assert "td_hob: the VM ran with memory_size=4G (config says 2G) <b>[proven]</b>" in report
+    assert any("td_hob: the VM ran with memory_size=4G" in t and "proven" in t for t in texts)
 
     if shared_present():
         real = next(h for h in htmls if "guest-agent GetQuote response" in h)
@@ -266,11 +266,18 @@ def test_getting_started_shows_the_example_measurement(tmp_path: Path) -> None:
     assert result.output.strip() in page
 
 
-def diagnose_capture(tmp_path: Path, *extra: str) -> str:
-    """The CLI run the troubleshooting page shows, from a directory like the page's."""
+def diagnose_capture(tmp_path: Path, *extra: str, attestation: bool = True) -> str:
+    """The CLI run the troubleshooting page shows, from a directory laid out like the page's:
+    ``work/`` holding the image directory, ``../shared`` beside it."""
     inputs = shared_path("inputs")
-    image = tmp_path / "dstack-0.6.0"
-    image.mkdir(exist_ok=True)
+    shared = tmp_path / "shared"
+    (shared / "inputs").mkdir(parents=True, exist_ok=True)
+    (shared / "real").mkdir(exist_ok=True)
+    shutil.copy(inputs / "acpi-dstack-0.6.0-layout.bin", shared / "inputs")
+    shutil.copy(shared_path("real", "dstack-0.6.0-getquote.json"), shared / "real")
+    work = tmp_path / "work"
+    image = work / "dstack-0.6.0"
+    image.mkdir(parents=True, exist_ok=True)
     for name in ("ovmf-2022.11-deb12.fd", "vmlinuz-6.1.0-56-amd64", "initrd-small.img"):
         shutil.copy(inputs / name, image / name)
     (image / "metadata.json").write_text(
@@ -284,19 +291,19 @@ def diagnose_capture(tmp_path: Path, *extra: str) -> str:
             }
         )
     )
+    evidence = ["--attestation", "../shared/real/dstack-0.6.0-getquote.json"] if attestation else []
     cwd = Path.cwd()
-    os.chdir(tmp_path)
+    os.chdir(work)
     try:
         result = CliRunner().invoke(
             app,
             [
                 "diagnose",
-                "--attestation",
-                str(shared_path("real", "dstack-0.6.0-getquote.json")),
+                *evidence,
                 "--image-dir",
                 "dstack-0.6.0",
                 "--acpi-tables",
-                str(inputs / "acpi-dstack-0.6.0-layout.bin"),
+                "../shared/inputs/acpi-dstack-0.6.0-layout.bin",
                 *extra,
             ],
         )
@@ -318,10 +325,21 @@ def test_troubleshooting_output_is_current(tmp_path: Path) -> None:
         "docs/troubleshooting.md quotes an outdated diagnose report; replace the block between "
         "the diagnose-output markers with:\n" + actual
     )
-    # Every kind of section the page explains is in the output.
-    for section in ("inputs", "expected measurements", "RTMR0 event log", "evidence",
-                    "comparison", "events", "explanation"):  # fmt: skip
-        assert f"=== {section}" in actual
+    # Every part the page explains is in the output: verdict first, register blocks, the
+    # first divergent event per RTMR, the evidence.
+    lines = actual.splitlines()
+    assert lines[0].startswith(
+        "MISMATCH: MRTD, RTMR0, RTMR1, RTMR2 — image: your image directory is not the image "
+        "this VM declares (os_image_hash e6f5cfec20c02e7b…)"
+    )
+    for part in ("\nimage:\n", "\nMRTD: MISMATCH", "\nRTMR0: MISMATCH", "\nevidence:\n",
+                 "FIRST DIVERGENT RTMR0 EVENT: index=10 label=acpi_tables", "[proven]",
+                 "[hypothesis]", "would settle it: ", "tried: "):  # fmt: skip
+        assert part in actual, part
+
+
+def excerpt_lines(page: str, name: str) -> list[str]:
+    return [line for line in block(page, name).splitlines() if line != "  …"]
 
 
 def test_troubleshooting_excerpt_is_current(tmp_path: Path) -> None:
@@ -333,9 +351,29 @@ def test_troubleshooting_excerpt_is_current(tmp_path: Path) -> None:
     vm_json = tmp_path / "vm-4g.json"
     vm_json.write_text(json.dumps(vm))
     actual = diagnose_capture(tmp_path, "--vm-config", str(vm_json)).splitlines()
-    excerpt = [line for line in block(page, "diagnose-excerpt").splitlines() if line != "  …"]
+    excerpt = excerpt_lines(page, "diagnose-excerpt")
     assert all(line in actual for line in excerpt), [x for x in excerpt if x not in actual]
-    assert "  - td_hob: actual matches memory_size=2G (config says 4G)" in excerpt
+    assert excerpt[0] == actual[0]
+    assert "  - td_hob: the VM ran with memory_size=2G (config says 4G) [proven]" in excerpt
+
+
+def test_troubleshooting_quote_only_is_current(tmp_path: Path) -> None:
+    page = (DOCS / "troubleshooting.md").read_text()
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    (tmp_path / "quote.hex").write_text(doc["quote"])
+    (tmp_path / "vm.json").write_text(doc["vm_config"])
+    actual = diagnose_capture(
+        tmp_path,
+        "--quote",
+        str(tmp_path / "quote.hex"),
+        "--vm-config",
+        str(tmp_path / "vm.json"),
+        attestation=False,
+    ).splitlines()
+    excerpt = excerpt_lines(page, "diagnose-quote-only")
+    assert all(line in actual for line in excerpt), [x for x in excerpt if x not in actual]
+    assert excerpt[0] == actual[0]
+    assert not any("td_hob" in line for line in actual)
 
 
 def test_real_capture_report_in_python_matches_page(tmp_path: Path) -> None:
@@ -343,9 +381,9 @@ def test_real_capture_report_in_python_matches_page(tmp_path: Path) -> None:
     from dstack_mr.diagnose import Evidence, diagnose
     from dstack_mr.eventlog import parse_attestation
 
-    diagnose_capture(tmp_path)  # builds tmp_path/dstack-0.6.0
+    diagnose_capture(tmp_path)  # builds tmp_path/work/dstack-0.6.0
     image = Image.load(
-        tmp_path / "dstack-0.6.0",
+        tmp_path / "work" / "dstack-0.6.0",
         AcpiTablesFile(shared_path("inputs", "acpi-dstack-0.6.0-layout.bin")),
     )
     evidence = Evidence.from_attestation(

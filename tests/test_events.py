@@ -73,8 +73,7 @@ def test_missing_input_is_named() -> None:
 
 # Labels that are also ordinary words elsewhere (file kinds, metadata.json keys).
 _COMMON_WORDS = {events.CMDLINE, events.INITRD, events.SEPARATOR}
-# diagnose.py still names events by literal; its owner moves it onto these constants.
-_NOT_YET = {"diagnose.py"}
+_NOT_YET: set[str] = set()
 # Upstream's measurement.tdx.cbor field names ("kernel_authenticode", "td_hob") happen to equal
 # two labels; there they are a document format, not event names.
 _NOT_LABELS = {"measurement_doc.py"}
@@ -90,3 +89,20 @@ def test_no_label_is_typed_outside_events() -> None:
             if isinstance(node, ast.Constant) and node.value in labels:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not offenders, offenders
+
+
+def test_rtmr_log_is_a_read_only_sequence() -> None:
+    from collections.abc import Sequence
+
+    log = labelled_log(2, RTMR2_LAYOUT, INPUTS)
+    assert isinstance(log, Sequence)
+    assert list(log) == list(log.events) and len(log) == 2
+    assert log[0].label == events.CMDLINE and log[-1].label == events.INITRD
+    assert log[:1] == log.events[:1] and log[0] in log and log.index(log[1]) == 1
+    with pytest.raises(IndexError):
+        log[2]
+    with pytest.raises(TypeError):
+        log[0] = log[1]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        log.events = ()  # type: ignore[misc]
+    assert "<2 events>" in repr(log)

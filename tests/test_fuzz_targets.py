@@ -48,15 +48,18 @@ SEEDS = {
     targets.fuzz_quote: v4_quote(),
     targets.fuzz_json_event_log: JSON_LOG,
     targets.fuzz_vmconfig: b'{"cpu_count": 2, "memory_size": 2147483648, "qemu_version": "8.2.2"}',
+    targets.fuzz_sev_ovmf: make_corpus.tiny_sev_ovmf(),
 }
 
 
 def test_selector_bytes_match_the_corpus() -> None:
     names = [t.__name__ for t in targets.TARGETS]
-    order = ("TDVF", "KERNEL", "ACPI", "QUOTE", "CCEL", "JSON_LOG", "VMCONFIG")
+    order = ("TDVF", "KERNEL", "ACPI", "QUOTE", "CCEL", "JSON_LOG", "VMCONFIG",
+             "SNP_ATTESTATION", "SNP_CBOR", "SEV_OVMF")  # fmt: skip
     assert [getattr(make_corpus, n) for n in order] == list(range(len(names)))
     assert names == ["fuzz_tdvf", "fuzz_kernel", "fuzz_acpi", "fuzz_quote", "fuzz_ccel",
-                     "fuzz_json_event_log", "fuzz_vmconfig"]  # fmt: skip
+                     "fuzz_json_event_log", "fuzz_vmconfig", "fuzz_snp_attestation",
+                     "fuzz_snp_cbor", "fuzz_sev_ovmf"]  # fmt: skip
 
 
 @pytest.mark.parametrize("target", list(SEEDS), ids=lambda t: t.__name__)

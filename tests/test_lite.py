@@ -416,3 +416,20 @@ def test_modes_page_output_is_current(real: Path, tmp_path: Path) -> None:
     ).measure(AcpiTablesFile(meta.parent / "acpi-tables.bin"))
     for name, value in machine_out.to_dict().items():
         assert f"{name.upper()}: {value}" in page
+
+
+def test_cross_check_against_an_image_dir(tmp_path: Path) -> None:
+    from dstack_mr.lite import cross_check_image
+
+    d, _ = image_from_vector(tmp_path, "default-2cpu-2g")
+    doc = build_document(str(d))
+    material, image_hash = chain(doc.to_cbor())
+    vm = VmConfig(memory_size=2 << 30, os_image_hash=image_hash, tdx_measurement=material)
+    same = cross_check_image(doc, vm, str(d))
+    assert same.same_image and same.differing == () and same.image_hash_matches is None
+    (d / "sha256sum.txt").write_bytes(material.checksum_file)
+    assert cross_check_image(doc, vm, str(d)).image_hash_matches is True
+    other = attrs.evolve(doc, initrd_sha384=bytes(48))
+    diff = cross_check_image(other, attrs.evolve(vm, os_image_hash=bytes(32)), str(d))
+    assert diff.differing == ("initrd_sha384",) and diff.image_hash_matches is False
+    assert not diff.same_image

@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 
 import attrs
 import pytest
+from vmlog import events_of
 
 from dstack_mr import AcpiTablesFile, VmConfig
 from dstack_mr.diagnose import DiagnoseReport, Evidence, diagnose
@@ -86,7 +87,7 @@ def expected(image: Image) -> MeasurementDetails:
 
 
 def logged(details: MeasurementDetails) -> list[Event]:
-    return [Event(log.rtmr, 0x80000001, e.digest) for log in details.rtmr_logs for e in log.events]
+    return list(events_of(details))
 
 
 def report_with_one_bad_event(
@@ -135,7 +136,7 @@ def test_matching_report_marks_nothing(image: Image, expected: MeasurementDetail
     report = diagnose(VM, image, Evidence(events=tuple(logged(expected))))
     page = report._repr_html_()
     assert 'class="mismatch"' not in page
-    assert "all compared measurements match" in page
+    assert "MATCH: RTMR0, RTMR1, RTMR2 equal the expected values" in page
     rows = data_rows(parse(page).find("events"))
     assert {r.css for r in rows} == {"match"} and len(rows) == 20
 
@@ -186,5 +187,5 @@ def test_everything_is_escaped(image: Image, expected: MeasurementDetails) -> No
 
 def test_renders_without_evidence(image: Image) -> None:
     page = diagnose(VM, image)._repr_html_()
-    assert "nothing compared" in page and "dstack-mr-events" not in page
+    assert "NOT COMPARED: no evidence" in page and "dstack-mr-events" not in page
     assert {r.css for r in data_rows(parse(page).find("registers"))} == {"not-compared"}

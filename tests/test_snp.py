@@ -380,3 +380,11 @@ def test_agrees_with_sev_snp_measure(
 
 def test_errors_are_library_errors() -> None:
     assert issubclass(SnpError, DstackMrError)
+
+
+@pytest.mark.parametrize(
+    "field", ["cmdline", "vcpu_type", "ovmf_hash", "vcpus", "initrd_hash", "ovmf_sections"]
+)
+def test_wrong_types_are_library_errors(field: str) -> None:
+    with pytest.raises(SnpError, match=field):
+        SnpLaunchInputs(**{**REAL_INPUT, field: None})  # type: ignore[arg-type]

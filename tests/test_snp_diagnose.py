@@ -433,3 +433,126 @@ def test_docs_page_measure_output_is_current(real: Path, tmp_path: Path) -> None
         DOCS.read_text(), "dstack-mr measure --snp -c 2 /opt/dstack/images/dstack-nvidia-0.6.0.a2"
     )
     assert result.output.rstrip("\n").split("\n") == shown
+
+
+def test_cli_measure_snp_from_sev_firmware(tmp_path: Path) -> None:
+    from sevsnpmeasure.guest import snp_calc_launch_digest
+    from sevsnpmeasure.vcpu_types import CPU_SIGS
+
+    image = tmp_path / "img"
+    image.mkdir()
+    (image / "ovmf-sev.fd").write_bytes(sev_ovmf())
+    (image / "ovmf.fd").write_bytes(b"a TDX firmware, not read for SNP")
+    (image / "bzImage").write_bytes(b"kernel" * 999)
+    (image / "initrd").write_bytes(b"initrd" * 777)
+    cmdline = "console=ttyS0 dstack.rootfs_hash=" + "ab" * 32
+    meta = {
+        "cmdline": cmdline,
+        "kernel": "bzImage",
+        "initrd": "initrd",
+        "bios": "ovmf.fd",
+        "bios-sev": "ovmf-sev.fd",
+    }
+    (image / "metadata.json").write_text(json.dumps(meta))
+    theirs = snp_calc_launch_digest(
+        3,
+        CPU_SIGS["EPYC-Milan"],
+        str(image / "ovmf-sev.fd"),
+        str(image / "bzImage"),
+        str(image / "initrd"),
+        cmdline,
+        1,
+        "",
+    )
+    args = ["measure", "--snp", "-c", "3", "--vcpu-type", "EPYC-Milan"]
+    for target in (image, image / "metadata.json"):
+        result = RUN.invoke(app, [*args, str(target)])
+        assert result.exit_code == 0, result.output
+        assert f"MEASUREMENT: {theirs.hex()}" in result.output
+        assert "from files" in result.output
+    # A shipped document that disagrees with the files is used, and the difference named.
+    snp = load_snp_image(image)
+    assert snp.computed is not None
+    wrong = attrs_evolve(snp.computed, initrd_hash=b"\0" * 32)
+    (image / "measurement.snp.cbor").write_bytes(wrong.to_cbor())
+    result = RUN.invoke(app, [*args, str(image)])
+    assert result.exit_code == 0
+    assert "from measurement.snp.cbor" in result.output
+    assert "disagree on initrd_hash" in result.output
+    assert f"MEASUREMENT: {theirs.hex()}" not in result.output
+
+
+def test_cli_diagnose_with_image_base_dir(real: Path, tmp_path: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    genuine = att.vm_config.measurement_document()
+    image = tmp_path / "images" / "dstack-nvidia-0.6.0.a2"  # vm_config.image
+    image.mkdir(parents=True)
+    (image / "measurement.snp.cbor").write_bytes(genuine.measurement)
+    (image / "sha256sum.txt").write_bytes(genuine.checksum_file)
+    base = ["diagnose", "--attestation", str(capture(real)), "--image-base-dir"]
+    result = RUN.invoke(app, [*base, str(tmp_path / "images")])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps(rebind(config(att), _tampered_cmdline(att))))
+    result = RUN.invoke(app, [*base, str(tmp_path / "images"), "--vm-config", str(vm), "--json"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.output)
+    jsonschema.validate(out, SCHEMA)
+    assert [(f["parameter"], f["reproduced"]) for f in out["findings"]] == [("cmdline", True)]
+    result = RUN.invoke(app, [*base, str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_cli_snp_measurement_doc_and_inspect(real: Path, tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    image.mkdir()
+    (image / "ovmf.fd").write_bytes(sev_ovmf())
+    (image / "bzImage").write_bytes(b"kernel")
+    (image / "initrd").write_bytes(b"initrd")
+    cmdline = " console=ttyS0 dstack.rootfs_hash=" + "ab" * 32 + " "
+    meta = {"cmdline": cmdline, "kernel": "bzImage", "initrd": "initrd", "bios": "ovmf.fd"}
+    (image / "metadata.json").write_text(json.dumps(meta))
+    out = tmp_path / "measurement.snp.cbor"
+    result = RUN.invoke(app, ["measurement-doc", "--snp", str(image), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = SnpImageMeasurement.from_cbor(out.read_bytes())
+    assert doc.cmdline == cmdline.strip()  # stored trimmed, as upstream's build does
+    assert doc.kernel_hash == hashlib.sha256(b"kernel").digest()
+    assert doc.ovmf_hash == SnpOvmf.parse(sev_ovmf()).ovmf_hash
+    shown = json.loads(RUN.invoke(app, ["measurement-doc", "--snp", "--json", str(image)]).output)
+    assert shown == doc.to_dict()
+    inspected = RUN.invoke(app, ["inspect-measurement", str(out)])
+    assert inspected.exit_code == 0 and json.loads(inspected.output) == doc.to_dict()
+    # The capture's vm_config: decoded and its chain checked.
+    vm = tmp_path / "vm.json"
+    vm.write_text(attestation(real).config)
+    inspected = RUN.invoke(app, ["inspect-measurement", str(vm)])
+    assert inspected.exit_code == 0, inspected.output
+    out_doc = json.loads(inspected.output)
+    assert out_doc["integrity"]["os_image_hash"]["ok"] is True
+    assert out_doc["integrity"]["measurement.snp.cbor"]["ok"] is True
+    assert (out_doc["vcpus"], out_doc["reset_eip"]) == (2, 0x80B004)
+    # No SEV firmware: a clear error, exit 2.
+    (image / "ovmf.fd").write_bytes(b"\0" * 4096)
+    bad = RUN.invoke(app, ["measurement-doc", "--snp", str(image), "-o", str(out)])
+    assert bad.exit_code == 2 and "cannot be measured for SEV-SNP" in bad.output
+
+
+def test_tdx_style_cmdline_suffix_is_proven(real: Path) -> None:
+    att = attestation(real)
+    assert att.vm_config is not None
+    genuine = att.vm_config.measurement_document().image
+    claimed = attrs_evolve(genuine, cmdline=genuine.cmdline + " initrd=initrd")
+    r = judge(att, rebind(config(att), claimed.to_cbor()))
+    assert r.verdict == "MISMATCH"
+    assert facts(r) == [("cmdline", genuine.cmdline)]
+    assert "initrd=initrd" in r.findings[0].message
+
+
+def test_cli_refuses_tdx_evidence_beside_an_snp_attestation(real: Path) -> None:
+    args = ["diagnose", "--attestation", str(capture(real)), "--actual-rtmr0", "00" * 48]
+    result = RUN.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--actual-rtmr0: TDX evidence cannot be combined" in result.output

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dstack_mr.errors import SnpError, SnpEvidenceError
+from dstack_mr.errors import MeasurementDocumentError, SnpError, SnpEvidenceError
 from dstack_mr.snp_attestation import SnpAttestation, parse_snp_attestation
 from dstack_mr.snp_document import (
     MrConfigV3,
@@ -122,16 +122,22 @@ SUMS = (
 def test_sha256sum_entry() -> None:
     assert sha256sum_entry(SUMS.encode(), "measurement.snp.cbor") == b"\xbb" * 32
     assert sha256sum_entry(SUMS.encode(), "ovmf.fd") == b"\xcc" * 32
-    with pytest.raises(SnpEvidenceError, match="no line for x"):
+    with pytest.raises(MeasurementDocumentError, match="no line for x"):
         sha256sum_entry(SUMS.encode(), "x")
-    with pytest.raises(SnpEvidenceError, match="more than once"):
+    with pytest.raises(MeasurementDocumentError, match="more than once"):
         sha256sum_entry((SUMS + "d" * 64 + " ovmf.fd\n").encode(), "ovmf.fd")
-    with pytest.raises(SnpEvidenceError, match="no file name"):
+    with pytest.raises(MeasurementDocumentError, match="no file name"):
         sha256sum_entry(b"abcd\n", "ovmf.fd")
-    with pytest.raises(SnpEvidenceError, match="not a SHA-256"):
+    with pytest.raises(MeasurementDocumentError, match="not a SHA-256"):
         sha256sum_entry(b"abcd ovmf.fd\n", "ovmf.fd")
-    with pytest.raises(SnpEvidenceError, match="not UTF-8"):
+    with pytest.raises(MeasurementDocumentError, match="not UTF-8"):
         sha256sum_entry(b"\xff ovmf.fd\n", "ovmf.fd")
+    # Rust's lines() and split_whitespace(): U+001C is neither a line break nor a space.
+    sep = ("d" * 64 + "\x1covmf.fd\n").encode()
+    with pytest.raises(MeasurementDocumentError, match="no file name"):
+        sha256sum_entry(sep, "ovmf.fd")
+    vt = ("d" * 64 + "  ovmf.fd\v").encode()
+    assert sha256sum_entry(vt, "ovmf.fd") == b"\xdd" * 32
 
 
 def test_integrity_chain_reports_each_link() -> None:

@@ -271,3 +271,35 @@ def test_cli_measure_notes_the_version_disagreement(tmp_path: Path) -> None:
     assert "upstream dstack uses pre202505" in result.output
     result = RUN.invoke(app, [*args, "--dstack-os-version", "0.6.0.a2", str(meta)])
     assert result.exit_code == 0 and "upstream" not in result.output
+
+
+def test_swtpm_allowed_when_acpi_digests_are_given(tmp_path: Path) -> None:
+    """Digests taken from a log measure no tables: nothing to refuse, no dumper argv."""
+    from dstack_mr.acpi_log import AcpiDigests
+    from dstack_mr.image import Image
+
+    meta = write_example_image(tmp_path / "img")
+    image = Image.load(meta.parent)
+    vm = VmConfig(cpu_count=2, memory_size=2 << 30, swtpm=True)
+    digests = AcpiDigests(b"\x01" * 48, b"\x02" * 48, b"\x03" * 48)
+    details = image.measure_machine(image.machine(vm), digests)
+    assert details.invocation is None
+    assert details.rtmr_logs[0].digests[8:11] == [b"\x01" * 48, b"\x02" * 48, b"\x03" * 48]
+    with pytest.raises(ConfigError, match="swtpm"):
+        image.measure(vm)
+
+
+def test_diagnose_reports_the_variant_rule_and_disagreement(tmp_path: Path) -> None:
+    meta = write_example_image(tmp_path / "img")
+    info = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**info, "version": "0.5.10.rc1"}))
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 << 30}))
+    args = ["diagnose", "--vm-config", str(vm), "--image-dir", str(meta.parent)]
+    result = RUN.invoke(
+        app, [*args, "--acpi-tables", str(meta.parent / "acpi-tables.bin"), "--json"]
+    )
+    doc = json.loads(result.output)
+    assert doc["ovmf_variant"] == "Stable202505"
+    assert doc["ovmf_variant_source"].startswith("metadata.json version 0.5.10.rc1")
+    assert "upstream dstack would pick pre202505" in doc["ovmf_variant_source"]

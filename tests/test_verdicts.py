@@ -19,9 +19,11 @@ import pytest
 from spec_model import sha384, spec_events, spec_registers
 from typer.testing import CliRunner
 
-from dstack_mr import AcpiTablesFile, VmConfig
+from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
 from dstack_mr.diagnose import Evidence, diagnose
+from dstack_mr.event_identity import simulated_event
 from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event, parse_json_event_log
+from dstack_mr.events import layouts
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr_cli.main import app
@@ -29,7 +31,6 @@ from dstack_mr_cli.main import app
 GIB = 1 << 30
 VM = VmConfig(cpu_count=2, memory_size=2 * GIB)
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
-EV_EFI_VARIABLE = 0x80000001
 
 
 def near_miss(value: bytes) -> bytes:
@@ -55,9 +56,19 @@ def want() -> dict[str, bytes]:
     return spec_registers()
 
 
+# The pre202505 layout's labels, so each event carries the type (and naming payload) real
+# firmware logs for it: diagnose pairs events by what they are, not only by position.
+_LABELS = [[s.label for s in layout] for layout in layouts(OvmfVariant.PRE202505)]
+
+
+def vm_event(rtmr: int, i: int, digest: bytes) -> Event:
+    labels = _LABELS[rtmr]
+    return simulated_event(rtmr, labels[min(i, len(labels) - 1)], digest)
+
+
 def boot_events(logs: list[list[bytes]] | None = None) -> list[Event]:
     logs = spec_events() if logs is None else logs
-    return [Event(rtmr, EV_EFI_VARIABLE, d) for rtmr, log in enumerate(logs) for d in log]
+    return [vm_event(rtmr, i, d) for rtmr, log in enumerate(logs) for i, d in enumerate(log)]
 
 
 def statuses(report: Any) -> dict[str, str]:
@@ -324,15 +335,16 @@ def test_cli_text_lines_for_one_register(
 ) -> None:
     ok = cli(image_dir, tmp_path, f"--actual-{register}", "0x" + want[register].hex())
     assert ok.exit_code == 0, ok.output
-    assert re.search(rf"^\s*{register.upper()}\s*: MATCH\b", ok.output, re.M), ok.output
-    assert "RESULT: all compared measurements match" in ok.output
+    assert ok.output.splitlines()[0] == (
+        f"MATCH: {register.upper()} equal the expected values (--actual-{register})"
+    )
 
     bad = cli(image_dir, tmp_path, f"--actual-{register}", near_miss(want[register]).hex())
     assert bad.exit_code == 1, bad.output
     assert re.search(rf"^\s*{register.upper()}\s*: MISMATCH\b", bad.output, re.M), bad.output
     assert f"expected: {want[register].hex()}" in bad.output
     assert f"actual:   {near_miss(want[register]).hex()}" in bad.output
-    assert "RESULT: MISMATCH" in bad.output
+    assert bad.output.startswith(f"MISMATCH: {register.upper()} (unsigned: --actual-{register})")
     for other in REGISTERS:
         if other != register:
             assert not re.search(rf"^\s*{other.upper()}\s*: (MATCH|MISMATCH)", bad.output, re.M)
@@ -346,8 +358,9 @@ def test_cli_event_log_near_miss(image_dir: Path, tmp_path: Path) -> None:
         if change is not None:
             events[change[0]][change[1]] = near_miss(events[change[0]][change[1]])
         log.write_text(json.dumps([
-            {"imr": r, "event_type": EV_EFI_VARIABLE, "digest": d.hex()}
-            for r, ev in enumerate(events) for d in ev
+            {"imr": r, "event_type": e.event_type, "digest": d.hex(),
+             "event_payload": e.event_payload.hex()}
+            for r, ev in enumerate(events) for i, d in enumerate(ev) for e in [vm_event(r, i, d)]
         ]))  # fmt: skip
         result = cli(image_dir, tmp_path, "--json", "--event-log", str(log))
         assert result.exit_code == code, result.output

@@ -3,6 +3,7 @@ collateral shapes, TCB policy, event log, measurements and app_info."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -358,7 +359,7 @@ def test_altered_event_log_fails_and_withholds_app_info() -> None:
     events[k] = attrs.evolve(events[k], digest=bytes(48), payload_consistent=True)
     result = verify(attrs.evolve(ev, events=tuple(events)), parse_collateral(doc),
                     at=when(doc["verify_at"]), policy=policy)  # fmt: skip
-    assert result.reason is not None and "does not replay to the quote's RTMR3" in result.reason
+    assert result.reason is not None and "do not replay to the quote's RTMR3" in result.reason
 
 
 def test_report_data_check() -> None:
@@ -407,6 +408,14 @@ def test_legacy_measurements_against_an_image(tmp_path: Path) -> None:
     assert (
         verify(quote, image=image, vm_config=other).details.check("os_image_hash").status == FAILED
     )  # type: ignore[union-attr]
+    # Images that ship digest.txt instead name themselves by it.
+    (meta.parent / "sha256sum.txt").unlink()
+    (meta.parent / "digest.txt").write_text(hashlib.sha256(sums).hexdigest() + "\n")
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == PASSED and "(digest.txt)" in hashed.message
+    (meta.parent / "digest.txt").unlink()
+    hashed = verify(quote, image=image, vm_config=vm).details.check("os_image_hash")
+    assert hashed is not None and hashed.status == NOT_CHECKED
     bigger = attrs.evolve(vm, memory_size=4 << 30)
     result = verify(quote, image=image, vm_config=bigger)
     assert result.reason is not None and result.reason.startswith("RTMR0 differ")
@@ -767,10 +776,12 @@ def test_docs_worked_example_is_real_output() -> None:
         "--collateral", str(real / "collateral" / PAIRS[0]), "--at", "2025-09-16T11:31:47Z",
     )  # fmt: skip
     assert code == 0 and "TCB status: UpToDate (accepted; accepted: UpToDate)" in lines
-    no_collateral = page[page.index("```text\nINVALID: signature not checked") + 8 :]
-    first = no_collateral[: no_collateral.index("\n")]
+    lite = page[page.index("<!-- verify-lite -->\n```text\n") + 29 :]
+    lite_lines = lite[: lite.index("\n```")].splitlines()
     code, lines = cli("--attestation", str(real / "dstack-0.6.0-getquote.json"))
-    assert code == 1 and lines[0] == first
+    assert code == 1 and lines[0] == lite_lines[0]
+    start = lines.index("checks:")
+    assert lines[start : start + len(lite_lines) - 1] == lite_lines[1:]
 
 
 # --- hostile bytes -----------------------------------------------------------------------------
@@ -911,3 +922,235 @@ def test_driver_zero_padding_after_the_quote_is_accepted(tmp_path: Path) -> None
     path = str(shared_path("real", "collateral", UP_TO_DATE))
     code, lines = cli("--quote", str(qfile), "--collateral", path, "--at", doc["verify_at"])
     assert code == 0, lines
+
+
+# --- lite: the 0.6.0 capture's own measurement document -----------------------------------------
+
+
+def _lite_capture(edit: Any = None, log_edit: Any = None) -> Any:
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    vm = json.loads(doc["vm_config"])
+    if edit is not None:
+        edit(vm)
+    doc["vm_config"] = json.dumps(vm)
+    if log_edit is not None:
+        events = json.loads(doc["event_log"])
+        log_edit(events)
+        doc["event_log"] = json.dumps(events)
+    return parse_attestation(json.dumps(doc))
+
+
+def _statuses(result: Any) -> dict[str, str]:
+    return {c.name: c.status for c in result.details.checks}
+
+
+def test_lite_capture_measurements_verified_from_its_document() -> None:
+    result = verify(_lite_capture())
+    st_ = _statuses(result)
+    assert st_["measurements"] == PASSED and st_["os_image_hash"] == PASSED
+    assert st_["event_log"] == PASSED and st_["quote"] == NOT_CHECKED
+    d = result.details
+    assert d.os_image_hash_verified and d.event_log_verified
+    assert not d.acpi_tables_verified  # lite takes the ACPI digests from the log
+    assert not result.is_valid and result.reason is not None
+    assert "collateral for this quote's platform (FMSPC 90C06F000000) is needed" in result.reason
+    measured = d.check("measurements")
+    assert measured is not None and "taken from the event log" in measured.message
+
+
+def test_lite_wrong_memory_fails_the_measurements() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(memory_size=4 << 30)))
+    assert _statuses(result)["measurements"] == FAILED
+    assert _statuses(result)["os_image_hash"] == FAILED
+    assert result.reason is not None and result.reason.startswith("RTMR0 differ")
+
+
+def test_lite_unsupported_memory_is_not_checked() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(memory_size=1 << 30)))
+    measured = result.details.check("measurements")
+    assert measured is not None and measured.status == NOT_CHECKED
+    assert "lite verification needs exactly 2 GiB" in measured.message
+
+
+def test_lite_document_not_bound_to_os_image_hash() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(os_image_hash="00" * 32)))
+    assert _statuses(result)["os_image_hash"] == FAILED
+    assert _statuses(result)["measurements"] == NOT_CHECKED
+    assert result.reason is not None and "does not belong to this image" in result.reason
+
+
+def test_lite_needs_the_named_acpi_events() -> None:
+    def rename(events: list[dict[str, Any]]) -> None:
+        next(e for e in events if e["event"] == "acpi-rsdp")["event"] = "acpi-other"
+
+    result = verify(_lite_capture(log_edit=rename))
+    assert _statuses(result)["event_log"] == PASSED  # names are not measured
+    assert _statuses(result)["measurements"] == FAILED
+    assert result.reason is not None and "'acpi-rsdp'" in result.reason
+
+
+def test_legacy_vm_config_does_not_use_its_document() -> None:
+    result = verify(_lite_capture(lambda vm: vm.update(tdx_attestation_variant="legacy")))
+    measured = result.details.check("measurements")
+    assert measured is not None and measured.status == NOT_CHECKED
+    assert "not used for a legacy boot" in measured.message
+
+
+def test_measurement_doc_option(tmp_path: Path) -> None:
+    att = _lite_capture()
+    assert att.vm_config is not None
+    material = base64.b64decode(att.vm_config["tdx_measurement"]["measurement"])
+    docfile = tmp_path / "measurement.tdx.cbor"
+    docfile.write_bytes(material)
+    path = str(shared_path("real", "dstack-0.6.0-getquote.json"))
+    code, lines = cli("--attestation", path, "--measurement-doc", str(docfile))
+    assert code == 1  # still unsigned
+    assert any(line.startswith("  ok   measurements: MRTD and RTMR0-2 equal") for line in lines)
+    assert (
+        "  --   os_image_hash: the measurement document was given directly, not bound to an "
+        "os_image_hash"
+    ) in lines
+    docfile.write_bytes(material[:-1])
+    code, lines = cli("--attestation", path, "--measurement-doc", str(docfile))
+    assert code == 2
+
+
+# --- dstack's SCALE attestation (the verifier's own input), with its stripped boot log ----------
+
+
+@pytest.mark.parametrize("shape", ["raw", "json-hex"])
+def test_scale_attestation_verifies_like_dstack(shape: str, tmp_path: Path) -> None:
+    from test_attestation_shapes import lite_scale
+
+    raw, cap = lite_scale(shared_path("real"))
+    path = tmp_path / "attestation"
+    if shape == "raw":
+        path.write_bytes(raw)
+    else:
+        path.write_text(json.dumps({"attestation": raw.hex()}))
+    code, lines = cli("--attestation", str(path))
+    assert code == 1 and "signature not checked" in lines[0]  # FMSPC 90C06F: no collateral
+    text = "\n".join(lines)
+    assert "  ok   measurements: MRTD and RTMR0-2 equal the measurement document's" in text
+    assert "  ok   report_data: the quote's report_data is the attestation's" in text
+    assert "the attestation's boot log is stripped (RTMR0 (3 events), RTMR1 (0 events)" in text
+    result = verify(parse_attestation(raw))
+    assert result.details.event_log_verified and result.details.os_image_hash_verified
+    assert result.details.app_info is not None
+    assert result.details.app_info.app_id.hex() == "86b0e55f2fa8e4fb69d890f14f54d5612707646e"
+    # The same stripped log in a GetQuote response is not excused: it must replay.
+    stripped_json = attrs.evolve(parse_attestation(raw), report_data=None)
+    bad = verify(stripped_json)
+    assert (
+        bad.reason is not None and "does not replay to the quote's RTMR0 (3 events)" in bad.reason
+    )
+    # A report_data the quote does not carry is refused.
+    other = attrs.evolve(parse_attestation(raw), report_data=bytes(64))
+    refused = verify(other)
+    assert refused.reason is not None and "is not the attestation's" in refused.reason
+    assert str(cap["report_data"]) in refused.reason
+
+
+# --- diagnose uses the same signature check ---------------------------------------------------
+
+
+@pytest.fixture
+def diag_inputs(tmp_path: Path) -> dict[str, str]:
+    meta = write_example_image(tmp_path / "img")
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 8, "memory_size": 64 << 30, "qemu_version": "8.2.2"}))
+    real = shared_path("real")
+    return {
+        "image": str(meta.parent),
+        "vm": str(vm),
+        "att": str(real / "dstack-0.5.4-8cpu-64g-getquote.json"),
+        "coll": str(real / "collateral" / PAIRS[0]),
+        "at": pair(PAIRS[0])["verify_at"],
+    }
+
+
+def _diagnose(d: dict[str, str], *extra: str) -> tuple[int, str]:
+    args = ["diagnose", "--attestation", d["att"], "--vm-config", d["vm"], "--image-dir",
+            d["image"], "--acpi-source", "log", *extra]  # fmt: skip
+    result = RUN.invoke(app, args)
+    return result.exit_code, result.output
+
+
+def test_diagnose_says_signature_not_checked_without_collateral(
+    diag_inputs: dict[str, str],
+) -> None:
+    _code, out = _diagnose(diag_inputs)
+    assert "signed: the quote (MRTD and RTMR0-3); signature not checked (give --collateral" in out
+    _code, out = _diagnose(diag_inputs, "--json")
+    doc = json.loads(out)
+    assert doc["quote_signature"] is None and doc["signed"] is True
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" /
+                         "diagnose.schema.json").read_text())  # fmt: skip
+    jsonschema.validate(doc, schema)
+
+
+def test_diagnose_checks_the_signature_with_collateral(
+    diag_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    d = diag_inputs
+    _code, out = _diagnose(d, "--collateral", d["coll"], "--at", d["at"])
+    assert "signature verified (FMSPC B0C06F000000, TCB status UpToDate)" in out
+    assert "QUOTE SIGNATURE INVALID" not in out
+    _code, out = _diagnose(d, "--collateral", d["coll"], "--at", d["at"], "--json")
+    sig = json.loads(out)["quote_signature"]
+    assert sig["verified"] is True and sig["tcb_status"] == "UpToDate"
+    assert sig["verified_at"] == d["at"]
+    # A tampered quote: the report leads with the failed signature and exits 1.
+    cap = json.loads(Path(d["att"]).read_text())
+    raw = bytearray(bytes.fromhex(cap["quote"]))
+    raw[BODY + 520] ^= 1
+    cap["quote"] = raw.hex()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(cap))
+    code, out = _diagnose({**d, "att": str(bad)}, "--collateral", d["coll"], "--at", d["at"])
+    assert code == 1
+    assert out.splitlines()[0].startswith("QUOTE SIGNATURE INVALID: dcap-qvl: ")
+    # Same verdict as verify's.
+    verdict = verify_quote(parse_quote(raw.hex()), parse_collateral(pair(PAIRS[0])),
+                           when(d["at"]))  # fmt: skip
+    assert f"QUOTE SIGNATURE INVALID: {verdict.error}" == out.splitlines()[0]
+
+
+def test_diagnose_collateral_needs_a_quote(diag_inputs: dict[str, str]) -> None:
+    d = diag_inputs
+    result = RUN.invoke(app, ["diagnose", "--vm-config", d["vm"], "--image-dir", d["image"],
+                              "--actual-rtmr1", "00" * 48, "--collateral", d["coll"]])  # fmt: skip
+    assert result.exit_code == 2 and "give --quote or --attestation" in result.output
+
+
+def test_failed_signature_makes_a_matching_diagnosis_exit_1(tmp_path: Path) -> None:
+    from dstack_mr.dcap import QuoteVerdict
+    from dstack_mr.diagnose import diagnose
+
+    meta = write_example_image(tmp_path / "img")
+    image = Image.load(meta.parent, AcpiTablesFile(meta.parent / "acpi-tables.bin"))
+    vm = VmConfig(cpu_count=2, memory_size=2 << 30)
+    m = image.measure(vm).measurements
+    regs = {r: getattr(m, r) for r in ("mrtd", "rtmr0", "rtmr1", "rtmr2")}
+    report = diagnose(vm, image, Evidence(registers=regs), explain=False)
+    assert report.result == "match" and report.exit_code == 0
+    failed = QuoteVerdict(False, dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc), error="x")
+    assert attrs.evolve(report, quote_signature=failed).exit_code == 1
+    ok = attrs.evolve(failed, verified=True, error=None, status="OutOfDate")
+    assert attrs.evolve(report, quote_signature=ok).exit_code == 0  # TCB is verify's policy
+
+
+def test_collateral_is_per_platform_not_per_quote() -> None:
+    """The 0.3-era Phala capture is another quote on the same platform (FMSPC 20A06F000000):
+    the published collateral verifies it too, with its whole event log."""
+    doc = pair(UP_TO_DATE)
+    att = parse_attestation(
+        shared_path("real", "phala-cloud-dstack-0.3-era-getquote.json").read_text()
+    )
+    assert att.quote is not None and att.quote.raw.hex() != doc["quote"]
+    result = verify(att, parse_collateral(doc), at=when(doc["verify_at"]))
+    assert result.is_valid, result.reason
+    d = result.details
+    assert (d.fmspc, d.tcb_status, d.event_log_verified) == ("20A06F000000", "UpToDate", True)
+    assert d.app_info is not None and d.key_provider is None  # this generation had none
+    assert d.app_info.app_id.hex() == "9f91439ecacc4f8845a9cd81cc141256d5e1bce3"

@@ -49,6 +49,8 @@ from .errors import (
     PathEscapeError,
     QuoteError,
     ScaleError,
+    SnpError,
+    SnpEvidenceError,
 )
 from .events import MeasuredEvent, RtmrLog
 from .image import Image, ImageFiles
@@ -95,6 +97,8 @@ __all__ = [
     "QuoteError",
     "RtmrLog",
     "ScaleError",
+    "SnpError",
+    "SnpEvidenceError",
     "TdxMeasurements",
     "VersionedOptions",
     "VmConfig",

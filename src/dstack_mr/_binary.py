@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
+from typing import Any
 
 from .errors import DstackMrError
 
@@ -36,6 +37,18 @@ def uint(data: Buffer, offset: int, size: int, what: str, error: type[DstackMrEr
         )
     value: int = struct.unpack_from(_FORMATS[size], data, offset)[0]
     return value
+
+
+def unpack(
+    layout: struct.Struct, data: Buffer, offset: int, what: str, error: type[DstackMrError]
+) -> tuple[Any, ...]:
+    """The fields of a declared layout at ``offset``, or ``error`` if the data is too short."""
+    if offset < 0 or offset + layout.size > len(data):
+        raise error(
+            f"{what}: need {layout.size} bytes at offset {offset:#x}, "
+            f"but the data is only {len(data)} bytes long (truncated or corrupt)"
+        )
+    return layout.unpack_from(data, offset)
 
 
 def u16(data: Buffer, offset: int, what: str, error: type[DstackMrError]) -> int:

@@ -31,6 +31,7 @@ from .errors import (
     DumperOutputError,
     DumperTimeoutError,
 )
+from .files import read_file
 
 DUMPER_NAME = "dstack-acpi-tables"
 #: Environment variable naming the dumper program, when it is not on PATH.
@@ -256,15 +257,7 @@ class AcpiTablesFile:
         return f"file {self.path}"
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
-        try:
-            size = self.path.stat().st_size
-            if size > MAX_TABLES_SIZE:
-                raise AcpiError(f"ACPI tables file {self.path} is {size} bytes: not a table blob")
-            return self.path.read_bytes()
-        except OSError as exc:
-            raise AcpiError(f"cannot read ACPI tables file {self.path}: {exc.strerror}") from None
-        except ValueError as exc:  # a NUL byte or unencodable surrogate in the path
-            raise AcpiError(f"cannot read ACPI tables file {self.path!r}: {exc}") from None
+        return read_file(self.path, "ACPI tables file", MAX_TABLES_SIZE, AcpiError)
 
 
 @attrs.frozen
@@ -425,6 +418,9 @@ class CachedAcpiSource:
 
     def acpi_tables(self, invocation: DumperInvocation) -> bytes:
         return self._cache.get_or_compute(invocation, lambda: self.inner.acpi_tables(invocation))
+
+    def __repr__(self) -> str:
+        return f"CachedAcpiSource({self.inner!r}, {len(self._cache)}/{self._cache.maxsize} blobs)"
 
 
 # --- the measured blobs -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import TypeAlias, TypeVar
 
 from ._binary import Buffer, Cursor
 from .errors import CborError
+from .registry import U64_MAX
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -46,7 +47,7 @@ _MAJOR_NAMES = {
     6: "a tagged item",
     7: "a float/simple value (true, false, null, float)",
 }
-_UINT64_MAX = (1 << 64) - 1
+_UINT64_MAX = U64_MAX
 
 
 def _head(cur: Cursor) -> tuple[int, int]:

@@ -20,14 +20,14 @@ import attrs
 if TYPE_CHECKING:
     import cattrs
 
+from . import validate
 from ._binary import from_hex
 from .errors import ConfigError, DstackMrError, ImageError
+from .registry import U32_MAX as U32_MAX  # re-exported: the home is registry
+from .registry import U64_MAX as U64_MAX
 
 U32 = NewType("U32", int)
 U64 = NewType("U64", int)
-
-U32_MAX = 0xFFFF_FFFF
-U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class OvmfVariant(str, enum.Enum):
@@ -81,6 +81,30 @@ def parse_rust_u32(text: str) -> int | None:
         return None
     value = int(digits)
     return value if value <= U32_MAX else None
+
+
+#: Rust's ``char::is_whitespace`` (Unicode White_Space). Python's ``str.split()`` and
+#: ``str.strip()`` also treat U+001C..U+001F as whitespace, which Rust does not.
+RUST_WHITESPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_RUST_WS_RUN = re.compile(f"[{RUST_WHITESPACE}]+")
+
+
+def rust_split_whitespace(text: str) -> list[str]:
+    """Rust's ``str::split_whitespace``."""
+    return [part for part in _RUST_WS_RUN.split(text) if part]
+
+
+def rust_lines(text: str) -> list[str]:
+    """Rust's ``str::lines``: split at ``\\n`` only, one trailing ``\\r`` dropped per line
+    (Python's ``splitlines`` also splits at ``\\v``, ``\\f``, U+001C..U+001E, U+0085, U+2028
+    and U+2029)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def parse_version_triple(text: str) -> tuple[int, int, int]:
@@ -205,7 +229,8 @@ class VmConfig:
     tdx_measurement: TdxMeasurementMaterial | None = None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> VmConfig:
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> VmConfig:
+        """From JSON text, or from an already-parsed JSON object (same checks)."""
         return _load_json(text, cls, ConfigError, "VmConfig")
 
     @classmethod
@@ -228,7 +253,8 @@ class ImageInfo:
     ovmf_variant: OvmfVariant | None = None
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> ImageInfo:
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> ImageInfo:
+        """From JSON text, or from an already-parsed JSON object (same checks)."""
         return _load_json(text, cls, ImageError, "image metadata")
 
     @classmethod
@@ -242,27 +268,10 @@ class ImageInfo:
 # --- strict (un)structuring --------------------------------------------------------------
 
 
-def _strict_int(lo: int, hi: int, rust: str) -> Any:
-    def hook(value: Any, _type: Any) -> int:
-        # bool is an int in Python but never a number in JSON/serde.
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"expected an integer ({rust}), got {type(value).__name__}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} does not fit {rust} ({lo}..={hi})")
-        return value
-
-    return hook
-
-
-def _strict_bool(value: Any, _type: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {type(value).__name__}")
-    return value
-
-
 def _strict_str(value: Any, _type: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
+    problem = validate.string(value)
+    if problem is not None or not isinstance(value, str):
+        raise ValueError(problem)
     if _SURROGATE.search(value):
         # JSON may spell a lone surrogate (\udc80); serde_json refuses it for a String.
         raise ValueError("string contains a lone UTF-16 surrogate")
@@ -270,16 +279,6 @@ def _strict_str(value: Any, _type: Any) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _hex_bytes(value: Any, _type: Any) -> bytes:
-    # serde_human_bytes is plain hex::decode: no 0x prefix, no whitespace, even length.
-    if not isinstance(value, str):
-        raise ValueError(f"expected a hex string, got {type(value).__name__}")
-    data = from_hex(value)
-    if data is None:
-        raise ValueError(f"not an even-length hex string (no 0x, no spaces): {value[:40]!r}")
-    return data
 
 
 def _attestation_variant(value: Any, _type: Any) -> TdxAttestationVariant:
@@ -344,11 +343,12 @@ def _converter() -> cattrs.Converter:
     import cattrs
 
     conv = cattrs.Converter(forbid_extra_keys=False, omit_if_default=False)
-    conv.register_structure_hook(U32, _strict_int(0, U32_MAX, "u32"))
-    conv.register_structure_hook(U64, _strict_int(0, U64_MAX, "u64"))
-    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(U32, validate.cattrs_hook(validate.u32))
+    conv.register_structure_hook(U64, validate.cattrs_hook(validate.u64))
+    conv.register_structure_hook(bool, validate.cattrs_hook(validate.boolean))
     conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(bytes, _hex_bytes)
+    # serde_human_bytes is plain hex::decode: no 0x prefix, no whitespace, even length.
+    conv.register_structure_hook(bytes, validate.cattrs_hook(validate.hex_string, from_hex))
     conv.register_structure_hook(OvmfVariant, _variant)
     conv.register_structure_hook(TdxAttestationVariant, _attestation_variant)
     conv.register_structure_hook(TdxMeasurementMaterial, _material)
@@ -428,8 +428,12 @@ def parse_json(text: str | bytes, what: str, error: type[DstackMrError]) -> Any:
         raise error(f"{what}: JSON nested too deeply") from None
 
 
-def _load_json(text: str | bytes, cls: type[T], error: type[DstackMrError], what: str) -> T:
+def _load_json(
+    text: str | bytes | Mapping[str, Any], cls: type[T], error: type[DstackMrError], what: str
+) -> T:
     """Parse as strictly as serde_json; a field given twice is an error."""
+    if isinstance(text, Mapping):
+        return _structure(text, cls, error, what)
     return _structure(parse_json(text, what, error), cls, error, what)
 
 

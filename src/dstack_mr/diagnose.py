@@ -1,42 +1,97 @@
-"""Why does a quote not match? Event-by-event comparison of expected and actual measurements.
+"""Why does a quote not match? Expected and actual measurements compared, causes proven.
 
 :func:`diagnose` computes what a ``VmConfig`` on an image should measure, compares it with
 whatever evidence the operator holds (a quote, a JSON or CCEL event log, a guest-agent
 response, or bare register values), checks the evidence against itself (does the log replay
-to the quote?), lines up expected and actual events of RTMR0-2, and searches the inputs each
-differing event depends on for values that reproduce the actual digest.
+to the quote?), lines up expected and actual events of RTMR0-2 by what they are, and explains
+each difference.
+
+An explanation is *proven* only when recomputing the expected value with one changed input
+reproduces the actual digest: the event's digest when there is an event log, the whole
+register otherwise. Everything else is a *hypothesis*, and says so (:mod:`dstack_mr.explain`).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from . import kernel as kernel_mod
+from . import explain as _explain
 from ._binary import from_hex
-from .acpi import AcpiSource
-from .config import (
-    OvmfVariant,
-    VmConfig,
-    format_memory_size,
+from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
+from .acpi_log import AcpiDigests, acpi_digests_from_log
+from .config import OvmfVariant, VmConfig, parse_json
+from .dcap import QuoteVerdict
+from .declarations import (
+    DeclaredMeasurement,
+    ImageHashCheck,
+    check_declared_measurement,
+    check_os_image_hash,
 )
 from .digest import DIGEST_LEN, replay
-from .errors import DstackMrError, EvidenceError
+from .errors import ConfigError, DumperNotFoundError, EvidenceError
+from .event_identity import (
+    EventIdentity,
+    actual_identity,
+    expected_identity,
+    is_acpi_label,
+    same_event,
+    tag_positional,
+)
 from .eventlog import Attestation, Event, describe_payload, event_type_name
-from .events import RTMR0_LAYOUTS
+from .explain import Finding
 from .image import Image, ovmf_variant_with_source
-from .machine import MeasurementDetails, checked_cmdline_digest, rtmr0_digests
+from .machine import MeasuredEvent, MeasurementDetails
 from .quote import TdxQuote
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
-GIB = 1 << 30
-#: The memory-size search: every 256 MiB step up to 2 TiB (so every whole GiB too).
-MEMORY_STEP = 256 << 20
-MEMORY_LIMIT = 2 << 40
+
+#: VmConfig keys upstream dstack defines that this version does not model (SPEC-UPSTREAM §1):
+#: known, so never reported as unknown.
+UPSTREAM_VM_CONFIG_KEYS = frozenset(
+    {
+        "num_nics",
+        "num_verity_volumes",
+        "swtpm",
+        "tdx_attestation_variant",
+        "tdx_measurement",
+        "sev_snp_measurement",
+        "mr_config",
+        "gcp_measurement",
+        "aws_measurement",
+        "spec_version",
+    }
+)
+
+
+def load_vm_config(raw: Mapping[str, Any], what: str = "VmConfig") -> tuple[VmConfig, list[str]]:
+    """A VmConfig from its JSON object, and warnings about it.
+
+    ``memory_size`` is required (without it every memory-dependent digest would be computed
+    for 0 bytes). Keys neither this library nor upstream dstack defines are ignored, as serde
+    ignores them, but named in a warning: a misspelt key silently takes its default.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{what}: expected a JSON object, got {type(raw).__name__}")
+    if "memory_size" not in raw:
+        raise ConfigError(
+            f"{what} has no 'memory_size' field; it is required (bytes, e.g. 2147483648 for 2 GiB)"
+        )
+    known = {f.name for f in attrs.fields(VmConfig)} | UPSTREAM_VM_CONFIG_KEYS
+    unknown = sorted(str(k) for k in raw if k not in known)
+    warnings = []
+    if unknown:
+        warnings.append(
+            f"{what}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)} ignored (misspelt? their intended values "
+            "took their defaults)"
+        )
+    return VmConfig.from_dict(raw), warnings
 
 
 @attrs.frozen
@@ -44,7 +99,10 @@ class Evidence:
     """What the VM produced. Every part is optional; more parts allow a deeper diagnosis.
 
     ``registers`` are values the operator typed (``--actual-rtmr0``); ``stated_registers``
-    come from an Info/tcb_info response (not signed, unlike a quote).
+    come from an Info/tcb_info response (not signed, unlike a quote). ``vm_config_raw`` is the
+    VM's own ``vm_config`` object, for what it declares beyond :class:`VmConfig`
+    (``os_image_hash``, ``tdx_measurement``). ``notes`` say what is unusual about the evidence
+    (e.g. a GetQuote response whose quote is null).
     """
 
     quote: TdxQuote | None = attrs.field(default=None, repr=lambda q: "<quote>" if q else "None")
@@ -55,6 +113,9 @@ class Evidence:
     stated_registers: Mapping[str, bytes] = attrs.field(factory=dict, repr=False)
     vm_config: VmConfig | None = None
     sources: tuple[str, ...] = ()
+    vm_config_raw: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def merge(self, other: Evidence) -> Evidence:
         """Combine two pieces of evidence; a part given twice must not disagree."""
@@ -69,17 +130,34 @@ class Evidence:
             stated_registers={**other.stated_registers, **self.stated_registers},
             vm_config=self.vm_config or other.vm_config,
             sources=self.sources + other.sources,
+            vm_config_raw=self.vm_config_raw
+            if self.vm_config_raw is not None
+            else other.vm_config_raw,
+            notes=self.notes + other.notes,
+            warnings=self.warnings + other.warnings,
         )
 
     @classmethod
     def from_attestation(cls, att: Attestation) -> Evidence:
-        vm = VmConfig.from_dict(att.vm_config) if att.vm_config is not None else None
+        vm: VmConfig | None = None
+        warnings: list[str] = []
+        if att.vm_config is not None:
+            vm, warnings = load_vm_config(att.vm_config, "the attestation's vm_config")
+        notes = []
+        if att.quote is None and att.source == "guest-agent GetQuote response":
+            notes.append(
+                'the GetQuote response has no quote ("quote" is null or empty): nothing in it '
+                "is signed"
+            )
         return cls(
             quote=att.quote,
             events=att.events,
             stated_registers=dict(att.registers),
             vm_config=vm,
             sources=(att.source,),
+            vm_config_raw=att.vm_config,
+            notes=tuple(notes),
+            warnings=tuple(warnings),
         )
 
     def actual(self, register: str) -> tuple[bytes, str] | None:
@@ -96,6 +174,37 @@ class Evidence:
                 return replay(e.digest for e in self.events if e.imr == imr), "event log replay"
         return None
 
+    def declared_image_hash(self) -> bytes:
+        """``os_image_hash`` as the VM's own vm_config declares it (empty when it does not)."""
+        if self.vm_config is not None and self.vm_config.os_image_hash:
+            return self.vm_config.os_image_hash
+        return b""
+
+
+#: Keys that make a JSON object an attestation (GetQuote / Info response, tcb_info, verifier
+#: input) rather than a bare quote, event log or VmConfig.
+_ATTESTATION_KEYS = ("quote", "event_log", "tcb_info", "attestation")
+
+
+def reject_attestation(data: bytes, what: str) -> None:
+    """Raise a one-line error naming ``--attestation`` when ``data`` is an attestation
+    response given where only one of its parts (quote, event log, VmConfig) belongs."""
+    head = data.lstrip()[:1]
+    if head != b"{":
+        return
+    try:
+        obj = parse_json(data, what, EvidenceError)
+    except EvidenceError:
+        return  # not JSON after all: the part's own parser says what is wrong
+    if not isinstance(obj, Mapping):
+        return
+    keys = [k for k in _ATTESTATION_KEYS if k in obj]
+    if keys:
+        raise EvidenceError(
+            f"{what} is an attestation response (it has {', '.join(repr(k) for k in keys)}), "
+            "not a bare part of one; use --attestation FILE"
+        )
+
 
 def parse_register_hex(text: str, what: str) -> bytes:
     """A 48-byte register value from hex: surrounding whitespace and a leading ``0x`` are
@@ -111,17 +220,149 @@ def parse_register_hex(text: str, what: str) -> bytes:
     return value
 
 
+# --- where RTMR0's ACPI digests come from ------------------------------------------------------
+
+ACPI_MODES = ("auto", "dumper", "file", "builtin", "log")
+
+
+@attrs.frozen
+class AcpiChoice:
+    """Where the expected ACPI digests come from, and whether they can be trusted.
+
+    ``kind``: ``dumper`` / ``file`` / ``builtin`` (tables predicted for this configuration:
+    verified), ``log`` (the VM's own three digests: taken from the log, not verified) or
+    ``none`` (ACPI not judged: RTMR0 cannot be predicted). ``fallback`` is used when this
+    source cannot serve the configuration (``auto`` picking the built-in model for a QEMU
+    version it does not cover).
+    """
+
+    kind: str
+    description: str
+    source: AcpiSource | AcpiDigests | None = attrs.field(default=None, repr=False)
+    #: False when the digests are the VM's own claim (or unknown).
+    verified: bool = True
+    fallback: AcpiChoice | None = attrs.field(default=None, repr=False)
+
+    @property
+    def judged(self) -> bool:
+        return self.kind != "none"
+
+    @classmethod
+    def from_source(cls, source: AcpiSource) -> AcpiChoice:
+        if isinstance(source, AcpiTablesFile):
+            return cls("file", f"ACPI tables from {source.path}", source)
+        if isinstance(source, AcpiDumper):
+            return cls("dumper", "ACPI tables from the dumper", source)
+        name = getattr(source, "source_name", type(source).__name__)
+        if name == "builtin":
+            return cls("builtin", "ACPI tables from the built-in model of dstack's QEMU", source)
+        return cls(str(name), f"ACPI tables from {name}", source)
+
+    @classmethod
+    def from_log(cls, events: Sequence[Event]) -> AcpiChoice:
+        return cls(
+            "log",
+            "ACPI digests taken from the event log, not verified",
+            acpi_digests_from_log(events),
+            verified=False,
+        )
+
+    @classmethod
+    def none(cls, why: str) -> AcpiChoice:
+        return cls("none", f"ACPI not judged: {why}", verified=False)
+
+
+def _log_or_none(events: Sequence[Event] | None, why: str) -> AcpiChoice:
+    if events is not None:
+        try:
+            return AcpiChoice.from_log(events)
+        except EvidenceError as exc:
+            return AcpiChoice.none(f"{why}, and {exc}")
+    return AcpiChoice.none(f"{why}, and no event log was given")
+
+
+def _builtin() -> AcpiChoice:
+    from .acpi_model import QemuAcpiModel  # the model's modules load only when used
+
+    return AcpiChoice.from_source(QemuAcpiModel())
+
+
+def resolve_acpi(
+    mode: str,
+    *,
+    tables: str | os.PathLike[str] | None = None,
+    dumper: str | None = None,
+    timeout: float | None = None,
+    events: Sequence[Event] | None = None,
+) -> AcpiChoice:
+    """Pick the ACPI source for a diagnosis.
+
+    ``auto``: an explicitly given tables file or dumper program; else the dumper when it is
+    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the built-in model of dstack's QEMU for
+    the QEMU versions it covers; else the event log's three ACPI digests (not verified); else
+    nothing (RTMR0 is then not judged, everything else still is). The other modes insist on
+    their source and raise when it is unavailable.
+    """
+    if mode not in ACPI_MODES:
+        raise ConfigError(f"unknown ACPI source {mode!r} (expected one of {', '.join(ACPI_MODES)})")
+    if tables is not None and dumper is not None:
+        raise ConfigError("give either an ACPI tables file or a dumper program, not both")
+    dumper_source = (
+        AcpiDumper(program=dumper) if timeout is None else AcpiDumper(dumper, timeout=timeout)
+    )
+    if mode == "file" or (mode == "auto" and tables is not None):
+        if tables is None:
+            raise ConfigError("--acpi-source file needs --acpi-tables FILE")
+        return AcpiChoice.from_source(AcpiTablesFile(tables))
+    if mode == "dumper" or (mode == "auto" and dumper is not None):
+        found = dumper_source.resolve()
+        return attrs.evolve(
+            AcpiChoice.from_source(dumper_source),
+            description=f"ACPI tables from the dumper {found}",
+        )
+    if mode == "builtin":
+        return _builtin()
+    if mode == "log":
+        if events is None:
+            raise EvidenceError("--acpi-source log needs an event log (--attestation, --event-log)")
+        return AcpiChoice.from_log(events)
+    try:
+        found = dumper_source.resolve()
+    except DumperNotFoundError:
+        return attrs.evolve(
+            _builtin(),
+            fallback=_log_or_none(
+                events, "no dumper was found, no --acpi-tables file, the built-in model does "
+                "not cover this QEMU version"
+            ),
+        )  # fmt: skip
+    return attrs.evolve(
+        AcpiChoice.from_source(dumper_source), description=f"ACPI tables from the dumper {found}"
+    )
+
+
+#: Placeholder digests when ACPI is not judged; never reported (RTMR0 is then not judged).
+_UNJUDGED_ACPI = AcpiDigests(bytes(DIGEST_LEN), bytes(DIGEST_LEN), bytes(DIGEST_LEN))
+
+
+# --- comparisons -------------------------------------------------------------------------------
+
+
 @attrs.frozen
 class RegisterCheck:
     name: str
-    expected: bytes
+    expected: bytes | None
     actual: bytes | None
     source: str | None
 
     @property
     def status(self) -> str:
+        """``match`` / ``mismatch``; ``not-compared`` (no actual value) or ``not-judged`` (no
+        expected value: RTMR0 without any ACPI source)."""
         if self.actual is None:
             return "not-compared"
+        if self.expected is None:
+            return "not-judged"
         return "match" if self.actual == self.expected else "mismatch"
 
 
@@ -173,7 +414,11 @@ class ReplayCheck:
 
 @attrs.frozen
 class EventCheck:
-    """One expected event lined up with the actual one (either may be missing)."""
+    """One expected event lined up with the actual one (either may be missing).
+
+    ``identity`` names what the event is (from the expected label, else from the actual
+    event); ``actual_identity`` what the VM's event is, from its type and payload.
+    """
 
     rtmr: int
     index: int | None
@@ -184,6 +429,11 @@ class EventCheck:
     actual: bytes | None
     actual_type: int | None = None
     actual_description: str | None = None
+    identity: str = ""
+    actual_identity: str | None = None
+    #: The expected digest was taken from the evidence (ACPI from the log): equal by
+    #: construction, so the event is not verified.
+    from_log: bool = False
 
     @property
     def status(self) -> str:
@@ -191,198 +441,9 @@ class EventCheck:
             return "extra"
         if self.actual is None:
             return "missing"
+        if self.from_log:
+            return "unverified"
         return "match" if self.expected == self.actual else "mismatch"
-
-
-@attrs.frozen
-class Finding:
-    """An explanation: which input value reproduces an actual digest, or why none does."""
-
-    subject: str
-    message: str
-    parameter: str | None = None
-    value: str | None = None
-    reproduced: bool = False
-
-
-@attrs.frozen
-class DiagnoseReport:
-    vm_config: VmConfig = attrs.field(repr=False)
-    image_dir: str
-    ovmf_variant: OvmfVariant
-    variant_source: str
-    expected: MeasurementDetails = attrs.field(repr=False)
-    registers: tuple[RegisterCheck, ...] = attrs.field(repr=False)
-    replay: tuple[ReplayCheck, ...] = attrs.field(repr=False)
-    events: tuple[EventCheck, ...] = attrs.field(repr=False)
-    findings: tuple[Finding, ...] = attrs.field(repr=False)
-    evidence_sources: tuple[str, ...] = ()
-
-    @property
-    def compared(self) -> bool:
-        return any(r.actual is not None for r in self.registers) or bool(self.events)
-
-    @property
-    def ok(self) -> bool:
-        """No compared register or event differs, and the boot-time log is consistent."""
-        if any(r.status == "mismatch" for r in self.registers):
-            return False
-        if any(e.status != "match" for e in self.events):
-            return False
-        return all(r.matches for r in self.replay if r.imr < 3)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
-
-    def differing_events(self) -> list[EventCheck]:
-        return [e for e in self.events if e.status != "match"]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document (schema: docs/diagnose.schema.json)."""
-        m = self.expected.measurements
-        logs = self.expected.rtmr_logs
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "ovmf_variant": self.ovmf_variant.rust_name,
-            "ovmf_variant_source": self.variant_source,
-            "mrtd": m.mrtd.hex(),
-            "rtmr0": m.rtmr0.hex(),
-            "rtmr1": m.rtmr1.hex(),
-            "rtmr2": m.rtmr2.hex(),
-            "rtmr0_log": [
-                {
-                    "index": e.index,
-                    "label": e.label,
-                    "digest": e.digest.hex(),
-                    "note": e.varies_with,
-                }
-                for e in logs[0].events
-            ],
-            "expected_logs": [
-                [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
-                for log in logs
-            ],
-            "inputs": {
-                "vm_config": self.vm_config.to_dict(),
-                "image_dir": self.image_dir,
-                "qemu_version": self.expected.options.version_str,
-                "pic": self.expected.options.pic,
-                "two_pass_add_pages": self.expected.options.two_pass_add_pages,
-                "acpi_dumper_argv": None
-                if self.expected.invocation is None
-                else list(self.expected.invocation.argv),
-            },
-            "evidence": list(self.evidence_sources),
-            "comparison": [
-                {
-                    "register": r.name,
-                    "status": r.status,
-                    "expected": r.expected.hex(),
-                    "actual": None if r.actual is None else r.actual.hex(),
-                    "source": r.source,
-                }
-                for r in self.registers
-            ],
-            "replay": [
-                {
-                    "imr": r.imr,
-                    "events": r.events,
-                    "replayed": r.replayed.hex(),
-                    "reference": r.reference.hex(),
-                    "reference_source": r.reference_source,
-                    "derived_digests": r.derived_digests,
-                    "inconsistent_payloads": r.inconsistent_payloads,
-                    "matches": r.matches,
-                    "message": r.message,
-                }
-                for r in self.replay
-            ],
-            "events": [
-                {
-                    "rtmr": e.rtmr,
-                    "index": e.index,
-                    "actual_index": e.actual_index,
-                    "label": e.label,
-                    "status": e.status,
-                    "expected": None if e.expected is None else e.expected.hex(),
-                    "actual": None if e.actual is None else e.actual.hex(),
-                    "actual_type": None
-                    if e.actual_type is None
-                    else event_type_name(e.actual_type),
-                    "actual_description": e.actual_description,
-                    "varies_with": e.varies_with,
-                }
-                for e in self.events
-            ],
-            "findings": [
-                {
-                    "subject": f.subject,
-                    "message": f.message,
-                    "parameter": f.parameter,
-                    "value": f.value,
-                    "reproduced": f.reproduced,
-                }
-                for f in self.findings
-            ],
-            "ok": self.ok,
-        }
-
-    def _repr_html_(self) -> str:
-        from .render import report_html
-
-        return report_html(self)
-
-
-def diagnose(
-    vm: VmConfig,
-    image: Image,
-    evidence: Evidence | None = None,
-    acpi: AcpiSource | None = None,
-    *,
-    explain: bool = True,
-) -> DiagnoseReport:
-    """Expected measurements of ``vm`` on ``image``, compared with ``evidence``."""
-    evidence = evidence or Evidence()
-    variant, variant_source = ovmf_variant_with_source(vm, image.info)
-    machine = image.machine(vm, variant)
-    expected = image.measure_machine(machine, acpi)
-    m = expected.measurements
-
-    registers = []
-    for name in REGISTERS:
-        found = evidence.actual(name)
-        registers.append(
-            RegisterCheck(
-                name.upper(),
-                getattr(m, name),
-                None if found is None else found[0],
-                None if found is None else found[1],
-            )
-        )
-
-    replay_checks = _replay_checks(evidence)
-    events: list[EventCheck] = []
-    if evidence.events is not None:
-        for log in expected.rtmr_logs:
-            actual = [e for e in evidence.events if e.imr == log.rtmr]
-            events.extend(_align(log.rtmr, log.events, actual))
-
-    findings: list[Finding] = []
-    if explain:
-        findings = _Explainer(vm, image, evidence, expected, registers, events).run()
-    return DiagnoseReport(
-        vm_config=vm,
-        image_dir=image.files.directory,
-        ovmf_variant=variant,
-        variant_source=variant_source,
-        expected=expected,
-        registers=tuple(registers),
-        replay=tuple(replay_checks),
-        events=tuple(events),
-        findings=tuple(findings),
-        evidence_sources=evidence.sources,
-    )
 
 
 def _replay_checks(evidence: Evidence) -> list[ReplayCheck]:
@@ -412,7 +473,28 @@ def _replay_checks(evidence: Evidence) -> list[ReplayCheck]:
     return checks
 
 
-def _check(rtmr: int, spec: Any, i: int | None, j: int | None, actual: Event | None) -> EventCheck:
+def _identities(rtmr: int, actual: Sequence[Event]) -> list[EventIdentity]:
+    out = [actual_identity(e) for e in actual]
+    tagged = [i for i, ident in enumerate(out) if ident.kind == "tagged"]
+    for pos, i in enumerate(tagged):
+        out[i] = tag_positional(rtmr, pos, out[i])
+    return out
+
+
+def _check(
+    rtmr: int,
+    spec: MeasuredEvent | None,
+    i: int | None,
+    j: int | None,
+    actual: Event | None,
+    actual_ident: EventIdentity | None,
+    from_log: bool,
+) -> EventCheck:
+    ident = (
+        expected_identity(rtmr, spec.label)
+        if spec is not None
+        else actual_ident or EventIdentity("?", None, "(unexpected event)")
+    )
     return EventCheck(
         rtmr=rtmr,
         index=i,
@@ -423,324 +505,486 @@ def _check(rtmr: int, spec: Any, i: int | None, j: int | None, actual: Event | N
         actual=None if actual is None else actual.digest,
         actual_type=None if actual is None else actual.event_type,
         actual_description=None if actual is None else describe_payload(actual),
+        identity=ident.name,
+        actual_identity=None if actual_ident is None else actual_ident.name,
+        from_log=from_log and spec is not None and is_acpi_label(spec.label),
     )
 
 
-def _align(rtmr: int, expected: Sequence[Any], actual: Sequence[Event]) -> list[EventCheck]:
-    """Pair expected and actual events: equal digests anchor the alignment; between anchors,
-    events pair up by position, and whatever is left over is missing or extra."""
+def align(
+    rtmr: int,
+    expected: Sequence[MeasuredEvent],
+    actual: Sequence[Event],
+    *,
+    acpi_from_log: bool = False,
+) -> list[EventCheck]:
+    """Pair expected and actual events by identity.
+
+    Equal digests anchor the alignment (same digest, same content). Between anchors, events
+    pair up in order when they are the same kind of event (an EFI variable with an EFI
+    variable, named alike when both names are known); an expected event with no counterpart
+    of its kind is missing, an actual one extra.
+    """
     want = [e.digest for e in expected]
     got = [e.digest for e in actual]
+    ids_got = _identities(rtmr, actual)
+    ids_want = [expected_identity(rtmr, e.label) for e in expected]
     out: list[EventCheck] = []
-    matcher = difflib.SequenceMatcher(a=want, b=got, autojunk=False)
-    for _op, i1, i2, j1, j2 in matcher.get_opcodes():
-        for k in range(max(i2 - i1, j2 - j1)):
-            i = i1 + k if i1 + k < i2 else None
-            j = j1 + k if j1 + k < j2 else None
-            out.append(
-                _check(
-                    rtmr,
-                    expected[i] if i is not None else None,
-                    i,
-                    j,
-                    actual[j] if j is not None else None,
-                )
+
+    def emit(i: int | None, j: int | None) -> None:
+        out.append(
+            _check(
+                rtmr,
+                expected[i] if i is not None else None,
+                i,
+                j,
+                actual[j] if j is not None else None,
+                ids_got[j] if j is not None else None,
+                acpi_from_log,
             )
+        )
+
+    matcher = difflib.SequenceMatcher(a=want, b=got, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            for k in range(i2 - i1):
+                emit(i1 + k, j1 + k)
+            continue
+        # Within a differing stretch, pair by kind (in order), not by position alone.
+        kinds = difflib.SequenceMatcher(
+            a=[ids_want[i].kind for i in range(i1, i2)],
+            b=[ids_got[j].kind for j in range(j1, j2)],
+            autojunk=False,
+        )
+        for op2, a1, a2, b1, b2 in kinds.get_opcodes():
+            if op2 == "equal":
+                for k in range(a2 - a1):
+                    i, j = i1 + a1 + k, j1 + b1 + k
+                    if same_event(ids_want[i], ids_got[j]):
+                        emit(i, j)
+                    else:
+                        emit(i, None)
+                        emit(None, j)
+                continue
+            for i in range(i1 + a1, i1 + a2):
+                emit(i, None)
+            for j in range(j1 + b1, j1 + b2):
+                emit(None, j)
     return out
 
 
-# --- explanations -----------------------------------------------------------------------------
+# --- the report --------------------------------------------------------------------------------
 
 
-class _Explainer:
-    """Searches, for each differing part, the inputs it depends on."""
+@attrs.frozen
+class DiagnoseReport:
+    vm_config: VmConfig = attrs.field(repr=False)
+    image_dir: str
+    ovmf_variant: OvmfVariant
+    variant_source: str
+    expected: MeasurementDetails = attrs.field(repr=False)
+    registers: tuple[RegisterCheck, ...] = attrs.field(repr=False)
+    replay: tuple[ReplayCheck, ...] = attrs.field(repr=False)
+    events: tuple[EventCheck, ...] = attrs.field(repr=False)
+    findings: tuple[Finding, ...] = attrs.field(repr=False)
+    evidence_sources: tuple[str, ...] = ()
+    acpi: AcpiChoice = attrs.field(factory=lambda: AcpiChoice("file", "ACPI tables"), repr=False)
+    image_hash: ImageHashCheck = attrs.field(
+        factory=lambda: ImageHashCheck(None, None, None), repr=False
+    )
+    declared_measurement: DeclaredMeasurement | None = attrs.field(default=None, repr=False)
+    image_files: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    evidence_notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    signed: bool = False
+    #: The quote's signature and TCB status checked with collateral
+    #: (:func:`dstack_mr.dcap.verify_quote`); None when not checked.
+    quote_signature: QuoteVerdict | None = attrs.field(default=None, repr=False)
 
-    def __init__(
-        self,
-        vm: VmConfig,
-        image: Image,
-        evidence: Evidence,
-        expected: MeasurementDetails,
-        registers: Sequence[RegisterCheck],
-        events: Sequence[EventCheck],
-    ) -> None:
-        self.vm = vm
-        self.image = image
-        self.evidence = evidence
-        self.expected = expected
-        self.registers = {r.name.lower(): r for r in registers}
-        self.events = events
-        self.findings: list[Finding] = []
+    @property
+    def compared(self) -> bool:
+        return any(r.status in ("match", "mismatch") for r in self.registers) or bool(self.events)
 
-    def run(self) -> list[Finding]:
-        self._mrtd()
-        self._variant()
-        self._td_hob()
-        self._kernel()
-        self._cmdline()
-        self._initrd()
-        self._acpi()
-        self._variable_authority()
-        return self.findings
+    @property
+    def result(self) -> str:
+        """``match``, ``mismatch`` or ``not-compared`` (no evidence to compare with)."""
+        if not self.compared:
+            return "not-compared"
+        if any(r.status == "mismatch" for r in self.registers):
+            return "mismatch"
+        if any(e.status in ("mismatch", "missing", "extra") for e in self.events):
+            return "mismatch"
+        if not all(r.matches for r in self.replay if r.imr < 3):
+            return "mismatch"
+        return "match"
 
-    # Each hypothesis gives a candidate digest for one expected event. With an event log it
-    # is compared with the actual event; without one, the register is replayed with it.
-    def _event(self, rtmr: int, label: str) -> EventCheck | None:
+    @property
+    def ok(self) -> bool:
+        """Something was compared and nothing differs (nothing compared is not ok)."""
+        return self.result == "match"
+
+    @property
+    def exit_code(self) -> int:
+        """1 on a mismatch or a quote whose signature check failed; 0 otherwise (also when
+        nothing was compared)."""
+        if self.quote_signature is not None and not self.quote_signature.verified:
+            return 1
+        return 1 if self.result == "mismatch" else 0
+
+    def differing_events(self) -> list[EventCheck]:
+        return [e for e in self.events if e.status in ("mismatch", "missing", "extra")]
+
+    def differing_registers(self) -> list[RegisterCheck]:
+        return [r for r in self.registers if r.status == "mismatch"]
+
+    def first_divergent(self, rtmr: int) -> EventCheck | None:
+        """The first event of RTMR ``rtmr`` whose digest differs (or is missing/extra)."""
         for e in self.events:
-            if e.rtmr == rtmr and e.label == label:
+            if e.rtmr == rtmr and e.status in ("mismatch", "missing", "extra"):
                 return e
         return None
 
-    def _differs(self, rtmr: int, label: str) -> bool | None:
-        """True/False when the event (or, without a log, its register) differs; None when
-        nothing can be compared."""
-        if self.events:
-            ev = self._event(rtmr, label)
-            return ev is not None and ev.status == "mismatch"
-        reg = self.registers[f"rtmr{rtmr}"]
-        return None if reg.actual is None else reg.status == "mismatch"
+    def lead(self) -> Finding | None:
+        """The finding the verdict line names: the first proven cause, else the first cause,
+        else the first finding (causes come before observations and notes)."""
+        for f in self.findings:
+            if f.status == "proven" and f.lead:
+                return f
+        for f in self.findings:
+            if f.lead:
+                return f
+        return self.findings[0] if self.findings else None
 
-    def _reproduces(self, rtmr: int, label: str, candidate: bytes) -> bool:
-        if self.events:
-            ev = self._event(rtmr, label)
-            return ev is not None and ev.actual == candidate
-        reg = self.registers[f"rtmr{rtmr}"]
-        log = self.expected.rtmr_logs[rtmr]
-        digests = [candidate if e.label == label else e.digest for e in log.events]
-        return reg.actual == replay(digests)
+    def headline(self) -> str:
+        """The verdict in one line, with the proven cause when there is one."""
+        result = self.result
+        if result == "not-compared":
+            return (
+                "NOT COMPARED: no evidence was given (use --attestation, --quote, --event-log, "
+                "--ccel or --actual-*); the expected measurements follow"
+            )
+        compared = [r for r in self.registers if r.status in ("match", "mismatch")]
+        names = ", ".join(r.name for r in compared)
+        if result == "match":
+            sources = sorted({r.source or "" for r in compared})
+            where = f" ({', '.join(sources)})" if sources else ""
+            text = f"MATCH: {names or 'every compared event'} equal the expected values{where}"
+            if self.acpi.kind == "log":
+                text += "; the ACPI digests were taken from the log, not verified"
+            return text
+        differing = [r.name for r in self.differing_registers()]
+        what = ", ".join(differing)
+        unsigned = sorted({r.source or "" for r in self.differing_registers()} - {"quote"})
+        if differing and unsigned:
+            what += f" (unsigned: {', '.join(unsigned)})"
+        if not differing:
+            bad = [f"RTMR{r.imr}" for r in self.replay if r.imr < 3 and not r.matches]
+            what = (
+                f"the event log does not replay to the quote ({', '.join(bad)})"
+                if bad
+                else "event log"
+            )
+        lead = self.lead()
+        if not self.acpi.judged and any(r.status == "not-judged" for r in self.registers):
+            what += "; RTMR0 not judged (no ACPI source)"
+        if lead is None:
+            return f"MISMATCH: {what}"
+        return f"MISMATCH: {what} — {lead.message} [{lead.status}]"
 
-    def _search(
-        self,
-        rtmr: int,
-        label: str,
-        candidates: Iterable[tuple[str, Any]],
-        digest_for: Callable[[Any], bytes],
-    ) -> tuple[str, Any] | None:
-        for name, value in candidates:
-            try:
-                if self._reproduces(rtmr, label, digest_for(value)):
-                    return name, value
-            except DstackMrError:
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document (schema: docs/diagnose.schema.json)."""
+        m = self.expected.measurements
+        logs = self.expected.rtmr_logs
+        judged = self.acpi.judged
+
+        def digest(rtmr: int, e: MeasuredEvent) -> str | None:
+            if rtmr == 0 and not judged and is_acpi_label(e.label):
+                return None
+            return e.digest.hex()
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "result": self.result,
+            "headline": self.headline(),
+            "ovmf_variant": self.ovmf_variant.rust_name,
+            "ovmf_variant_source": self.variant_source,
+            "mrtd": m.mrtd.hex(),
+            "rtmr0": m.rtmr0.hex() if judged else None,
+            "rtmr1": m.rtmr1.hex(),
+            "rtmr2": m.rtmr2.hex(),
+            "rtmr0_log": [
+                {
+                    "index": e.index,
+                    "label": e.label,
+                    "digest": digest(0, e),
+                    "note": e.varies_with,
+                    "identity": expected_identity(0, e.label).name,
+                }
+                for e in logs[0].events
+            ],
+            "expected_logs": [
+                [
+                    {"index": e.index, "label": e.label, "digest": digest(log.rtmr, e)}
+                    for e in log.events
+                ]
+                for log in logs
+            ],
+            "inputs": {
+                "vm_config": self.vm_config.to_dict(),
+                "image_dir": self.image_dir,
+                "image_files": dict(self.image_files),
+                "qemu_version": self.expected.options.version_str,
+                "pic": self.expected.options.pic,
+                "two_pass_add_pages": self.expected.options.two_pass_add_pages,
+                "acpi_dumper_argv": None
+                if self.expected.invocation is None
+                else list(self.expected.invocation.argv),
+            },
+            "acpi_source": {
+                "kind": self.acpi.kind,
+                "description": self.acpi.description,
+                "verified": self.acpi.verified,
+            },
+            "image_hash": self.image_hash.to_dict(),
+            "declared_measurement": None
+            if self.declared_measurement is None
+            else self.declared_measurement.to_dict(),
+            "evidence": list(self.evidence_sources),
+            "evidence_notes": list(self.evidence_notes),
+            "signed": self.signed,
+            "quote_signature": _signature_dict(self.quote_signature),
+            "warnings": list(self.warnings),
+            "comparison": [
+                {
+                    "register": r.name,
+                    "status": r.status,
+                    "expected": None if r.expected is None else r.expected.hex(),
+                    "actual": None if r.actual is None else r.actual.hex(),
+                    "source": r.source,
+                }
+                for r in self.registers
+            ],
+            "first_divergent": [
+                {
+                    "rtmr": rtmr,
+                    "index": e.index,
+                    "actual_index": e.actual_index,
+                    "label": e.label,
+                    "identity": e.identity,
+                    "expected": None if e.expected is None else e.expected.hex(),
+                    "actual": None if e.actual is None else e.actual.hex(),
+                }
+                for rtmr in range(3)
+                if (e := self.first_divergent(rtmr)) is not None
+            ],
+            "replay": [
+                {
+                    "imr": r.imr,
+                    "events": r.events,
+                    "replayed": r.replayed.hex(),
+                    "reference": r.reference.hex(),
+                    "reference_source": r.reference_source,
+                    "derived_digests": r.derived_digests,
+                    "inconsistent_payloads": r.inconsistent_payloads,
+                    "matches": r.matches,
+                    "message": r.message,
+                }
+                for r in self.replay
+            ],
+            "events": [
+                {
+                    "rtmr": e.rtmr,
+                    "index": e.index,
+                    "actual_index": e.actual_index,
+                    "label": e.label,
+                    "identity": e.identity,
+                    "actual_identity": e.actual_identity,
+                    "status": e.status,
+                    "expected": None if e.expected is None else e.expected.hex(),
+                    "actual": None if e.actual is None else e.actual.hex(),
+                    "actual_type": None
+                    if e.actual_type is None
+                    else event_type_name(e.actual_type),
+                    "actual_description": e.actual_description,
+                    "varies_with": e.varies_with,
+                }
+                for e in self.events
+            ],
+            "findings": [f.to_dict() for f in self.findings],
+            "ok": self.ok if self.compared else None,
+        }
+
+    def _repr_html_(self) -> str:
+        from .render import report_html
+
+        return report_html(self)
+
+
+def _image_files(image: Image) -> dict[str, str]:
+    return {
+        "firmware": os.path.basename(image.files.firmware),
+        "kernel": os.path.basename(image.files.kernel),
+        "initrd": os.path.basename(image.files.initrd),
+    }
+
+
+def _measure(image: Image, vm: VmConfig, variant: OvmfVariant, acpi: AcpiChoice) -> Any:
+    machine = image.machine(vm, variant)
+    source = acpi.source if acpi.judged else _UNJUDGED_ACPI
+    return image.measure_machine(machine, source)
+
+
+def diagnose(
+    vm: VmConfig,
+    image: Image,
+    evidence: Evidence | None = None,
+    acpi: AcpiChoice | AcpiSource | AcpiDigests | None = None,
+    *,
+    explain: bool = True,
+) -> DiagnoseReport:
+    """Expected measurements of ``vm`` on ``image``, compared with ``evidence``.
+
+    ``acpi`` says where RTMR0's ACPI digests come from: an :class:`AcpiChoice` (see
+    :func:`resolve_acpi`), a table source, the digests themselves, or None for the image's
+    own source — falling back to the evidence's log digests when no dumper is found, and to
+    "ACPI not judged" without a log.
+    """
+    evidence = evidence or Evidence()
+    choice = _acpi_choice(acpi, image, evidence)
+    variant, variant_source = ovmf_variant_with_source(vm, image.info)
+    try:
+        expected = _measure(image, vm, variant, choice)
+    except DumperNotFoundError:
+        if acpi is not None:
+            raise
+        choice = _log_or_none(evidence.events, "no dumper was found")
+        expected = _measure(image, vm, variant, choice)
+    except ConfigError:
+        # The built-in model refuses QEMU versions no real CVM proves it for.
+        if choice.fallback is None:
+            raise
+        choice = choice.fallback
+        expected = _measure(image, vm, variant, choice)
+    m = expected.measurements
+
+    registers = []
+    for name in REGISTERS:
+        found = evidence.actual(name)
+        value = getattr(m, name)
+        registers.append(
+            RegisterCheck(
+                name.upper(),
+                None if name == "rtmr0" and not choice.judged else value,
+                None if found is None else found[0],
+                None if found is None else found[1],
+            )
+        )
+
+    replay_checks = _replay_checks(evidence)
+    events: list[EventCheck] = []
+    if evidence.events is not None:
+        for log in expected.rtmr_logs:
+            if log.rtmr == 0 and not choice.judged:
                 continue
+            actual = [e for e in evidence.events if e.imr == log.rtmr]
+            events.extend(align(log.rtmr, log.events, actual, acpi_from_log=choice.kind == "log"))
+
+    by_vm = bool(evidence.declared_image_hash())
+    declared = evidence.declared_image_hash() or vm.os_image_hash
+    image_hash = check_os_image_hash(
+        declared, image.files.directory, "the VM" if by_vm else "the given VmConfig"
+    )
+    values = {r.name.lower(): r.actual for r in registers if r.actual is not None}
+    own = evidence.vm_config is not None and evidence.vm_config.tdx_measurement is not None
+    document = check_declared_measurement(
+        evidence.vm_config if own else vm, values, image, from_evidence=own
+    )
+    findings: list[Finding] = []
+    if explain:
+        findings = _explain.explain(
+            vm=vm,
+            image=image,
+            evidence=evidence,
+            expected=expected,
+            registers=registers,
+            events=events,
+            replay=replay_checks,
+            acpi=choice,
+            image_hash=image_hash,
+            declared=document,
+        )
+    notes = list(evidence.notes)
+    signed = evidence.quote is not None
+    warnings = list(evidence.warnings)
+    return DiagnoseReport(
+        vm_config=vm,
+        image_dir=image.files.directory,
+        ovmf_variant=variant,
+        variant_source=variant_source,
+        expected=expected,
+        registers=tuple(registers),
+        replay=tuple(replay_checks),
+        events=tuple(events),
+        findings=tuple(findings),
+        evidence_sources=evidence.sources,
+        acpi=choice,
+        image_hash=image_hash,
+        declared_measurement=document,
+        image_files=_image_files(image),
+        evidence_notes=tuple(notes),
+        warnings=tuple(warnings),
+        signed=signed,
+    )
+
+
+def _signature_dict(v: QuoteVerdict | None) -> dict[str, Any] | None:
+    if v is None:
         return None
 
-    def _memory_candidates(self, limit: int = MEMORY_LIMIT) -> list[tuple[str, int]]:
-        sizes: list[int] = []
-        ev_vm = self.evidence.vm_config
-        if ev_vm is not None and ev_vm.memory_size:
-            sizes.append(ev_vm.memory_size)
-        sizes += range(MEMORY_STEP, limit + 1, MEMORY_STEP)
-        seen: set[int] = set()
-        out = []
-        for s in sizes:
-            if s not in seen and s != self.vm.memory_size:
-                seen.add(s)
-                out.append((format_memory_size(s), s))
-        return out
+    def iso(t: Any) -> str:
+        return str(t.isoformat().replace("+00:00", "Z"))
 
-    def _mrtd(self) -> None:
-        reg = self.registers["mrtd"]
-        if reg.status != "mismatch":
-            return
-        opts = self.expected.options
-        other = not opts.two_pass_add_pages
-        if self.image.mrtd(other) == reg.actual:
-            said = "two-pass" if opts.two_pass_add_pages else "single-pass"
-            found = "two-pass" if other else "single-pass"
-            self.findings.append(
-                Finding(
-                    "mrtd",
-                    f"mrtd: actual matches {found} page add (config gives {said}: QEMU "
-                    f"{opts.version_str}, qemu_single_pass_add_pages="
-                    f"{_opt(self.vm.qemu_single_pass_add_pages)}, passed unchanged as "
-                    "two_pass_add_pages like the dstack verifier)",
-                    "two_pass_add_pages",
-                    str(other).lower(),
-                    True,
-                )
-            )
-        else:
-            self.findings.append(
-                Finding(
-                    "mrtd",
-                    "mrtd: neither page-add order reproduces the actual MRTD: the VM booted "
-                    "different firmware (ovmf.fd) than this image's",
-                )
-            )
+    return {
+        "verified": v.verified,
+        "error": v.error,
+        "tcb_status": v.status,
+        "advisory_ids": list(v.advisory_ids),
+        "fmspc": v.fmspc,
+        "verified_at": iso(v.at),
+        "collateral_valid_until": None if v.window is None else iso(v.window.not_after),
+    }
 
-    def _variant(self) -> None:
-        ours = self.expected.ovmf_variant
-        other = OvmfVariant.STABLE202505 if ours is OvmfVariant.PRE202505 else OvmfVariant.PRE202505
-        n_ours, n_other = len(RTMR0_LAYOUTS[ours]), len(RTMR0_LAYOUTS[other])
-        td_hob = self.expected.rtmr_logs[0].events[0].digest
-        alt = rtmr0_digests(other, td_hob, self.expected.acpi_tables)
-        if self.evidence.events is not None:
-            actual = [e.digest for e in self.evidence.events if e.imr == 0]
-            if len(actual) == n_ours:
-                return
-            fixed_other = [s.digest for s in RTMR0_LAYOUTS[other] if s.fixed]
-            hits = sum(d in actual for d in fixed_other)
-            if len(actual) == n_other or hits >= len(fixed_other) - 1:
-                self.findings.append(
-                    Finding(
-                        "ovmf_variant",
-                        f"ovmf_variant: the actual RTMR0 log has {len(actual)} events, the "
-                        f"{other.value} layout ({n_other} events); the config resolved "
-                        f"{ours.value} ({n_ours} events, from "
-                        f"{ovmf_variant_with_source(self.vm, self.image.info)[1]})",
-                        "ovmf_variant",
-                        other.value,
-                        len(actual) == n_other,
-                    )
-                )
-            return
-        reg = self.registers["rtmr0"]
-        if reg.status == "mismatch" and reg.actual == replay(alt):
-            self.findings.append(
-                Finding(
-                    "ovmf_variant",
-                    f"ovmf_variant: actual RTMR0 matches the {other.value} layout (config "
-                    f"resolved {ours.value})",
-                    "ovmf_variant",
-                    other.value,
-                    True,
-                )
-            )
 
-    def _by_memory(
-        self,
-        rtmr: int,
-        label: str,
-        candidates: list[tuple[str, int]],
-        digest_for: Callable[[int], bytes],
-        why: str,
-        otherwise: str,
-    ) -> None:
-        """Search memory sizes for one that reproduces the actual ``label`` event."""
-        hit = self._search(rtmr, label, candidates, digest_for)
-        said = format_memory_size(self.vm.memory_size)
-        if hit is not None:
-            message = f"{label}: actual matches memory_size={hit[0]} (config says {said}{why})"
-            self.findings.append(Finding(label, message, "memory_size", hit[0], True))
-        else:
-            self.findings.append(Finding(label, f"{label}: {otherwise}"))
-
-    def _td_hob(self) -> None:
-        if self._differs(0, "td_hob"):
-            self._by_memory(
-                0,
-                "td_hob",
-                self._memory_candidates(),
-                self.image.tdvf.td_hob_digest,
-                "",
-                "no memory size (256 MiB steps up to 2T) reproduces it: the firmware's TDVF "
-                "section layout differs from this image's ovmf.fd",
-            )
-
-    def _kernel(self) -> None:
-        if not self._differs(1, "kernel_authenticode"):
-            return
-        img = self.image
-        # The patched kernel varies with memory only below 0xB0000000 (initrd placement).
-        candidates = [c for c in self._memory_candidates() if c[1] < kernel_mod.STABLE_MIN_MEMORY]
-        candidates.append(("3G", 3 * GIB))
-        self._by_memory(
-            1,
-            "kernel_authenticode",
-            candidates,
-            lambda mem: img._kernel_digest(img.kernel, img.initrd_size, mem),
-            "; QEMU places the initrd by memory size",
-            "no memory size reproduces it: the VM booted a different kernel (bzImage) or an "
-            "initrd of another size",
+def _acpi_choice(
+    acpi: AcpiChoice | AcpiSource | AcpiDigests | None, image: Image, evidence: Evidence
+) -> AcpiChoice:
+    if isinstance(acpi, AcpiChoice):
+        return acpi
+    if isinstance(acpi, AcpiDigests):
+        return AcpiChoice(
+            "given", "ACPI digests given by the caller, not verified", acpi, verified=False
         )
-
-    def _cmdline(self) -> None:
-        if not self._differs(2, "cmdline"):
-            return
-        base = self.image.info.cmdline
-        variants = [
-            ("cmdline without ' initrd=initrd'", base),
-            ("cmdline + ' initrd=initrd '", base + " initrd=initrd "),
-            ("cmdline + ' ' + ' initrd=initrd'", base + "  initrd=initrd"),
-            ("cmdline.strip() + ' initrd=initrd'", base.strip() + " initrd=initrd"),
-            ("cmdline.rstrip()", base.rstrip()),
-            ("cmdline + ' '", base + " "),
-            ("'initrd=initrd ' + cmdline", "initrd=initrd " + base),
-        ]
-        hit = self._search(2, "cmdline", variants, checked_cmdline_digest)
-        if hit is not None:
-            self.findings.append(
-                Finding(
-                    "cmdline",
-                    f"cmdline: actual matches {hit[0]}: {hit[1]!r}",
-                    "kernel_cmdline",
-                    hit[1],
-                    True,
-                )
-            )
-            return
-        ev = self._event(2, "cmdline")
-        seen = (
-            f" (the VM's log says {ev.actual_description})" if ev and ev.actual_description else ""
-        )
-        self.findings.append(
-            Finding(
-                "cmdline",
-                f"cmdline: the VM booted a different kernel command line{seen}; expected "
-                f"{self.image.files.cmdline!r}",
-            )
-        )
-
-    def _initrd(self) -> None:
-        if self._differs(2, "initrd"):
-            self.findings.append(
-                Finding(
-                    "initrd",
-                    "initrd: the VM booted a different initrd than "
-                    f"{self.image.files.initrd} ({self.image.initrd_size} bytes)",
-                )
-            )
-
-    def _acpi(self) -> None:
-        labels = [
-            lbl for lbl in ("acpi_loader", "acpi_rsdp", "acpi_tables") if self._differs(0, lbl)
-        ]
-        if not labels:
-            return
-        self.findings.append(
-            Finding(
-                "acpi",
-                f"{', '.join(labels)}: QEMU generated different ACPI tables; they vary with "
-                "cpu_count, memory, pic, smm, hotplug_off, pci_hole64_size, host_share_mode, "
-                "GPUs/NVSwitches, hugepages and the QEMU version — check those against the "
-                "VM's real settings, and that the dumper (or --acpi-tables file) matches that "
-                "QEMU build",
-            )
-        )
-
-    def _variable_authority(self) -> None:
-        if self._differs(0, "variable_authority") and self.events:
-            self.findings.append(
-                Finding(
-                    "variable_authority",
-                    "variable_authority: the expected value is a constant captured from one "
-                    "edk2-stable202505 build; other builds (e.g. real dstack-0.6.x CVMs) measure "
-                    "a different value — compare the OVMF build, not the VM config",
-                )
-            )
-
-
-def _opt(value: object) -> str:
-    return "unset" if value is None else str(value).lower()
+    if acpi is not None:
+        return AcpiChoice.from_source(acpi)
+    # The image's own source (its dumper or tables file, cached); a missing dumper falls
+    # back to the log in diagnose().
+    return AcpiChoice("image", "ACPI tables from the image's source", image.acpi)
 
 
 __all__ = [
+    "ACPI_MODES",
+    "UPSTREAM_VM_CONFIG_KEYS",
+    "AcpiChoice",
     "DiagnoseReport",
     "EventCheck",
     "Evidence",
     "Finding",
     "RegisterCheck",
     "ReplayCheck",
+    "align",
     "diagnose",
+    "load_vm_config",
     "parse_register_hex",
+    "reject_attestation",
+    "resolve_acpi",
 ]

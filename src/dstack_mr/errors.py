@@ -76,6 +76,10 @@ class EventLogError(EvidenceError):
     """A JSON or CCEL event log cannot be parsed."""
 
 
+class SmbiosError(DstackMrError):
+    """An SMBIOS table is malformed (a structure or its strings run past the end)."""
+
+
 class CborError(DstackMrError):
     """A CBOR document is malformed or uses a feature outside the strict subset accepted."""
 

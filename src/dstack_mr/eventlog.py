@@ -22,11 +22,16 @@ from .config import parse_json
 from .digest import DIGEST_LEN, replay, sha384
 from .errors import EventLogError, EvidenceError, QuoteError
 from .quote import TdxQuote, parse_quote
+from .registry import EFI_GLOBAL_VARIABLE, SMBIOS3_TABLE, SMBIOS_TABLE
+from .registry import U32_MAX as _U32_MAX
 
 __all__ = [
     "DSTACK_RUNTIME_EVENT_TYPE",
     "EVENT_TYPE_NAMES",
     "EV_NO_ACTION",
+    "FW_CFG_EVENT_PREFIX",
+    "SMBIOS3_TABLE_GUID",
+    "SMBIOS_TABLE_GUID",
     "Attestation",
     "Event",
     "describe_payload",
@@ -44,6 +49,7 @@ __all__ = [
 EV_NO_ACTION = 0x3
 EV_SEPARATOR = 0x4
 EV_EVENT_TAG = 0x6
+EV_PLATFORM_CONFIG_FLAGS = 0xA
 EV_IPL = 0xD
 _EFI = 0x8000_0000
 EV_EFI_VARIABLE_DRIVER_CONFIG = _EFI + 0x1
@@ -51,6 +57,7 @@ EV_EFI_VARIABLE_BOOT = _EFI + 0x2
 EV_EFI_BOOT_SERVICES_APPLICATION = _EFI + 0x3
 EV_EFI_BOOT_SERVICES_DRIVER = _EFI + 0x4
 EV_EFI_RUNTIME_SERVICES_DRIVER = _EFI + 0x5
+EV_EFI_ACTION = _EFI + 0x7
 EV_EFI_PLATFORM_FIRMWARE_BLOB = _EFI + 0x8
 EV_EFI_HANDOFF_TABLES = _EFI + 0x9
 EV_EFI_PLATFORM_FIRMWARE_BLOB2 = _EFI + 0xA
@@ -112,7 +119,6 @@ def event_type_name(event_type: int) -> str:
 
 # --- the event -------------------------------------------------------------------------------
 
-_U32_MAX = 0xFFFF_FFFF
 _NUM_RTMRS = 4
 
 
@@ -370,7 +376,14 @@ class _Undecodable(EventLogError):
     """Internal: a payload does not have the structure its event type promises."""
 
 
-_EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+_EFI_GLOBAL_VARIABLE = EFI_GLOBAL_VARIABLE
+#: Configuration-table GUIDs of the SMBIOS 3.x and 2.x entry points (edk2's
+#: SmbiosMeasurementDxe logs one of them in the stable202505 RTMR0 handoff-tables event).
+SMBIOS3_TABLE_GUID = SMBIOS3_TABLE
+SMBIOS_TABLE_GUID = SMBIOS_TABLE
+_TABLE_NAMES = {SMBIOS3_TABLE_GUID: "SMBIOS3 table", SMBIOS_TABLE_GUID: "SMBIOS table"}
+#: OVMF's fw_cfg measurements: this ASCII tag, then the item's NUL-padded file name.
+FW_CFG_EVENT_PREFIX = b"QEMU FW CFG\0"
 _LOAD_OPTION_RE = re.compile(r"(Boot|Driver|SysPrep|PlatformRecovery)[0-9A-Fa-f]{4}")
 _ORDER_VARS = {"BootOrder": "Boot", "DriverOrder": "Driver", "SysPrepOrder": "SysPrep"}
 _LINUX_TAGS = {0x8F3B22EC: "Linux initrd", 0x8F3B22ED: "Linux load options"}
@@ -529,7 +542,9 @@ def _tables(p: bytes, off: int, label: str) -> str:
     for k in range(count):
         guid = take(p, off + 8 + 24 * k, 16, "table GUID", _Undecodable)
         ptr = u64(p, off + 24 + 24 * k, "table pointer", _Undecodable)
-        items.append(f"{{{_guid(guid)}}} at {ptr:#x}")
+        known = _TABLE_NAMES.get(uuid.UUID(bytes_le=guid))
+        name = f"{known} {{{_guid(guid)}}}" if known else f"{{{_guid(guid)}}}"
+        items.append(f"{name} at {ptr:#x}")
     return f"{label}: " + (", ".join(items) if items else "none")
 
 
@@ -572,12 +587,21 @@ def _describe_separator(p: bytes) -> str:
     return "separator" if p == bytes(4) else f"separator {_hex_summary(p)}"
 
 
+def _describe_fw_cfg(p: bytes) -> str:
+    # ASCII, not UTF-16: the tag and the name are CHAR8 arrays.
+    name = p[len(FW_CFG_EVENT_PREFIX) :].split(b"\0", 1)[0]
+    text = _ascii_text(name)
+    return f"fw_cfg item {text if text is not None else _hex_summary(name)}"
+
+
 def _describe_typed(event: Event) -> str | None:
     t, p = event.event_type, event.event_payload
     if t == DSTACK_RUNTIME_EVENT_TYPE:
         return _describe_runtime(event)
     if not p:
         return None
+    if p.startswith(FW_CFG_EVENT_PREFIX):
+        return _describe_fw_cfg(p)
     if t in (
         EV_EFI_VARIABLE_DRIVER_CONFIG,
         EV_EFI_VARIABLE_BOOT,

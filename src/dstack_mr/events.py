@@ -10,26 +10,29 @@ measurement computes from the firmware, kernel, initrd, cmdline or ACPI tables.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import overload
 
 import attrs
 
 from .config import OvmfVariant
 from .digest import replay, sha384, short_hex
+from .registry import (
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    FRONTPAGE_FILE,
+    OVMF_FV,
+    UIAPP_FILE,
+)
 from .uefi import (
     BOOT_ATTEMPT_ACTION,
     CFV_DIGEST,
-    EFI_GLOBAL_VARIABLE,
-    EFI_IMAGE_SECURITY_DATABASE,
     EXIT_BOOT_SERVICES_ACTION,
     EXIT_BOOT_SERVICES_OK_ACTION,
-    FRONTPAGE_FILE,
     LINUXBOOT_BOOTORDER,
-    OVMF_FV,
     PRE202505_BOOT0000_DIGEST,
     SEPARATOR_DIGEST,
     STABLE202505_VARIABLE_AUTHORITY_DIGEST,
-    UIAPP_FILE,
     boot_order,
     efi_variable_digest,
     fv_file_path,
@@ -48,6 +51,8 @@ ACPI_RSDP = "acpi_rsdp"
 ACPI_TABLES = "acpi_tables"
 BOOT_ORDER = "boot_order"
 VARIABLE_AUTHORITY = "variable_authority"
+#: What that stable202505 event really is: the SMBIOS handoff-table event (see ``smbios``).
+SMBIOS_HANDOFF = VARIABLE_AUTHORITY
 BOOT_ORDER_VAR = "boot_order_var"
 BOOT0000 = "Boot0000"
 BOOT0001 = "Boot0001"
@@ -65,6 +70,9 @@ ACPI_LABELS = (ACPI_LOADER, ACPI_RSDP, ACPI_TABLES)
 
 #: The per-machine digests a measurement supplies, each named after the event it fills.
 MACHINE_INPUTS = (TD_HOB, *ACPI_LABELS, KERNEL_AUTHENTICODE, CMDLINE, INITRD)
+#: Constants a measurement may replace with a per-machine digest of the same name: the
+#: reference's SMBIOS constant, when the SMBIOS event is computed (``Machine.smbios``).
+OVERRIDABLE_CONSTANTS = (SMBIOS_HANDOFF,)
 
 
 def efi_variable_label(name: str) -> str:
@@ -98,7 +106,8 @@ class EventSpec:
 
     @property
     def fixed(self) -> bool:
-        return self.digest is not None
+        """A constant of every machine (the reference's SMBIOS constant is not one)."""
+        return self.digest is not None and self.label not in OVERRIDABLE_CONSTANTS
 
 
 def _measured(label: str, varies_with: str) -> EventSpec:
@@ -152,8 +161,9 @@ _FWCFG = (
 )
 _STABLE202505_TAIL = (
     EventSpec(
-        VARIABLE_AUTHORITY,
-        "fixed: constant of one edk2-stable202505 build",
+        SMBIOS_HANDOFF,
+        "varies-with: memory_size, qemu_version, host CPU, SMBIOS strings (the SMBIOS "
+        "handoff-table event; by default the constant of 2 GiB on QEMU 8.2.2)",
         STABLE202505_VARIABLE_AUTHORITY_DIGEST,
     ),
     EventSpec(
@@ -231,8 +241,9 @@ class MeasuredEvent:
 
 
 @attrs.frozen
-class RtmrLog:
-    """One register's expected events, in order; ``value`` replays them."""
+class RtmrLog(Sequence[MeasuredEvent]):
+    """One register's expected events, in order: a read-only sequence of
+    :class:`MeasuredEvent` (``log[0]``, ``for e in log``); ``value`` replays them."""
 
     rtmr: int
     events: tuple[MeasuredEvent, ...] = attrs.field(repr=lambda e: f"<{len(e)} events>")
@@ -248,6 +259,18 @@ class RtmrLog:
     def __len__(self) -> int:
         return len(self.events)
 
+    @overload
+    def __getitem__(self, index: int) -> MeasuredEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[MeasuredEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> MeasuredEvent | tuple[MeasuredEvent, ...]:
+        return self.events[index]
+
+    def __iter__(self) -> Iterator[MeasuredEvent]:
+        return iter(self.events)
+
     def _repr_html_(self) -> str:
         from .render import rtmr_log_html
 
@@ -255,11 +278,19 @@ class RtmrLog:
 
 
 def layout_digests(layout: Sequence[EventSpec], inputs: Mapping[str, bytes]) -> list[bytes]:
-    """Each event's digest: its constant, or the per-machine input it names."""
+    """Each event's digest: its constant (unless ``inputs`` overrides one of
+    :data:`OVERRIDABLE_CONSTANTS`), or the per-machine input it names."""
     missing = sorted({s.input for s in layout if s.input is not None} - inputs.keys())
     if missing:
         raise ValueError(f"per-machine digests missing for {', '.join(missing)}")
-    return [s.digest if s.digest is not None else inputs[s.input or ""] for s in layout]
+    return [
+        inputs[s.label]
+        if s.label in OVERRIDABLE_CONSTANTS and s.label in inputs
+        else s.digest
+        if s.digest is not None
+        else inputs[s.input or ""]
+        for s in layout
+    ]
 
 
 def labelled_log(rtmr: int, layout: Sequence[EventSpec], inputs: Mapping[str, bytes]) -> RtmrLog:

@@ -17,6 +17,7 @@ from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from ._lru import LruCache
 from .acpi import AcpiDumper, AcpiSource, CachedAcpiSource
+from .acpi_log import AcpiDigests
 from .config import (
     ImageInfo,
     OvmfVariant,
@@ -27,17 +28,8 @@ from .config import (
     version_rules_disagree,
 )
 from .errors import ConfigError, ImageError, KernelError, PathEscapeError
-from .machine import (
-    MAX_FIRMWARE_SIZE,
-    MAX_KERNEL_SIZE,
-    Machine,
-    MeasurementDetails,
-    checked_cmdline_digest,
-    compute,
-    hash_file,
-    read_file,
-    reading,
-)
+from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, hash_file, read_file, reading
+from .machine import Machine, MeasurementDetails, checked_cmdline_digest, compute
 
 METADATA = "metadata.json"
 #: metadata.json is a few hundred bytes; refuse to parse anything absurdly large.
@@ -315,6 +307,14 @@ class Image:
     def info(self) -> ImageInfo:
         return self.files.info
 
+    def __repr__(self) -> str:
+        version = f" version={self.info.version!r}" if self.info.version else ""
+        return (
+            f"<Image {self.files.directory!r}{version} initrd={self.initrd_size} bytes, "
+            f"cached: {len(self._mrtd)} MRTD, {len(self._kernel_digests)}/"
+            f"{self._kernel_digests.maxsize} kernel digests, {self.acpi!r}>"
+        )
+
     def mrtd(self, two_pass: bool) -> bytes:
         return self._mrtd.get_or_compute(two_pass, lambda: self.tdvf.mrtd(two_pass))
 
@@ -328,10 +328,11 @@ class Image:
         return self.measure_machine(self.machine(vm, variant), acpi)
 
     def measure_machine(
-        self, machine: Machine, acpi: AcpiSource | None = None
+        self, machine: Machine, acpi: AcpiSource | AcpiDigests | None = None
     ) -> MeasurementDetails:
         """Same result as ``machine.measure_with_logs(acpi)`` for a machine of this image's
-        files (any cmdline); ``acpi``, if given, is used uncached instead of the image's."""
+        files (any cmdline); ``acpi``, if given, is used uncached instead of the image's (it
+        may also be the three ACPI digests themselves)."""
         files = (machine.firmware, machine.kernel, machine.initrd)
         if files != (self.files.firmware, self.files.kernel, self.files.initrd):
             raise ConfigError(
@@ -352,6 +353,11 @@ class Image:
             else None,
             kernel_digest=self._kernel_digest,
         )
+
+    def kernel_digest(self, memory_size: int) -> bytes:
+        """RTMR1's kernel event for this image's kernel and initrd at ``memory_size`` (cached
+        per initrd address, like :meth:`measure`)."""
+        return self._kernel_digest(self.kernel, self.initrd_size, memory_size)
 
     def _kernel_digest(self, kernel: bytes, initrd_size: int, memory_size: int) -> bytes:
         # QEMU's patch differs between memory sizes only in the initrd address (no initrd:

@@ -9,16 +9,17 @@ kernel file.
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 from ._binary import Buffer, u16, u32
 from .errors import KernelError
+from .registry import U32_MAX as _U32_MAX
 
 #: Bytes QEMU reserves for ACPI data at the top of low memory (its ``acpi_data_size``).
 ACPI_DATA_SIZE = 0x28000
 #: At and above this memory size QEMU's low-memory layout (and so the initrd address) is fixed.
 STABLE_MIN_MEMORY = 0xB000_0000
 MIN_KERNEL_LEN = 0x1000
-_U32_MAX = 0xFFFF_FFFF
 _PE_SIGNATURE = 0x0000_4550  # "PE\0\0"
 _CERT_DIR_INDEX = 4
 #: Section data a PE can make Authenticode hash: sections may overlap, so 65535 of them each
@@ -102,6 +103,102 @@ def patch(
     return kd
 
 
+class PeLayout(NamedTuple):
+    """What Authenticode needs of a PE/COFF image's headers (PE/COFF spec, "Optional Header
+    Data Directories" and "Section Table"; offsets are into the file)."""
+
+    #: Offset of the optional header's CheckSum (4 bytes, skipped by Authenticode).
+    checksum: int
+    #: Offset of the Certificate Table data-directory entry (8 bytes, skipped).
+    cert_dir: int
+    #: SizeOfHeaders: everything before it is hashed as headers.
+    headers_end: int
+    cert_addr: int
+    cert_size: int
+    #: (PointerToRawData, SizeOfRawData) of each section with data, by file offset.
+    sections: tuple[tuple[int, int], ...]
+
+    @property
+    def data_end(self) -> int:
+        """Where the last section's raw data ends, per the section table."""
+        return max((ptr + size for ptr, size in self.sections), default=self.headers_end)
+
+
+# IMAGE_NT_HEADERS offsets, relative to the "PE\0\0" signature / the optional header.
+_E_LFANEW = 0x3C
+_COFF_NUMBER_OF_SECTIONS = 4 + 2
+_COFF_SIZE_OF_OPTIONAL_HEADER = 4 + 16
+_OPTIONAL_HEADER = 4 + 20
+_OPT_CHECKSUM = 64
+_OPT_SIZE_OF_HEADERS = 60
+_OPT_DATA_DIRECTORIES = {False: 96, True: 112}  # PE32, PE32+
+_PE32_PLUS_MAGIC = 0x20B
+_SECTION_HEADER_SIZE = 40
+_SECTION_SIZE_OF_RAW_DATA = 16
+_SECTION_POINTER_TO_RAW_DATA = 20
+
+
+def pe_layout(data: Buffer, size: int) -> PeLayout:
+    """Read the PE headers from ``data``; ``size`` is the whole file's length.
+
+    Raises KernelError for a missing signature, a field beyond ``data`` or SizeOfHeaders that
+    misses the data directories or the file.
+    """
+
+    def err(what: str) -> KernelError:
+        return KernelError(f"kernel PE/COFF header: {what}")
+
+    pe = u32(data, _E_LFANEW, "PE header offset (e_lfanew)", KernelError)
+    if u32(data, pe, "PE signature", KernelError) != _PE_SIGNATURE:
+        raise err(f"no PE signature at offset {pe:#x}: not an EFI-stub kernel")
+    num_sections = u16(data, pe + _COFF_NUMBER_OF_SECTIONS, "number of sections", KernelError)
+    opt_size = u16(data, pe + _COFF_SIZE_OF_OPTIONAL_HEADER, "optional header size", KernelError)
+    opt = pe + _OPTIONAL_HEADER
+    pe32_plus = u16(data, opt, "optional header magic", KernelError) == _PE32_PLUS_MAGIC
+    checksum = opt + _OPT_CHECKSUM
+    cert_dir = opt + _OPT_DATA_DIRECTORIES[pe32_plus] + 8 * _CERT_DIR_INDEX
+    headers_end = u32(data, opt + _OPT_SIZE_OF_HEADERS, "SizeOfHeaders", KernelError)
+    cert_addr = u32(data, cert_dir, "certificate table address", KernelError)
+    cert_size = u32(data, cert_dir + 4, "certificate table size", KernelError)
+    if not (checksum + 4 <= cert_dir and cert_dir + 8 <= headers_end <= size):
+        raise err(
+            f"SizeOfHeaders {headers_end:#x} does not cover the data directories "
+            f"(certificate entry at {cert_dir:#x}) or exceeds the file ({size:#x} bytes)"
+        )
+    table = opt + opt_size
+    # Only the two fields read below need to exist: the reference reads nothing else of an
+    # entry, so a last entry cut short after PointerToRawData is still a valid input.
+    sections = []
+    for i in range(num_sections):
+        entry = table + _SECTION_HEADER_SIZE * i
+        raw_size = u32(data, entry + _SECTION_SIZE_OF_RAW_DATA, "SizeOfRawData", KernelError)
+        raw_ptr = u32(data, entry + _SECTION_POINTER_TO_RAW_DATA, "PointerToRawData", KernelError)
+        if raw_size:
+            sections.append((raw_ptr, raw_size))
+    sections.sort(key=lambda s: s[0])
+    return PeLayout(checksum, cert_dir, headers_end, cert_addr, cert_size, tuple(sections))
+
+
+def truncation_warning(kernel: Buffer) -> str | None:
+    """A warning when the section table describes data past the end of the kernel file.
+
+    Such a kernel (typically a download cut short) still gets the reference's digest, which
+    hashes what is there; the warning says how much is missing. None for a whole kernel, or
+    one whose headers cannot be read (measuring it raises the error instead).
+    """
+    try:
+        end = pe_layout(kernel, len(kernel)).data_end
+    except KernelError:
+        return None
+    if end <= len(kernel):
+        return None
+    return (
+        f"kernel is {len(kernel)} bytes but its PE section table describes {end} bytes "
+        f"({end - len(kernel)} bytes missing): the file looks truncated. It was measured as "
+        "the reference measures it (hashing only the bytes present); check the download."
+    )
+
+
 def authenticode_sha384(image: Buffer, head: Buffer | None = None) -> bytes:
     """PE/COFF Authenticode SHA-384, with OVMF's zero padding of the size to 8 bytes.
 
@@ -126,27 +223,9 @@ def authenticode_sha384(image: Buffer, head: Buffer | None = None) -> bytes:
             return [full[start:end]]
         return [data[start:], full[len(data) : end]]
 
-    def err(what: str) -> KernelError:
-        return KernelError(f"kernel PE/COFF header: {what}")
-
-    pe = u32(data, 0x3C, "PE header offset (e_lfanew)", KernelError)
-    if u32(data, pe, "PE signature", KernelError) != _PE_SIGNATURE:
-        raise err(f"no PE signature at offset {pe:#x}: not an EFI-stub kernel")
-    coff = pe + 4
-    num_sections = u16(data, coff + 2, "number of sections", KernelError)
-    opt_size = u16(data, coff + 16, "optional header size", KernelError)
-    opt = coff + 20
-    pe32_plus = u16(data, opt, "optional header magic", KernelError) == 0x20B
-    checksum = opt + 64
-    cert_dir = opt + (112 if pe32_plus else 96) + 8 * _CERT_DIR_INDEX
-    headers_end = u32(data, opt + 60, "SizeOfHeaders", KernelError)
-    cert_addr = u32(data, cert_dir, "certificate table address", KernelError)
-    cert_size = u32(data, cert_dir + 4, "certificate table size", KernelError)
-    if not (checksum + 4 <= cert_dir and cert_dir + 8 <= headers_end <= size):
-        raise err(
-            f"SizeOfHeaders {headers_end:#x} does not cover the data directories "
-            f"(certificate entry at {cert_dir:#x}) or exceeds the file ({size:#x} bytes)"
-        )
+    pe = pe_layout(data, size)
+    checksum, cert_dir, headers_end = pe.checksum, pe.cert_dir, pe.headers_end
+    cert_addr, cert_size = pe.cert_addr, pe.cert_size
 
     h = hashlib.sha384()
     for part in (
@@ -157,19 +236,11 @@ def authenticode_sha384(image: Buffer, head: Buffer | None = None) -> bytes:
         h.update(part)
     hashed = headers_end
 
-    table = opt + opt_size
-    # Only the two fields read below need to exist: the reference reads nothing else of an
-    # entry, so a last entry cut short after PointerToRawData is still a valid input.
-    sections = []
-    for i in range(num_sections):
-        raw_size = u32(data, table + 40 * i + 16, "SizeOfRawData", KernelError)
-        raw_ptr = u32(data, table + 40 * i + 20, "PointerToRawData", KernelError)
-        if raw_size:
-            sections.append((raw_ptr, raw_size))
-    sections.sort(key=lambda s: s[0])
+    sections = pe.sections
     chunks = [view(ptr, ptr + raw_size) for ptr, raw_size in sections]
     if sum(len(part) for c in chunks for part in c) > MAX_HASHED_SECTION_BYTES:
-        raise err(
+        raise KernelError(
+            "kernel PE/COFF header: "
             f"sections overlap so much that more than {MAX_HASHED_SECTION_BYTES} bytes of "
             f"section data would be hashed (file is {size:#x} bytes)"
         )

@@ -39,7 +39,9 @@ from .measurement_doc import MeasurementDocument, verify_material
 
 __all__ = [
     "LITE_ACPI_EVENT_NAMES",
+    "ImageCrossCheck",
     "LiteAcpiDigests",
+    "cross_check_image",
     "lite_acpi_digests_from_log",
     "lite_memory_supported",
     "measure_from_document",
@@ -187,3 +189,43 @@ def measure_lite(vm: VmConfig, events: Iterable[Event]) -> MeasurementDetails:
         )
     doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
     return measure_from_document(doc, vm, lite_acpi_digests_from_log(events))
+
+
+@attrs.frozen
+class ImageCrossCheck:
+    """A lite document against an image directory: which fields the image reproduces.
+
+    ``differing`` names the document fields the image's own document does not equal (empty:
+    the image is the one the document describes, as far as TDX measures it);
+    ``image_hash_matches`` compares the directory's ``sha256sum.txt`` with ``os_image_hash``
+    (None when the directory has no ``sha256sum.txt``).
+    """
+
+    image_dir: str
+    differing: tuple[str, ...]
+    image_hash_matches: bool | None
+
+    @property
+    def same_image(self) -> bool:
+        return not self.differing and self.image_hash_matches is not False
+
+
+def cross_check_image(doc: MeasurementDocument, vm: VmConfig, image_dir: str) -> ImageCrossCheck:
+    """Build the document of ``image_dir`` and compare it with ``doc`` field by field."""
+    import hashlib
+    import os
+
+    from .measurement_doc import build_document
+
+    built = build_document(image_dir)
+    differing = tuple(
+        f.name
+        for f in attrs.fields(MeasurementDocument)
+        if getattr(doc, f.name) != getattr(built, f.name)
+    )
+    sums = os.path.join(image_dir, "sha256sum.txt")
+    matches: bool | None = None
+    if os.path.isfile(sums):
+        with open(sums, "rb") as f:
+            matches = hashlib.sha256(f.read(1 << 20)).digest() == vm.os_image_hash
+    return ImageCrossCheck(image_dir, differing, matches)

@@ -7,68 +7,67 @@ every event digest, labelled.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import attrs
 
 from . import acpi as acpi_mod
-from . import events
+from . import events, validate
 from . import kernel as kernel_mod
+from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
-from .config import U32_MAX, U64_MAX, OvmfVariant, parse_version_triple
+from .acpi_log import AcpiDigests
+from .config import OvmfVariant, parse_version_triple
 from .digest import short_hex
 from .errors import ConfigError, ImageError
 from .events import MeasuredEvent as MeasuredEvent  # re-exported: part of this API
 from .events import RtmrLog as RtmrLog  # re-exported: part of this API
+
+# The file readers live in .files; re-exported for modules that imported them from here.
+from .files import MAX_FIRMWARE_SIZE as MAX_FIRMWARE_SIZE
+from .files import MAX_KERNEL_SIZE as MAX_KERNEL_SIZE
+from .files import file_size as file_size
+from .files import hash_file as hash_file
+from .files import read_file as read_file
+from .files import reading as reading
+from .smbios import SmbiosInputs, SmbiosOptions
 from .uefi import cmdline_digest
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
 MIN_QEMU_VERSION = (8, 0, 0)
 MIB = 1024 * 1024
-_READ_CHUNK = 1 << 20
 
 
 def _u32(name: str) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U32_MAX:
-            raise ConfigError(f"{name} must be an integer in 0..={U32_MAX} (u32), got {value!r}")
-
-    return check
+    return validate.attrs_validator(validate.u32, name)
 
 
 def _u64(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
-            raise ConfigError(f"{name} must be an integer in 0..={U64_MAX} (u64), got {value!r}")
-
-    return check
+    return validate.attrs_validator(
+        validate.optional(validate.u64) if optional else validate.u64, name
+    )
 
 
 def _flag(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-    return check
+    return validate.attrs_validator(
+        validate.optional(validate.boolean) if optional else validate.boolean, name
+    )
 
 
 def _text(name: str, optional: bool = False) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if optional and value is None:
-            return
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+    return validate.attrs_validator(
+        validate.optional(validate.string) if optional else validate.string, name
+    )
 
-    return check
+
+def _whole_mib(_inst: object, _attr: object, value: int) -> None:
+    if value < MIB or value % MIB:
+        raise ConfigError(
+            f"memory_size {value} must be a positive whole number of MiB (QEMU is given -m in MiB)"
+        )
 
 
 def _path(value: str | os.PathLike[str]) -> str:
@@ -87,9 +86,9 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
-#: Real OVMF images are 2-4 MiB and kernels ~10-15 MiB; refuse to slurp absurd files.
-MAX_FIRMWARE_SIZE = 256 << 20
-MAX_KERNEL_SIZE = 1 << 30
+def _smbios_options(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, SmbiosOptions):
+        raise ConfigError(f"smbios must be None or a SmbiosOptions, got {value!r}")
 
 
 @attrs.frozen
@@ -115,7 +114,7 @@ class Machine:
     """
 
     cpu_count: int = attrs.field(validator=_u32("cpu_count"))
-    memory_size: int = attrs.field(validator=_u64("memory_size"))
+    memory_size: int = attrs.field(validator=[_u64("memory_size"), _whole_mib])
     firmware: str = attrs.field(converter=_path)
     kernel: str = attrs.field(converter=_path)
     initrd: str = attrs.field(converter=_path)
@@ -139,8 +138,32 @@ class Machine:
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
     host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
+    #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
+    #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).
+    smbios: SmbiosOptions | None = attrs.field(default=None, validator=_smbios_options)
+    # Resolved once, at construction: an unusable qemu_version fails here, not mid-measure.
+    _options: VersionedOptions = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_options", self._resolve_options())
+
+    def __repr__(self) -> str:
+        # Settings left at their defaults are omitted: a repr shows what makes this machine.
+        parts = []
+        for f in attrs.fields(type(self)):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if f.default is attrs.NOTHING or value != f.default:
+                shown = value.value if isinstance(value, OvmfVariant) else value
+                parts.append(f"{f.name}={shown!r}")
+        return f"Machine({', '.join(parts)})"
 
     def versioned_options(self) -> VersionedOptions:
+        """pic / two-pass as the QEMU version sets them (resolved when the Machine was made)."""
+        return self._options
+
+    def _resolve_options(self) -> VersionedOptions:
         """Resolve pic / two-pass from the QEMU version; reject QEMU older than 8.0.0."""
         version = DEFAULT_QEMU_VERSION
         if self.qemu_version is not None:
@@ -186,12 +209,13 @@ class Machine:
             swtpm=self.swtpm,
         )
 
-    def check_memory(self) -> None:
-        if self.memory_size < MIB or self.memory_size % MIB:
-            raise ConfigError(
-                f"memory_size {self.memory_size} must be a positive whole number of MiB "
-                "(QEMU is given -m in MiB)"
-            )
+    def smbios_inputs(self) -> SmbiosInputs | None:
+        """The SMBIOS model's inputs when ``smbios`` is set (else None: the constant)."""
+        if self.smbios is None:
+            return None
+        return self.smbios.inputs(
+            self.memory_size, self.versioned_options().version, self.cpu_count
+        )
 
     def measure(self, acpi: AcpiSource | None = None) -> TdxMeasurements:
         return self.measure_with_logs(acpi).measurements
@@ -274,12 +298,20 @@ class MeasurementDetails:
 
     measurements: TdxMeasurements
     rtmr_logs: tuple[RtmrLog, RtmrLog, RtmrLog] = attrs.field(repr=False)
+    #: The tables measured, or only their three digests when those were given instead.
     acpi_tables: AcpiTables | AcpiDigestsLike = attrs.field(repr=False)
     invocation: DumperInvocation | None = attrs.field(repr=False)
     options: VersionedOptions
     ovmf_variant: OvmfVariant
     mode: Literal["legacy", "lite"] = "legacy"
     acpi_from_log: bool = False
+    #: What a reader must know about this result (e.g. which SMBIOS event digest was used).
+    notes: tuple[str, ...] = ()
+    #: The inputs of the computed SMBIOS event; None when the reference's constant was used.
+    smbios_inputs: SmbiosInputs | None = None
+    #: Inputs measured as the reference measures them but probably not what was meant
+    #: (e.g. a kernel cut short after its headers). Empty when all is well.
+    warnings: tuple[str, ...] = ()
 
     def _repr_html_(self) -> str:
         from .render import details_html
@@ -298,9 +330,16 @@ def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, byt
 
 
 def rtmr0_digests(
-    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
+    variant: OvmfVariant,
+    td_hob_digest: bytes,
+    tables: AcpiDigestsLike,
+    smbios_digest: bytes | None = None,
 ) -> list[bytes]:
-    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
+    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
+    inputs = rtmr0_inputs(td_hob_digest, tables)
+    if smbios_digest is not None:
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
 
 
 def compute(
@@ -309,7 +348,7 @@ def compute(
     kernel: bytes,
     initrd_size: int,
     initrd_digest: bytes | Callable[[], bytes],
-    acpi: AcpiSource,
+    acpi: AcpiSource | AcpiDigests,
     *,
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
@@ -318,15 +357,25 @@ def compute(
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
-    still be hashing while everything else is computed.
+    still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
+    themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
     """
     opts = machine.versioned_options()
     if mrtd is None:
         mrtd = tdvf.mrtd(opts.two_pass_add_pages)
-    machine.check_memory()
     td_hob = tdvf.td_hob_digest(machine.memory_size)
-    invocation = machine.dumper_invocation()
-    tables = acpi_mod.build_tables(acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi))
+    # Digests given (e.g. from the VM's log) measure no tables, so nothing runs and nothing
+    # is refused (a swtpm VM's ACPI is refused only where tables are measured).
+    invocation: DumperInvocation | None = None
+    tables: AcpiTables | AcpiDigests
+    if isinstance(acpi, AcpiDigests):
+        tables = acpi
+    else:
+        invocation = machine.dumper_invocation()
+        tables = acpi_mod.build_tables(
+            acpi.acpi_tables(invocation), source=acpi_mod.source_name(acpi)
+        )
+    smbios_inputs, smbios_digest, notes = _smbios_event(machine, opts)
     kernel_sha384 = kernel_digest(kernel, initrd_size, machine.memory_size)
     if cmdline_sha384 is None:
         cmdline_sha384 = checked_cmdline_digest(machine.kernel_cmdline)
@@ -336,6 +385,7 @@ def compute(
         machine.ovmf_variant,
         {
             **rtmr0_inputs(td_hob, tables),
+            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
             events.KERNEL_AUTHENTICODE: kernel_sha384,
             events.CMDLINE: cmdline_sha384,
             events.INITRD: initrd_digest,
@@ -349,7 +399,26 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
+        warnings=tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w),
+        acpi_from_log=isinstance(acpi, AcpiDigests),
+        notes=notes,
+        smbios_inputs=smbios_inputs,
     )
+
+
+def _smbios_event(
+    machine: Machine, opts: VersionedOptions
+) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
+    """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
+    reference's constant stands."""
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        if machine.smbios is None:
+            return None, None, ()
+        return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
+    inputs = machine.smbios_inputs()
+    if inputs is None:
+        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:
@@ -359,46 +428,3 @@ def checked_cmdline_digest(cmdline: str) -> bytes:
         raise ConfigError(
             "kernel command line contains a lone UTF-16 surrogate; it cannot be measured"
         ) from None
-
-
-@contextmanager
-def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Turn an OSError (or the ValueError of a NUL byte in a path) into an ImageError."""
-    try:
-        yield
-    except (OSError, ValueError) as exc:
-        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        raise ImageError(f"cannot read {what} {os.fspath(path)!r}: {why}") from None
-
-
-def read_file(path: str, what: str, limit: int) -> bytes:
-    """The whole file, refusing files over ``limit`` bytes before reading them."""
-    with reading(path, what), open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > limit:
-            raise ImageError(f"{what} {path} is {size} bytes, more than the {limit} allowed")
-        # read(n) reserves n bytes up front: ask for what fstat saw (+1 to notice growth).
-        data = f.read(size + 1)
-        if len(data) > size:
-            data += f.read(limit + 1 - len(data))
-    if len(data) > limit:
-        raise ImageError(f"{what} {path} is more than the {limit} bytes allowed")
-    return data
-
-
-def file_size(path: str, what: str) -> int:
-    with reading(path, what):
-        return os.stat(path).st_size
-
-
-def hash_file(path: str, what: str) -> tuple[int, bytes]:
-    """(size, SHA-384) of a file, read in chunks so a huge initrd never sits in memory."""
-    h = hashlib.sha384()
-    size = 0
-    buf = bytearray(_READ_CHUNK)
-    view = memoryview(buf)
-    with reading(path, what), open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return size, h.digest()

@@ -25,8 +25,9 @@ import attrs
 from . import cbor
 from . import kernel as kernel_mod
 from ._binary import from_hex
-from .config import OvmfVariant, TdxMeasurementMaterial
+from .config import OvmfVariant, TdxMeasurementMaterial, rust_lines, rust_split_whitespace
 from .errors import CborError, MeasurementDocumentError
+from .registry import U64_MAX
 from .tdvf import PAGE_SIZE, SectionType, Tdvf, TdvfSection, build_td_hob
 
 __all__ = [
@@ -46,7 +47,7 @@ DIGEST_LEN = 48
 MAX_WITNESS_SIZE = 4096
 MAX_DOCUMENT_SIZE = 16 * 1024
 MAX_CHECKSUM_FILE_SIZE = 1 << 20
-_U64_MAX = (1 << 64) - 1
+_U64_MAX = U64_MAX
 
 
 def _hex(b: bytes) -> str:
@@ -348,8 +349,8 @@ def sha256sum_entry(checksum_file: bytes, filename: str) -> bytes:
     except UnicodeDecodeError as e:
         raise MeasurementDocumentError(f"sha256sum.txt is not UTF-8 ({e.reason})") from None
     found: bytes | None = None
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
+    for number, line in enumerate(rust_lines(text), 1):
+        parts = rust_split_whitespace(line)
         if not parts:
             continue
         if len(parts) < 2:

@@ -7,13 +7,19 @@ job, and comparing measurements of an unverified quote is still useful for diagn
 
 from __future__ import annotations
 
+import struct
+
 import attrs
 
-from ._binary import from_hex, take, u16, u32
+from ._binary import from_hex, take, u16, u32, unpack
 from .errors import QuoteError
 
 __all__ = [
+    "QUOTE_HEADER",
+    "TD10_BODY",
+    "TD15_BODY",
     "TDX_TEE_TYPE",
+    "V5_BODY_DESCRIPTOR",
     "QuoteSignature",
     "TdxQuote",
     "parse_quote",
@@ -22,27 +28,27 @@ __all__ = [
 
 TDX_TEE_TYPE = 0x81
 
-_HEADER_LEN = 48
-_TD10_BODY_LEN = 584
-_TD15_BODY_LEN = 648
-# v5 body types; 1 is an SGX enclave report, which cannot carry TD measurements.
-_V5_BODY_TYPES = {2: ("td10", _TD10_BODY_LEN), 3: ("td15", _TD15_BODY_LEN)}
+# --- binary layouts (Intel TDX DCAP "Quote Format": header, TD report body, v5 descriptor) ----
+#: Quote header: Version, AttestationKeyType, TeeType, QeSvn, PceSvn, QeVendorId, UserData.
+QUOTE_HEADER = struct.Struct("<HHIHH16s20s")
+#: TD report body 1.0 (TDX 1.0 quotes; v4 or v5 body type 2): the TEE_TCB_INFO and TDINFO
+#: subset a quote carries, in this field order.
+TD10_BODY = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
+TD10_FIELDS = (
+    "tee_tcb_svn", "mrseam", "mrsignerseam", "seam_attributes", "td_attributes", "xfam",
+    "mrtd", "mr_config_id", "mr_owner", "mr_owner_config",
+    "rtmr0", "rtmr1", "rtmr2", "rtmr3", "report_data",
+)  # fmt: skip
+#: TD report body 1.5 (v5 body type 3): the 1.0 body, then TEE_TCB_SVN2 and MRSERVICETD.
+TD15_BODY = struct.Struct(TD10_BODY.format + "16s48s")
+TD15_FIELDS = (*TD10_FIELDS, "tee_tcb_svn2", "mr_servicetd")
+#: v5 only, between header and body: body type, body size.
+V5_BODY_DESCRIPTOR = struct.Struct("<HI")
+#: After the body: the signature data's length, then the data.
+SIGNATURE_LENGTH = struct.Struct("<I")
 
-# Offsets inside the TD report body (TDREPORT's TDINFO + TEE_TCB_INFO subset that quotes carry).
-_B_TEE_TCB_SVN = 0
-_B_MRSEAM = 16
-_B_MRSIGNERSEAM = 64
-_B_SEAM_ATTRIBUTES = 112
-_B_TD_ATTRIBUTES = 120
-_B_XFAM = 128
-_B_MRTD = 136
-_B_MRCONFIGID = 184
-_B_MROWNER = 232
-_B_MROWNERCONFIG = 280
-_B_RTMR0 = 328
-_B_REPORT_DATA = 520
-_B_TEE_TCB_SVN2 = 584
-_B_MRSERVICETD = 600
+# v5 body types; 1 is an SGX enclave report, which cannot carry TD measurements.
+_V5_BODY_TYPES = {2: ("td10", TD10_BODY, TD10_FIELDS), 3: ("td15", TD15_BODY, TD15_FIELDS)}
 
 _HEX_TEXT_BYTES = frozenset(b"0123456789abcdefABCDEFxX \t\r\n")
 
@@ -145,29 +151,35 @@ def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
         raise QuoteError(
             f"quote: TEE type {tee_type:#x} ({kind}) at offset 0x4 is not TDX ({TDX_TEE_TYPE:#x})"
         )
-    take(q, 0, _HEADER_LEN, "quote header", QuoteError)
-    qe_vendor_id = take(q, 12, 16, "quote header QE vendor id", QuoteError)
+    qe_vendor_id = unpack(QUOTE_HEADER, q, 0, "quote header", QuoteError)[5]
 
+    header_len = QUOTE_HEADER.size
     if version == 4:
-        body_type, body_len, body_off = "td10", _TD10_BODY_LEN, _HEADER_LEN
+        body_type, layout, names = _V5_BODY_TYPES[2]
+        body_off = header_len
     else:
-        type_id = u16(q, _HEADER_LEN, "quote v5 body type", QuoteError)
-        size = u32(q, _HEADER_LEN + 2, "quote v5 body size", QuoteError)
+        type_id, size = unpack(V5_BODY_DESCRIPTOR, q, header_len, "quote v5 body", QuoteError)
         if type_id not in _V5_BODY_TYPES:
             raise QuoteError(
-                f"quote: v5 body type {type_id} at offset {_HEADER_LEN:#x} is not a TD report "
+                f"quote: v5 body type {type_id} at offset {header_len:#x} is not a TD report "
                 "(expected 2 = TD report 1.0 or 3 = TD report 1.5)"
             )
-        body_type, body_len = _V5_BODY_TYPES[type_id]
-        if size != body_len:
+        body_type, layout, names = _V5_BODY_TYPES[type_id]
+        if size != layout.size:
             raise QuoteError(
-                f"quote: v5 body size {size} at offset {_HEADER_LEN + 2:#x} does not match "
-                f"body type {type_id} ({body_type}, {body_len} bytes)"
+                f"quote: v5 body size {size} at offset {header_len + 2:#x} does not match "
+                f"body type {type_id} ({body_type}, {layout.size} bytes)"
             )
-        body_off = _HEADER_LEN + 6
+        body_off = header_len + V5_BODY_DESCRIPTOR.size
 
-    body = take(q, body_off, body_len, f"quote TD report body ({body_type})", QuoteError)
-    sig_len_off = body_off + body_len
+    body = dict(
+        zip(
+            names,
+            unpack(layout, q, body_off, f"quote TD report body ({body_type})", QuoteError),
+            strict=True,
+        )
+    )
+    sig_len_off = body_off + layout.size
     sig_len = u32(q, sig_len_off, "quote signature data length", QuoteError)
     signature_data = take(q, sig_len_off + 4, sig_len, "quote signature data", QuoteError)
     signed_length = sig_len_off + 4 + sig_len
@@ -181,35 +193,26 @@ def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
             f"are not zero padding (first non-zero byte at {first:#x})"
         )
 
-    def field(off: int, n: int) -> bytes:
-        return body[off : off + n]
-
-    is_td15 = body_type == "td15"
     return TdxQuote(
         version=version,
         att_key_type=att_key_type,
         tee_type=tee_type,
         qe_vendor_id=qe_vendor_id,
         body_type=body_type,
-        tee_tcb_svn=field(_B_TEE_TCB_SVN, 16),
-        mrseam=field(_B_MRSEAM, 48),
-        mrsignerseam=field(_B_MRSIGNERSEAM, 48),
-        seam_attributes=field(_B_SEAM_ATTRIBUTES, 8),
-        td_attributes=field(_B_TD_ATTRIBUTES, 8),
-        xfam=field(_B_XFAM, 8),
-        mrtd=field(_B_MRTD, 48),
-        mr_config_id=field(_B_MRCONFIGID, 48),
-        mr_owner=field(_B_MROWNER, 48),
-        mr_owner_config=field(_B_MROWNERCONFIG, 48),
-        rtmr=(
-            field(_B_RTMR0, 48),
-            field(_B_RTMR0 + 48, 48),
-            field(_B_RTMR0 + 96, 48),
-            field(_B_RTMR0 + 144, 48),
-        ),
-        report_data=field(_B_REPORT_DATA, 64),
-        tee_tcb_svn2=field(_B_TEE_TCB_SVN2, 16) if is_td15 else None,
-        mr_servicetd=field(_B_MRSERVICETD, 48) if is_td15 else None,
+        tee_tcb_svn=body["tee_tcb_svn"],
+        mrseam=body["mrseam"],
+        mrsignerseam=body["mrsignerseam"],
+        seam_attributes=body["seam_attributes"],
+        td_attributes=body["td_attributes"],
+        xfam=body["xfam"],
+        mrtd=body["mrtd"],
+        mr_config_id=body["mr_config_id"],
+        mr_owner=body["mr_owner"],
+        mr_owner_config=body["mr_owner_config"],
+        rtmr=(body["rtmr0"], body["rtmr1"], body["rtmr2"], body["rtmr3"]),
+        report_data=body["report_data"],
+        tee_tcb_svn2=body.get("tee_tcb_svn2"),
+        mr_servicetd=body.get("mr_servicetd"),
         signature_data=signature_data,
         signed_length=signed_length,
         raw=q,

@@ -166,17 +166,14 @@ def report_html(r: DiagnoseReport) -> str:
     Each compared row's class is its status, so mismatching events are
     ``<tr class="mismatch">``.
     """
-    if not r.compared:
-        verdict = "nothing compared (no evidence given)"
-    else:
-        verdict = "all compared measurements match" if r.ok else "MISMATCH"
+    verdict = r.headline()
     vm = r.vm_config
     parts = [
         f"<p><b>dstack-mr diagnose</b>: {html.escape(verdict)}<br>"
         f"cpu_count={vm.cpu_count}, memory_size={_memory(vm.memory_size)}, "
         f"qemu_version={html.escape(r.expected.options.version_str)}, "
         f"image {html.escape(r.image_dir)}, OVMF layout {html.escape(r.ovmf_variant.value)} "
-        f"(from {html.escape(r.variant_source)})"
+        f"(from {html.escape(r.variant_source)}); {html.escape(r.acpi.description)}"
     ]
     if r.evidence_sources:
         parts.append(f"<br>evidence: {html.escape(', '.join(r.evidence_sources))}")
@@ -246,7 +243,7 @@ def report_html(r: DiagnoseReport) -> str:
         )
     if r.findings:
         items = "".join(
-            f"<li>{'✔ ' if f.reproduced else ''}{html.escape(f.message)}</li>" for f in r.findings
+            f"<li>{html.escape(f.message)} <b>[{f.status}]</b></li>" for f in r.findings
         )
         parts.append(f"<p><b>explanation</b></p><ul>{items}</ul>")
     return _wrap(*parts)

@@ -32,9 +32,12 @@ from typing import Any
 
 import attrs
 
+from . import registry
 from ._binary import Buffer, take, u16, u32
-from .config import U32_MAX, U64_MAX
+from .config import RUST_WHITESPACE, rust_split_whitespace
+from .digest import short_hex
 from .errors import SnpError
+from .registry import U32_MAX, U64_MAX
 
 __all__ = [
     "BSP_EIP",
@@ -138,37 +141,23 @@ def snp_ovmf_hash(firmware: Buffer) -> bytes:
 # --- the kernel hashes page ------------------------------------------------------------------
 
 
-def _guid_le(text: str) -> bytes:
-    import uuid
-
-    return uuid.UUID(text).bytes_le
-
-
-_HASH_TABLE_GUID = _guid_le("9438d606-4f22-4cc9-b479-a793d411fd21")
-_CMDLINE_GUID = _guid_le("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
-_INITRD_GUID = _guid_le("44baf731-3a2f-4bd7-9af1-41e29169781d")
-_KERNEL_GUID = _guid_le("4de79437-abd2-427f-b835-d5b172d2045b")
+_HASH_TABLE_GUID = registry.SEV_HASH_TABLE.bytes_le
+_CMDLINE_GUID = registry.SEV_CMDLINE_ENTRY.bytes_le
+_INITRD_GUID = registry.SEV_INITRD_ENTRY.bytes_le
+_KERNEL_GUID = registry.SEV_KERNEL_ENTRY.bytes_le
 _ENTRY_LEN = 16 + 2 + 32
 _TABLE_LEN = 16 + 2 + 3 * _ENTRY_LEN
 _PADDED_TABLE_LEN = (_TABLE_LEN + 15) & ~15
 
-# Rust's char::is_whitespace (Unicode White_Space); Python's str.strip() also strips
-# U+001C..U+001F, which Rust keeps, so the set is spelled out.
-_RUST_WS = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_RUST_WS_RUN = re.compile(f"[{_RUST_WS}]+")
-
 
 def measured_cmdline(cmdline: str) -> str:
     """The cmdline QEMU hashes for dstack: the document's, trimmed (Rust ``str::trim``)."""
-    return cmdline.strip(_RUST_WS)
+    return cmdline.strip(RUST_WHITESPACE)
 
 
 def rootfs_hash_from_cmdline(cmdline: str) -> bytes:
     """The ``dstack.rootfs_hash=`` value (32 bytes) the measured cmdline must commit to."""
-    for param in _RUST_WS_RUN.split(cmdline):
+    for param in rust_split_whitespace(cmdline):
         if param.startswith("dstack.rootfs_hash="):
             value = param[len("dstack.rootfs_hash=") :]
             raw = bytes.fromhex(value) if re.fullmatch(r"(?:[0-9a-fA-F]{2})*", value) else None
@@ -258,7 +247,7 @@ VCPU_MODEL_NAMES: dict[int, str] = {
 
 def vcpu_signature(vcpu_type: str) -> int:
     """The CPUID signature QEMU puts in a VMSA's RDX for a CPU model name."""
-    key = vcpu_type.strip(_RUST_WS).lower()
+    key = vcpu_type.strip(RUST_WHITESPACE).lower()
     if key not in VCPU_TYPES:
         known = ", ".join(_MODELS)
         raise SnpError(f"unknown vcpu_type {vcpu_type!r}; known QEMU CPU models: {known}")
@@ -322,9 +311,12 @@ def _bytes_field(name: str, length: int) -> Any:
     return check
 
 
-def _short(b: bytes) -> str:
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
+def _text_field(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise SnpError(f"{name} must be a string, got {type(value).__name__}")
+
+    return check
 
 
 @attrs.frozen
@@ -359,6 +351,8 @@ class OvmfSection:
 
 
 def _sections(value: Sequence[OvmfSection]) -> tuple[OvmfSection, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise SnpError(f"ovmf_sections must be a sequence of OvmfSection, got {value!r:.40}")
     return tuple(value)
 
 
@@ -369,7 +363,7 @@ class SnpStep:
     label: str
     gpa: int | None
     pages: int
-    digest: bytes = attrs.field(repr=_short)
+    digest: bytes = attrs.field(repr=short_hex)
     varies_with: str = attrs.field(repr=False)
 
 
@@ -383,15 +377,15 @@ class SnpLaunchInputs:
     no initrd (SHA-256 of nothing), as upstream reads it.
     """
 
-    cmdline: str = attrs.field(validator=attrs.validators.instance_of(str))
-    ovmf_hash: bytes = attrs.field(validator=_bytes_field("ovmf_hash", LD_LEN), repr=_short)
-    kernel_hash: bytes = attrs.field(validator=_bytes_field("kernel_hash", 32), repr=_short)
-    initrd_hash: bytes = attrs.field(repr=_short)
+    cmdline: str = attrs.field(validator=_text_field("cmdline"))
+    ovmf_hash: bytes = attrs.field(validator=_bytes_field("ovmf_hash", LD_LEN), repr=short_hex)
+    kernel_hash: bytes = attrs.field(validator=_bytes_field("kernel_hash", 32), repr=short_hex)
+    initrd_hash: bytes = attrs.field(repr=short_hex)
     hashes_table_gpa: int = attrs.field(validator=_int_field("hashes_table_gpa", 1, U64_MAX))
     reset_eip: int = attrs.field(validator=_int_field("reset_eip", 1, U32_MAX))
     ovmf_sections: tuple[OvmfSection, ...] = attrs.field(converter=_sections, repr=False)
     vcpus: int = attrs.field(validator=_int_field("vcpus", 1, MAX_VCPUS))
-    vcpu_type: str = attrs.field(validator=attrs.validators.instance_of(str))
+    vcpu_type: str = attrs.field(validator=_text_field("vcpu_type"))
     guest_features: int = attrs.field(validator=_int_field("guest_features", 1, U64_MAX))
 
     @initrd_hash.validator
@@ -545,10 +539,10 @@ class SnpMeasurement:
 
 # --- the SEV firmware ------------------------------------------------------------------------
 
-_FOOTER_GUID = _guid_le("96b582de-1fb2-45f7-baea-a366c55a082d")
-_HASH_TABLE_RV_GUID = _guid_le("7255371f-3a3b-4b04-927b-1da6efa8d454")
-_SEV_ES_RESET_GUID = _guid_le("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
-_SEV_METADATA_GUID = _guid_le("dc886566-984a-4798-a75e-5585a7bf67cc")
+_FOOTER_GUID = registry.OVMF_TABLE_FOOTER.bytes_le
+_HASH_TABLE_RV_GUID = registry.SEV_HASH_TABLE_RV.bytes_le
+_SEV_ES_RESET_GUID = registry.SEV_ES_RESET_BLOCK.bytes_le
+_SEV_METADATA_GUID = registry.SEV_METADATA.bytes_le
 #: The GUIDed footer table ends 32 bytes before the end of the image (reset vector).
 _RESET_VECTOR_TAIL = 32
 _ENTRY_HEADER = 18  # u16 size + GUID, at the end of each entry
@@ -593,7 +587,7 @@ class SnpOvmf:
     sections: tuple[OvmfSection, ...]
     hashes_table_gpa: int
     reset_eip: int
-    ovmf_hash: bytes = attrs.field(repr=_short)
+    ovmf_hash: bytes = attrs.field(repr=short_hex)
 
     @classmethod
     def parse(cls, data: Buffer) -> SnpOvmf:

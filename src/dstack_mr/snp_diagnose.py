@@ -230,9 +230,15 @@ def _feature_findings(inputs: SnpLaunchInputs, pre_vmsa: bytes, actual: bytes) -
     return []
 
 
-def _image_candidates(
-    inputs: SnpLaunchInputs, image: SnpImage
-) -> Iterator[tuple[str, str, SnpLaunchInputs]]:
+@attrs.frozen
+class _Candidate:
+    parameter: str
+    value: str
+    message: str
+    inputs: SnpLaunchInputs
+
+
+def _image_candidates(inputs: SnpLaunchInputs, image: SnpImage) -> Iterator[_Candidate]:
     """Launch inputs with the document's image fields replaced by the image directory's,
     one field at a time, then all at once."""
     sources = [("image directory's files", image.computed)]
@@ -245,49 +251,58 @@ def _image_candidates(
             "cmdline": {"cmdline": material.cmdline},
             "kernel_hash": {"kernel_hash": material.kernel_hash},
             "initrd_hash": {"initrd_hash": material.initrd_hash},
-            "ovmf (ovmf_hash, sections, hashes_table_gpa, reset_eip)": {
+            "ovmf": {
                 "ovmf_hash": material.ovmf_hash,
                 "ovmf_sections": material.ovmf_sections,
                 "hashes_table_gpa": material.hashes_table_gpa,
                 "reset_eip": material.reset_eip,
             },
         }
-        everything: dict[str, Any] = {}
+        fields["image"] = {k: v for change in fields.values() for k, v in change.items()}
         for name, change in fields.items():
-            everything.update(change)
             if all(getattr(inputs, k) == v for k, v in change.items()):
                 continue
-            yield name, where, inputs.evolve(**change)
-        if not all(getattr(inputs, k) == v for k, v in everything.items()):
-            yield (
-                "image (cmdline, kernel, initrd and ovmf together)",
+            what = {
+                "ovmf": "OVMF (ovmf_hash, sections, hashes_table_gpa, reset_eip)",
+                "image": "cmdline, kernel, initrd and OVMF together",
+            }.get(name, name)
+            yield _Candidate(
+                name,
                 where,
-                inputs.evolve(**everything),
+                f"the actual MEASUREMENT is reproduced with the {where} {what}: the VM booted "
+                "that, not what sev_snp_measurement describes",
+                inputs.evolve(**change),
             )
 
 
-def _cmdline_findings(
+def _cmdline_candidates(inputs: SnpLaunchInputs) -> Iterator[_Candidate]:
+    """Cmdlines a launch plausibly used instead of the document's: TDX's `` initrd=initrd``
+    suffix added or dropped (dstack's TDX path measures it, SNP's does not)."""
+    base = measured_cmdline(inputs.cmdline)
+    suffix = " initrd=initrd"
+    other = base[: -len(suffix)] if base.endswith(suffix) else base + suffix
+    yield _Candidate(
+        "cmdline",
+        other,
+        f"the actual MEASUREMENT is reproduced with cmdline {other!r}: it differs from "
+        "sev_snp_measurement's only in the ' initrd=initrd' suffix",
+        inputs.evolve(cmdline=other),
+    )
+
+
+def _input_findings(
     inputs: SnpLaunchInputs, image: SnpImage | None, actual: bytes
 ) -> list[SnpFinding]:
-    tried: list[tuple[str, str, SnpLaunchInputs]] = []
+    candidates = list(_cmdline_candidates(inputs))
     if image is not None:
-        tried.extend(_image_candidates(inputs, image))
-    for name, where, candidate in tried:
+        candidates.extend(_image_candidates(inputs, image))
+    for c in candidates:
         try:
-            digest = candidate.measure().measurement
+            digest = c.inputs.measure().measurement
         except SnpError:
             continue
         if digest == actual:
-            return [
-                SnpFinding(
-                    "MEASUREMENT",
-                    f"the actual MEASUREMENT is reproduced with the {where} {name}: the VM "
-                    "booted that, not what sev_snp_measurement describes",
-                    name.split(" ")[0].rstrip(","),
-                    where,
-                    True,
-                )
-            ]
+            return [SnpFinding("MEASUREMENT", c.message, c.parameter, c.value, True)]
     return []
 
 
@@ -298,12 +313,13 @@ def _explain_measurement(
     pre = expected.pre_vmsa_digest
     found = _vcpu_findings(inputs, pre, actual)
     found = found or _feature_findings(inputs, pre, actual)
-    found = found or _cmdline_findings(inputs, image, actual)
+    found = found or _input_findings(inputs, image, actual)
     if found:
         return found
     searched = (
         f"vcpus 1..{MAX_VCPUS} with each known vCPU model, guest_features "
-        f"(bits 0-{_FEATURE_BITS - 1} in any combination with SNPActive, or any one bit flipped)"
+        f"(bits 0-{_FEATURE_BITS - 1} in any combination with SNPActive, or any one bit flipped), "
+        "the cmdline with or without ' initrd=initrd'"
     )
     if image is not None:
         searched += ", and the image directory's cmdline, kernel, initrd and OVMF"

@@ -27,8 +27,11 @@ from typing import Any
 import attrs
 
 from .cbor import CborValue, decode, encode, expect_fields, get_array, get_bytes, get_text, get_uint
-from .config import U32_MAX, U64_MAX, parse_json
-from .errors import CborError, SnpError, SnpEvidenceError
+from .config import parse_json
+from .digest import short_hex
+from .errors import CborError, MeasurementDocumentError, SnpError, SnpEvidenceError
+from .measurement_doc import sha256sum_entry
+from .registry import U32_MAX, U64_MAX
 from .snp import OvmfSection, SnpLaunchInputs
 
 __all__ = [
@@ -52,10 +55,7 @@ MAX_DOCUMENT_SIZE = 1 << 20
 
 
 def _short(b: bytes | None) -> str:
-    if b is None:
-        return "None"
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
+    return "None" if b is None else short_hex(b)
 
 
 # --- measurement.snp.cbor --------------------------------------------------------------------
@@ -179,44 +179,6 @@ class SnpImageMeasurement:
 
 # --- sha256sum.txt ---------------------------------------------------------------------------
 
-_RUST_WS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_WS_RUN = re.compile(f"[{_RUST_WS}]+")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def sha256sum_entry(checksum_file: bytes, filename: str) -> bytes:
-    """The digest ``sha256sum.txt`` lists for exactly ``filename`` (upstream's reading:
-    UTF-8, lines trimmed, blank lines skipped, one entry only)."""
-    try:
-        text = checksum_file.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SnpEvidenceError(
-            f"sha256sum.txt is not UTF-8 ({e.reason} at byte {e.start})"
-        ) from None
-    found: bytes | None = None
-    # Rust's str::lines: split at \n, drop one trailing \r.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for number, line in enumerate(lines, 1):
-        fields = [f for f in _WS_RUN.split(line.removesuffix("\r")) if f]
-        if not fields:
-            continue
-        if len(fields) < 2:
-            raise SnpEvidenceError(f"sha256sum.txt line {number} has no file name")
-        if fields[1] != filename:
-            continue
-        if found is not None:
-            raise SnpEvidenceError(f"sha256sum.txt lists {filename} more than once")
-        if not _HEX64.fullmatch(fields[0]):
-            raise SnpEvidenceError(
-                f"sha256sum.txt line {number}: {fields[0][:80]!r} is not a SHA-256 in hex"
-            )
-        found = bytes.fromhex(fields[0])
-    if found is None:
-        raise SnpEvidenceError(f"sha256sum.txt has no line for {filename}")
-    return found
-
 
 @attrs.frozen
 class IntegrityCheck:
@@ -268,7 +230,7 @@ def integrity_checks(
     try:
         listed: bytes | None = sha256sum_entry(checksum_file, SNP_MEASUREMENT_FILENAME)
         problem = None
-    except SnpEvidenceError as e:
+    except MeasurementDocumentError as e:
         listed, problem = None, str(e)
     ok = listed == doc_hash
     checks.append(

@@ -18,8 +18,8 @@ import attrs
 
 from .config import parse_json
 from .errors import ImageError, SnpError
+from .files import MAX_FIRMWARE_SIZE, read_file, reading
 from .image import MAX_METADATA_SIZE, METADATA, resolve_inside
-from .machine import MAX_FIRMWARE_SIZE, read_file, reading
 from .snp import SnpOvmf, measured_cmdline, rootfs_hash_from_cmdline
 from .snp_document import (
     SNP_MEASUREMENT_FILENAME,
@@ -28,7 +28,7 @@ from .snp_document import (
     integrity_checks,
 )
 
-__all__ = ["SnpImage", "load_snp_image"]
+__all__ = ["SnpImage", "build_snp_document", "load_snp_image"]
 
 #: measurement.snp.cbor and sha256sum.txt are small; refuse to slurp anything else.
 MAX_SMALL_FILE = 1 << 20
@@ -105,8 +105,13 @@ def _compute(directory: str, meta: Mapping[str, Any], path: str) -> tuple[SnpIma
     if not bios or kernel is None or initrd is None or cmdline is None:
         raise ImageError(f"{path}: bios-sev/bios, kernel, initrd and cmdline are required")
     firmware = resolve_inside(directory, bios, "metadata 'bios-sev'")
-    ovmf = SnpOvmf.parse(read_file(firmware, "SEV firmware", MAX_FIRMWARE_SIZE))
-    rootfs_hash_from_cmdline(cmdline)
+    try:
+        ovmf = SnpOvmf.parse(read_file(firmware, "SEV firmware", MAX_FIRMWARE_SIZE))
+        rootfs_hash_from_cmdline(cmdline)
+    except SnpError as exc:
+        raise SnpError(
+            f"{directory}: its files cannot be measured for SEV-SNP ({firmware}): {exc}"
+        ) from None
     doc = SnpImageMeasurement(
         cmdline=measured_cmdline(cmdline),
         ovmf_hash=ovmf.ovmf_hash,
@@ -158,3 +163,16 @@ def load_snp_image(directory: str | os.PathLike[str], *, compute: bool = True) -
             "firmware, kernel and initrd"
         )
     return SnpImage(base, document, computed, checksum_file, firmware)
+
+
+def build_snp_document(directory: str | os.PathLike[str]) -> SnpImageMeasurement:
+    """Compute ``measurement.snp.cbor`` for an image directory from its SEV firmware, kernel,
+    initrd and cmdline, as upstream's build does (any shipped document is ignored)."""
+    base = os.fspath(directory)
+    meta_path = os.path.join(base, METADATA)
+    meta = parse_json(
+        read_file(meta_path, "image metadata", MAX_METADATA_SIZE), meta_path, ImageError
+    )
+    if not isinstance(meta, Mapping):
+        raise ImageError(f"{meta_path}: expected a JSON object")
+    return _compute(base, meta, meta_path)[0]

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ._binary import Buffer, take, u32, u64
+from .digest import short_hex
 from .errors import SnpEvidenceError
 
 __all__ = ["REPORT_LEN", "SnpPolicy", "SnpReport", "SnpTcb", "parse_snp_report"]
@@ -22,11 +23,6 @@ _SIGNED_LEN = 0x2A0  # the signature covers bytes 0x000..0x29F
 #: Report versions whose layout this parser knows (2: Milan/Genoa firmware, 3: adds the
 #: CPUID family/model/stepping, 5: adds mitigation vectors; 4 was never released).
 KNOWN_VERSIONS = frozenset({2, 3, 5})
-
-
-def _short(b: bytes) -> str:
-    h = b.hex()
-    return f"{h[:8]}…{h[-4:]}" if len(h) > 16 else h
 
 
 @attrs.frozen
@@ -132,16 +128,16 @@ class SnpReport:
     current_tcb: SnpTcb
     platform_info: int
     signing_key: int
-    report_data: bytes = attrs.field(repr=_short)
-    measurement: bytes = attrs.field(repr=_short)
-    host_data: bytes = attrs.field(repr=_short)
+    report_data: bytes = attrs.field(repr=short_hex)
+    measurement: bytes = attrs.field(repr=short_hex)
+    host_data: bytes = attrs.field(repr=short_hex)
     id_key_digest: bytes = attrs.field(repr=False)
     author_key_digest: bytes = attrs.field(repr=False)
     report_id: bytes = attrs.field(repr=False)
     report_id_ma: bytes = attrs.field(repr=False)
     reported_tcb: SnpTcb
     cpuid: tuple[int, int, int] | None
-    chip_id: bytes = attrs.field(repr=_short)
+    chip_id: bytes = attrs.field(repr=short_hex)
     committed_tcb: SnpTcb = attrs.field(repr=False)
     current_version: str = attrs.field(repr=False)
     committed_version: str = attrs.field(repr=False)

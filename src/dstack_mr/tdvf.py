@@ -14,13 +14,13 @@ import hashlib
 import itertools
 import struct
 import sys
-import uuid
 
 import attrs
 
-from ._binary import take, u16, u32, u64
+from ._binary import take, u16, u32, unpack
 from .digest import sha384
 from .errors import ConfigError, FirmwareError
+from .registry import OVMF_TABLE_FOOTER, TDVF_METADATA_OFFSET, U64_MAX
 
 PAGE_SIZE = 0x1000
 MR_EXTEND_CHUNK = 0x100
@@ -32,13 +32,37 @@ HIGH_MEMORY_THRESHOLD = 0xB000_0000
 #: cap keeps a bogus memory_data_size from turning MRTD into a near-endless loop.
 MAX_ADDED_PAGES = 1 << 20
 
-_FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
-_METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2").bytes_le
+_FOOTER_GUID = OVMF_TABLE_FOOTER.bytes_le
+_METADATA_OFFSET_GUID = TDVF_METADATA_OFFSET.bytes_le
 _BYTES_AFTER_FOOTER = 32
-_U64_MAX = (1 << 64) - 1
+
+# --- binary layouts (Intel TDX Virtual Firmware Design Guide §11.2, "TDVF metadata") -------
+#: TDVF_DESCRIPTOR: Signature "TDVF", Length, Version (1), NumberOfSectionEntry.
+TDVF_DESCRIPTOR = struct.Struct("<4sIII")
+#: TDVF_SECTION: DataOffset, RawDataSize, MemoryAddress, MemoryDataSize, Type, Attributes
+#: (the field order of :class:`TdvfSection`).
+TDVF_SECTION = struct.Struct("<IIQQII")
 
 ATTR_MR_EXTEND = 0x1
 ATTR_PAGE_AUG = 0x2
+
+# --- TD HOB records (UEFI PI spec vol. 3, "HOB Code Definitions") ---------------------------
+#: EFI_HOB_HANDOFF_INFO_TABLE: header (HobType, HobLength, Reserved), Version, BootMode,
+#: EfiMemoryTop, EfiMemoryBottom, EfiFreeMemoryTop, EfiFreeMemoryBottom, EfiEndOfHobList.
+HOB_HANDOFF = struct.Struct("<HHIII5Q")
+#: EFI_HOB_RESOURCE_DESCRIPTOR: header, Owner GUID, ResourceType, ResourceAttribute,
+#: PhysicalStart, ResourceLength.
+HOB_RESOURCE = struct.Struct("<HHI16sIIQQ")
+HOB_TYPE_HANDOFF = 0x0001
+HOB_TYPE_RESOURCE_DESCRIPTOR = 0x0003
+#: EFI_HOB_HANDOFF_TABLE_VERSION as OVMF's TD HOB carries it.
+HOB_HANDOFF_VERSION = 9
+#: Byte offset of EfiEndOfHobList in the handoff record (patched once the list is built).
+_HOB_END_OF_LIST = HOB_HANDOFF.size - 8
+RESOURCE_SYSTEM_MEMORY = 0x00
+RESOURCE_MEMORY_UNACCEPTED = 0x07
+#: PRESENT | INITIALIZED | TESTED.
+RESOURCE_ATTRIBUTES = 0x07
 
 
 class SectionType(enum.IntEnum):
@@ -217,31 +241,29 @@ def parse(firmware: bytes) -> Tdvf:
             f"TDVF metadata offset {back:#x} is larger than the firmware ({len(fw):#x} bytes)"
         )
     desc = len(fw) - back
-    header = take(fw, desc, 16, "TDVF descriptor", FirmwareError)
-    if header[:4] != b"TDVF":
+    signature, _length, version, count = unpack(
+        TDVF_DESCRIPTOR, fw, desc, "TDVF descriptor", FirmwareError
+    )
+    if signature != b"TDVF":
         raise FirmwareError(
-            f"no TDVF descriptor signature at offset {desc:#x} (found {header[:4]!r})"
+            f"no TDVF descriptor signature at offset {desc:#x} (found {signature!r})"
         )
-    version = u32(header, 8, "TDVF descriptor version", FirmwareError)
     if version != 1:
         raise FirmwareError(f"unsupported TDVF descriptor version {version} (expected 1)")
-    count = u32(header, 12, "TDVF section count", FirmwareError)
+    table = desc + TDVF_DESCRIPTOR.size
     # Check the whole table fits before reading it, so a hostile count allocates nothing.
-    take(fw, desc + 16, 32 * count, f"TDVF section table ({count} sections)", FirmwareError)
+    take(
+        fw, table, TDVF_SECTION.size * count, f"TDVF section table ({count} sections)",
+        FirmwareError,
+    )  # fmt: skip
 
     sections = []
     added_pages = 0
     extended_pages = 0
-    for i in range(count):
-        base = desc + 16 + 32 * i
-        s = TdvfSection(
-            data_offset=u32(fw, base, "section data_offset", FirmwareError),
-            raw_data_size=u32(fw, base + 4, "section raw_data_size", FirmwareError),
-            memory_address=u64(fw, base + 8, "section memory_address", FirmwareError),
-            memory_data_size=u64(fw, base + 16, "section memory_data_size", FirmwareError),
-            section_type=u32(fw, base + 24, "section type", FirmwareError),
-            attributes=u32(fw, base + 28, "section attributes", FirmwareError),
-        )
+    for i, fields in enumerate(
+        TDVF_SECTION.iter_unpack(fw[table : table + TDVF_SECTION.size * count])
+    ):
+        s = TdvfSection(*fields)
         where = f"TDVF section {i} ({s.type_name} at {s.memory_address:#x})"
         if s.memory_address % PAGE_SIZE:
             raise FirmwareError(f"{where}: memory address is not 4 KiB aligned")
@@ -252,7 +274,7 @@ def parse(firmware: bytes) -> Tdvf:
         # Page GPAs stay below 2**64 when the section ends at 2**64 at the latest; the TD HOB
         # computes the end itself, which the reference's u64 arithmetic cannot represent.
         in_hob = s.section_type in (SectionType.TD_HOB, SectionType.TEMP_MEM)
-        if s.memory_address + s.memory_data_size > _U64_MAX + (0 if in_hob else 1):
+        if s.memory_address + s.memory_data_size > U64_MAX + (0 if in_hob else 1):
             raise FirmwareError(f"{where}: section runs past the end of the address space")
         if s.attributes & ATTR_MR_EXTEND and s.pages:
             # MR.EXTEND hashes memory_data_size bytes of file data, page by page.
@@ -282,36 +304,51 @@ def parse(firmware: bytes) -> Tdvf:
 
 def build_td_hob(sections: tuple[TdvfSection, ...], memory_size: int, hob_base: int) -> bytes:
     """PHIT HOB + resource-descriptor HOBs for [0, memory_size), as OVMF builds it."""
-    if not 0 < memory_size <= _U64_MAX:
+    if not 0 < memory_size <= U64_MAX:
         raise ConfigError(f"memory_size {memory_size} is out of range for the TD HOB")
     ranges = _memory_ranges(sections, memory_size)
 
-    hob = bytearray()
-    hob += (1).to_bytes(2, "little") + (56).to_bytes(2, "little") + bytes(4)
-    hob += (9).to_bytes(4, "little") + bytes(4 + 8 * 5)
+    # Memory fields of the handoff record stay zero; EfiEndOfHobList is set at the end.
+    hob = bytearray(
+        HOB_HANDOFF.pack(
+            HOB_TYPE_HANDOFF, HOB_HANDOFF.size, 0, HOB_HANDOFF_VERSION, 0, 0, 0, 0, 0, 0
+        )
+    )
 
     def resource(kind: int, start: int, length: int) -> None:
-        hob.extend((3).to_bytes(2, "little") + (48).to_bytes(2, "little") + bytes(4 + 16))
-        hob.extend(bytes([kind, 0, 0, 0]) + (7).to_bytes(4, "little"))
-        hob.extend(start.to_bytes(8, "little") + length.to_bytes(8, "little"))
+        hob.extend(
+            HOB_RESOURCE.pack(
+                HOB_TYPE_RESOURCE_DESCRIPTOR,
+                HOB_RESOURCE.size,
+                0,
+                bytes(16),
+                kind,
+                RESOURCE_ATTRIBUTES,
+                start,
+                length,
+            )
+        )
 
     *body, (_, last_start, last_end) = ranges
     for accepted, start, end in body:
         if end < start:
             raise FirmwareError("TDVF sections produce an inverted memory range")
-        resource(0x00 if accepted else 0x07, start, end - start)
+        resource(
+            RESOURCE_SYSTEM_MEMORY if accepted else RESOURCE_MEMORY_UNACCEPTED, start, end - start
+        )
     if last_end < last_start:
         raise FirmwareError("TDVF sections produce an inverted memory range")
     if memory_size >= HIGH_MEMORY_THRESHOLD:
         if last_start < 0x8000_0000:
-            resource(0x07, last_start, 0x8000_0000 - last_start)
+            resource(RESOURCE_MEMORY_UNACCEPTED, last_start, 0x8000_0000 - last_start)
         if last_end > 0x8000_0000:
-            resource(0x07, 0x1_0000_0000, last_end - 0x8000_0000)
+            resource(RESOURCE_MEMORY_UNACCEPTED, 0x1_0000_0000, last_end - 0x8000_0000)
     else:
-        resource(0x07, last_start, last_end - last_start)
+        resource(RESOURCE_MEMORY_UNACCEPTED, last_start, last_end - last_start)
 
+    # OVMF counts the 8-byte end-of-list HOB that follows the records.
     end_of_hob_list = hob_base + len(hob) + 8
-    hob[48:56] = (end_of_hob_list & _U64_MAX).to_bytes(8, "little")
+    struct.pack_into("<Q", hob, _HOB_END_OF_LIST, end_of_hob_list & U64_MAX)
     return bytes(hob)
 
 

@@ -11,9 +11,6 @@ from collections.abc import Sequence
 
 from .digest import sha384, utf16le
 
-EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
-EFI_IMAGE_SECURITY_DATABASE = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
-
 #: Digest of the dstack OVMF's configuration firmware volume (variable store) blob.
 CFV_DIGEST = bytes.fromhex(
     "344bc51c980ba621aaa00da3ed7436f7d6e549197dfe699515dfa2c6583d95e6"
@@ -24,16 +21,15 @@ PRE202505_BOOT0000_DIGEST = bytes.fromhex(
     "23ada07f5261f12f34a0bd8e46760962d6b4d576a416f1fea1c64bc656b1d28e"
     "acf7047ae6e967c58fd2a98bfa74c298"
 )
-#: EV_EFI_VARIABLE_AUTHORITY of the edk2-stable202505 build the reference captured. A real
-#: dstack-0.6.0 CVM measured a different value, so treat a mismatch here as "other build".
+#: The reference's constant for event 13 of the stable202505 layout (its "variable_authority").
+#: The event is really EV_EFI_HANDOFF_TABLES for the SMBIOS table (see ``smbios``), and this is
+#: its digest for exactly one configuration: 2 GiB, QEMU 8.2.2, host CPU Emerald Rapids
+#: stepping 2 and dstack's SMBIOS strings (any vCPU count).
 STABLE202505_VARIABLE_AUTHORITY_DIGEST = bytes.fromhex(
     "fb66919801f1dfc9c4c273b6a739380790cb0fd3cb706a42f6ac050510ebc861"
     "8e7fba53a1564522f5c6f0dc9e1f41a6"
 )
 
-OVMF_FV = uuid.UUID("7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1")
-UIAPP_FILE = uuid.UUID("eec25bdc-67f2-4d95-b1d5-f81b2039d11d")
-FRONTPAGE_FILE = uuid.UUID("462caa21-7614-4503-836e-8ab6f4662331")
 LINUXBOOT_BOOTORDER = b"/rom@genroms/linuxboot_dma.bin\0"
 
 SEPARATOR = bytes(4)

@@ -13,8 +13,12 @@ plus every step's own outcome in ``details.checks``:
 4. ``report_data`` — equal to the expected value, when one is given;
 5. ``event_log`` — each RTMR's events replay to the quote's register, and RTMR3's runtime
    events carry the digests of their payloads;
-6. ``measurements`` — MRTD and RTMR0-2 recomputed from an image directory (legacy) equal
-   the quote's; ``os_image_hash`` — the VmConfig's image hash is that image's;
+6. ``measurements`` — MRTD and RTMR0-2 recomputed equal the quote's: from an image directory
+   (legacy; the ACPI tables are recomputed too), or, for a VM whose VmConfig says
+   ``tdx_attestation_variant = lite``, from its measurement document with the three ACPI
+   digests taken from the event log (not verified, as in dstack's verifier);
+   ``os_image_hash`` — the VmConfig's image hash is that image's (legacy: sha256 of the
+   image's ``sha256sum.txt``; lite: the hash that binds ``sha256sum.txt`` and the document);
 7. ``app_info`` — read from RTMR3 once the log is verified.
 
 ``is_valid`` is true when no check failed and the quote and TCB checks passed; a check that
@@ -25,9 +29,7 @@ silently counted as passed.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
 from typing import Any
 
 import attrs
@@ -35,13 +37,15 @@ import attrs
 from .acpi import AcpiSource
 from .appinfo import AppInfo, KeyProvider, app_info, runtime_events
 from .collateral import Collateral, ValidityWindow
-from .config import VmConfig
+from .config import TdxAttestationVariant, VmConfig
 from .dcap import QuoteVerdict, TcbPolicy, quote_fmspc, to_utc, verify_quote
+from .declarations import image_dir_hash
 from .diagnose import Evidence
 from .digest import replay
-from .errors import EvidenceError
+from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Attestation, Event, runtime_event_digest
 from .image import Image, ovmf_variant_with_source
+from .measurement_doc import MeasurementDocument
 from .quote import TdxQuote
 
 __all__ = [
@@ -177,45 +181,49 @@ def _payload_measured(event: Event) -> bool:
         return False
 
 
-def _event_log(quote: TdxQuote, evidence: Evidence) -> Check:
-    events = evidence.events
+def _event_log(quote: TdxQuote, events: tuple[Event, ...] | None, stripped: bool) -> Check:
+    """RTMR3 must replay (the app identity is read from it); RTMR0-2 must replay too, unless
+    the evidence is dstack's SCALE attestation, whose boot log is stripped by design (the
+    measurement check judges those registers)."""
     if events is None:
         return Check("event_log", NOT_CHECKED, "no event log given")
-    bad = []
-    for imr in range(4):
-        mine = [e for e in events if e.imr == imr]
-        if replay(e.digest for e in mine) != quote.rtmr[imr]:
-            bad.append(f"RTMR{imr} ({len(mine)} events)")
-    inconsistent = [e.event for e in runtime_events(events) if not _payload_measured(e)]
-    if bad:
+    runtime = [e for e in events if e.imr == 3]
+    if replay(e.digest for e in runtime) != quote.rtmr3:
         return Check(
             "event_log",
             FAILED,
-            f"the event log does not replay to the quote's {', '.join(bad)}: trimmed or altered",
+            f"the event log's RTMR3 events ({len(runtime)}) do not replay to the quote's RTMR3: "
+            "trimmed or altered, so the app identity cannot be read from them",
         )
+    inconsistent = [e.event for e in runtime_events(events) if not _payload_measured(e)]
     if inconsistent:
         return Check(
             "event_log",
             FAILED,
             "RTMR3 events whose digest is not that of their payload: " + ", ".join(inconsistent),
         )
+    bad = []
+    for imr in range(3):
+        mine = [e for e in events if e.imr == imr]
+        if replay(e.digest for e in mine) != quote.rtmr[imr]:
+            bad.append(f"RTMR{imr} ({len(mine)} events)")
+    if bad and not stripped:
+        return Check(
+            "event_log",
+            FAILED,
+            f"the event log does not replay to the quote's {', '.join(bad)}: trimmed or altered",
+        )
     derived = sum(e.digest_derived for e in events)
     note = f" ({derived} runtime digests recomputed from payloads)" if derived else ""
-    return Check(
-        "event_log",
-        PASSED,
-        f"{len(events)} events replay to the quote's RTMR0-3{note}",
-    )
-
-
-def _image_digest(image: Image) -> bytes | None:
-    """dstack's image identity: sha256 of the image's sha256sum.txt, when it has one."""
-    path = os.path.join(image.files.directory, "sha256sum.txt")
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).digest()
-    except FileNotFoundError:
-        return None
+    if bad:
+        return Check(
+            "event_log",
+            PASSED,
+            f"the RTMR3 events ({len(runtime)}) replay to the quote's RTMR3{note}; the "
+            f"attestation's boot log is stripped ({', '.join(bad)} not replayable), so RTMR0-2 "
+            "rest on the measurement check",
+        )
+    return Check("event_log", PASSED, f"{len(events)} events replay to the quote's RTMR0-3{note}")
 
 
 def _legacy_measurements(
@@ -236,33 +244,122 @@ def _legacy_measurements(
         measured = Check(
             "measurements", PASSED, f"MRTD and RTMR0-2 equal image {where} with this VmConfig"
         )
-    digest = _image_digest(image)
+    found = image_dir_hash(image.files.directory)
     if differ:
         hashed = Check("os_image_hash", FAILED, "the measurements do not match the image")
     elif not vm.os_image_hash:
         hashed = Check(
             "os_image_hash", PASSED, f"image {where} (the VmConfig names no os_image_hash)"
         )
-    elif digest is None:
+    elif found is None:
         hashed = Check(
             "os_image_hash",
             NOT_CHECKED,
-            f"image {where} has no sha256sum.txt to compare os_image_hash "
+            f"image {where} has no sha256sum.txt or digest.txt to compare os_image_hash "
             f"{vm.os_image_hash.hex()} with; the measurements match the image given",
         )
-    elif digest != vm.os_image_hash:
+    elif found[0] != vm.os_image_hash:
         hashed = Check(
             "os_image_hash",
             FAILED,
-            f"os_image_hash {vm.os_image_hash.hex()} is not image {where} "
-            f"(sha256 of its sha256sum.txt is {digest.hex()})",
+            f"os_image_hash {vm.os_image_hash.hex()} is not image {where} ({found[1]} is "
+            f"{found[0].hex()})",
         )
     else:
-        hashed = Check("os_image_hash", PASSED, f"os_image_hash {digest.hex()} is image {where}")
+        hashed = Check(
+            "os_image_hash", PASSED, f"os_image_hash {found[0].hex()} is image {where} ({found[1]})"
+        )
     return measured, hashed
 
 
-def _report_data(quote: TdxQuote, expected: bytes | None) -> Check:
+def _lite_measurements(
+    quote: TdxQuote,
+    vm: VmConfig,
+    events: tuple[Event, ...] | None,
+    document: MeasurementDocument | None,
+) -> tuple[Check, Check]:
+    from .lite import lite_acpi_digests_from_log, measure_from_document
+    from .measurement_doc import verify_material
+
+    if document is not None:
+        doc = document
+        hashed = Check(
+            "os_image_hash",
+            NOT_CHECKED,
+            "the measurement document was given directly, not bound to an os_image_hash",
+        )
+    elif vm.tdx_measurement is None:
+        return (
+            Check(
+                "measurements",
+                FAILED,
+                "the VmConfig says lite attestation but carries no tdx_measurement",
+            ),
+            Check("os_image_hash", NOT_CHECKED, "no measurement document to bind it to"),
+        )
+    else:
+        try:
+            doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
+        except MeasurementDocumentError as exc:
+            return (
+                Check("measurements", NOT_CHECKED, "the measurement document is not trusted"),
+                Check("os_image_hash", FAILED, str(exc)),
+            )
+        hashed = Check(
+            "os_image_hash",
+            PASSED,
+            f"os_image_hash {vm.os_image_hash.hex()} binds sha256sum.txt and measurement.tdx.cbor",
+        )
+    if events is None:
+        return (
+            Check("measurements", NOT_CHECKED, "lite needs the event log's ACPI digests"),
+            hashed,
+        )
+    try:
+        acpi = lite_acpi_digests_from_log(events)
+        expected = measure_from_document(doc, vm, acpi).measurements
+    except ConfigError as exc:
+        return Check("measurements", NOT_CHECKED, str(exc)), hashed
+    except (EvidenceError, MeasurementDocumentError) as exc:
+        return Check("measurements", FAILED, str(exc)), hashed
+    differ = [r.upper() for r in _REGISTERS if getattr(expected, r) != getattr(quote, r)]
+    if differ:
+        failed = "the measurements do not match the document this os_image_hash names"
+        return (
+            Check(
+                "measurements",
+                FAILED,
+                f"{', '.join(differ)} differ from the measurement document with this VmConfig "
+                "(run 'dstack-mr diagnose' for the event-by-event comparison)",
+            ),
+            Check("os_image_hash", FAILED, failed) if hashed.status == PASSED else hashed,
+        )
+    return (
+        Check(
+            "measurements",
+            PASSED,
+            "MRTD and RTMR0-2 equal the measurement document's with this VmConfig (lite: the "
+            "three ACPI digests are taken from the event log, the tables are not verified)",
+        ),
+        hashed,
+    )
+
+
+def _report_data(quote: TdxQuote, expected: bytes | None, stated: bytes | None) -> Check:
+    if expected is None and stated is not None:
+        # dstack's attestation states its report_data beside the quote; they must agree.
+        if quote.report_data != stated:
+            return Check(
+                "report_data",
+                FAILED,
+                f"the quote's report_data {quote.report_data.hex()} is not the attestation's "
+                f"{stated.hex()}",
+            )
+        return Check(
+            "report_data",
+            PASSED,
+            "the quote's report_data is the attestation's (no expected value given)",
+        )
     if expected is None:
         return Check("report_data", NOT_CHECKED, "no expected report_data given")
     if len(expected) > 64:
@@ -319,7 +416,7 @@ def _app_info(
     quote: TdxQuote, evidence: Evidence, log: Check, vm: VmConfig | None
 ) -> tuple[AppInfo | None, Check]:
     if log.status != PASSED or evidence.events is None:
-        return None, Check("app_info", NOT_CHECKED, "needs a verified event log")
+        return None, Check("app_info", NOT_CHECKED, "needs a verified RTMR3 event log")
     info = app_info(quote, evidence.events, vm.os_image_hash if vm is not None else b"")
     name = info.key_provider.name if info.key_provider else "none"
     return info, Check(
@@ -339,16 +436,23 @@ def verify(
     image: Image | None = None,
     vm_config: VmConfig | None = None,
     acpi: AcpiSource | None = None,
+    document: MeasurementDocument | None = None,
     report_data: bytes | None = None,
 ) -> VerificationResult:
     """Verify a dstack VM's evidence. See the module docstring for the steps.
 
-    ``at`` is the verification time (default now); ``image`` (with the evidence's or the
-    given ``vm_config``) enables the legacy measurement check; ``report_data`` is the value
-    the quote must carry (shorter values are zero-padded to 64 bytes, as dstack pads them).
+    ``at`` is the verification time (default now). The measurements are checked against
+    ``image`` (legacy, with the evidence's or the given ``vm_config``), else against
+    ``document`` (a trusted ``measurement.tdx.cbor``; lite), else — when the VmConfig says
+    lite — against the document in its ``tdx_measurement``; a legacy VmConfig without an
+    image is not checked (its document is not used, as in dstack's verifier).
+    ``report_data`` is the value the quote must carry (shorter values are zero-padded to 64
+    bytes, as dstack pads them).
     Raises :class:`~dstack_mr.errors.DstackMrError` subclasses only for unusable input.
     """
     ev = _as_evidence(evidence)
+    # dstack's SCALE attestation (the only shape that states report_data) strips the boot log.
+    stated = evidence.report_data if isinstance(evidence, Attestation) else None
     quote = ev.quote
     if quote is None:
         raise EvidenceError("verify needs a quote: the evidence carries none")
@@ -358,20 +462,35 @@ def verify(
     vm = vm_config or ev.vm_config
 
     quote_check, tcb_check = _quote_checks(verdict, quote)
-    checks = [quote_check, tcb_check, _td_attributes(quote), _report_data(quote, report_data)]
-    log = _event_log(quote, ev)
+    checks = [
+        quote_check,
+        tcb_check,
+        _td_attributes(quote),
+        _report_data(quote, report_data, stated),
+    ]
+    log = _event_log(quote, ev.events, stripped=stated is not None)
     checks.append(log)
     acpi_verified = False
-    if image is None:
-        checks.append(Check("measurements", NOT_CHECKED, "no image given (--image-dir)"))
-        checks.append(Check("os_image_hash", NOT_CHECKED, "no image given"))
-    elif vm is None:
-        checks.append(Check("measurements", NOT_CHECKED, "no VmConfig: the evidence carries none"))
+    if vm is None:
+        what = "no image given (--image-dir)" if image is None else "no VmConfig"
+        checks.append(Check("measurements", NOT_CHECKED, f"{what}; the evidence has no VmConfig"))
         checks.append(Check("os_image_hash", NOT_CHECKED, "no VmConfig"))
-    else:
+    elif image is not None:
         measured, hashed = _legacy_measurements(quote, vm, image, acpi)
         checks += [measured, hashed]
         acpi_verified = measured.status == PASSED
+    elif document is not None or vm.tdx_attestation_variant is TdxAttestationVariant.LITE:
+        checks += _lite_measurements(quote, vm, ev.events, document)
+    else:
+        note = (
+            " (its tdx_measurement is not used for a legacy boot: that would skip the ACPI tables)"
+            if vm.tdx_measurement is not None
+            else ""
+        )
+        checks.append(
+            Check("measurements", NOT_CHECKED, f"legacy attestation: no image given{note}")
+        )
+        checks.append(Check("os_image_hash", NOT_CHECKED, "no image given"))
     info, info_check = _app_info(quote, ev, log, vm)
     checks.append(info_check)
 

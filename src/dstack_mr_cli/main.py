@@ -1,33 +1,40 @@
 """The ``dstack-mr`` command. A thin layer: parse options, call the library, print.
 
-Library errors become one line on stderr and exit code 2 (``--debug`` shows the traceback);
-``diagnose`` exits 1 when evidence and expectation differ.
+Library errors become one line on stderr and exit code 2 (``--debug`` adds the traceback);
+``diagnose`` exits 1 when evidence and expectation differ. The shared command base is
+:mod:`dstack_mr_cli.base`.
 """
 
 import enum
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import typer
 
 from dstack_mr import (
     AcpiDumper,
     AcpiSource,
     AcpiTablesFile,
-    DstackMrError,
     Machine,
     OvmfVariant,
+    __version__,
     ovmf_variant_for_version,
 )
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
+from dstack_mr.smbios import SmbiosOptions
 
-app = typer.Typer(
+# EXIT_* and library_errors live in .base; re-exported for command modules importing them here.
+from .base import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from .base import EXIT_MISMATCH as EXIT_MISMATCH
+from .base import App, State, bool_option, parse_bool
+from .base import library_errors as library_errors
+
+app = App(
     name="dstack-mr",
     help="Expected TDX measurements (MRTD, RTMR0-2) of dstack CVMs, and why a quote differs.",
     epilog="Examples:\n\n"
@@ -45,44 +52,32 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-EXIT_MISMATCH = 1
-EXIT_BAD_INPUT = 2
 #: Quotes, logs and configs are kilobytes; refuse to slurp anything huge.
 MAX_EVIDENCE_SIZE = 16 << 20
 
 
-class _State:
-    debug = False
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dstack-mr {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show a traceback on errors instead of one line.")
+        bool,
+        typer.Option(
+            "--debug", help="On an error, also print the traceback (the exit code stays the same)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
-    _State.debug = debug
-
-
-@contextmanager
-def library_errors() -> Iterator[None]:
-    """Turn the library's errors into one line on stderr and exit code 2."""
-    try:
-        yield
-    except DstackMrError as exc:
-        if _State.debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def _parse_bool(value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    # clap's bool parser: exactly "true" or "false".
-    if value not in ("true", "false"):
-        raise typer.BadParameter(f"{value!r} is not 'true' or 'false'")
-    return value == "true"
+    State.debug = debug
 
 
 def _u32(value: str, option: str) -> int:
@@ -93,14 +88,8 @@ def _u32(value: str, option: str) -> int:
     return number
 
 
-def _bool_value(name: str, help: str) -> typer.models.OptionInfo:
-    # The reference takes these as `--flag true|false`, not as bare switches.
-    option: typer.models.OptionInfo = typer.Option(name, metavar="true|false", help=help)
-    return option
-
-
 def _opt_bool(value: str | None) -> bool | None:
-    return None if value is None else _parse_bool(value)
+    return None if value is None else parse_bool(value)
 
 
 def _memory(value: str) -> int:
@@ -108,6 +97,23 @@ def _memory(value: str) -> int:
         return parse_memory_size(value)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _smbios_options(
+    computed: bool, host_cpu: str | None, product: str | None
+) -> SmbiosOptions | None:
+    if not computed:
+        if host_cpu is not None or product is not None:
+            raise typer.BadParameter("--host-cpu and --smbios-product need --smbios-computed")
+        return None
+    from dstack_mr.smbios import find_host_cpu
+
+    options = SmbiosOptions()
+    if host_cpu is not None:
+        options = attrs.evolve(options, host_cpu=find_host_cpu(host_cpu))
+    if product is not None:
+        options = attrs.evolve(options, product=product)
+    return options
 
 
 def acpi_source(
@@ -146,7 +152,7 @@ AcpiSourceOpt = Annotated[
     typer.Option(
         "--acpi-source",
         help="Where the ACPI tables come from: the dumper, --acpi-tables FILE, the built-in "
-        "model of dstack's QEMU (QEMU 8.0 to 9.1), or auto (the dumper when installed, else "
+        "model of dstack's QEMU (QEMU 8.0 to 9.2), or auto (the dumper when installed, else "
         "builtin). Default: FILE when --acpi-tables is given, else the dumper.",
     ),
 ]
@@ -194,16 +200,14 @@ def measure(
     ] = "2G",
     two_pass_add_pages: Annotated[
         str | None,
-        _bool_value("--two-pass-add-pages", "Two-pass page add (default: by QEMU version)."),
+        bool_option("--two-pass-add-pages", "Two-pass page add (default: by QEMU version)."),
     ] = None,
-    pic: Annotated[str | None, _bool_value("--pic", "PIC on (default: by QEMU version).")] = None,
-    smm: Annotated[str, _bool_value("--smm", "SMM on.")] = "false",
+    pic: Annotated[str | None, bool_option("--pic", "PIC on (default: by QEMU version).")] = None,
+    smm: Annotated[str, bool_option("--smm", "SMM on.")] = "false",
     pci_hole64_size: Annotated[
         str | None, typer.Option("--pci-hole64-size", help="PCI hole64 size (2G, 0x...).")
     ] = None,
-    hugepages: Annotated[
-        bool, typer.Option("--hugepages", help="Back memory by hugepages.")
-    ] = False,
+    hugepages: Annotated[str, bool_option("--hugepages", "Back memory by hugepages.")] = "false",
     num_gpus: Annotated[
         str, typer.Option("--num-gpus", metavar="N", help="GPUs passed through (VFIO).")
     ] = "0",
@@ -218,11 +222,11 @@ def measure(
         typer.Option("--num-verity-volumes", metavar="N", help="Read-only virtio-blk volumes."),
     ] = "0",
     swtpm: Annotated[
-        bool, typer.Option("--swtpm", help="VM has a software TPM (refused: not modelled).")
-    ] = False,
-    hotplug_off: Annotated[str, _bool_value("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
+        str, bool_option("--swtpm", "VM has a software TPM (refused: not modelled).")
+    ] = "false",
+    hotplug_off: Annotated[str, bool_option("--hotplug-off", "ACPI PCI hotplug off.")] = "false",
     root_verity: Annotated[
-        str, _bool_value("--root-verity", "Root disk as virtio-blk (dm-verity).")
+        str, bool_option("--root-verity", "Root disk as virtio-blk (dm-verity).")
     ] = "true",
     qemu_version: Annotated[
         str | None, typer.Option("--qemu-version", help="QEMU version (default 9.1.0).")
@@ -250,6 +254,33 @@ def measure(
     events: Annotated[
         bool, typer.Option("--events", help="Also print every RTMR event, labelled.")
     ] = False,
+    smbios_computed: Annotated[
+        bool,
+        typer.Option(
+            "--smbios-computed",
+            help="stable202505: compute the SMBIOS event (RTMR0 event 13) from memory, QEMU "
+            "version, host CPU and SMBIOS strings instead of using the reference's constant "
+            "(right only for 2 GiB on QEMU 8.2.2).",
+        ),
+    ] = False,
+    host_cpu: Annotated[
+        str | None,
+        typer.Option(
+            "--host-cpu",
+            help="With --smbios-computed: the host CPU, e.g. 'Emerald Rapids stepping 2' "
+            "(default) or CPUID leaf 1 as EAX[:EDX] in hex.",
+            metavar="CPU",
+        ),
+    ] = None,
+    smbios_product: Annotated[
+        str | None,
+        typer.Option(
+            "--smbios-product",
+            help="With --smbios-computed: the VMM's -smbios type=1 product string "
+            "(default dstack).",
+            metavar="NAME",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     snp: Annotated[
         bool,
@@ -325,23 +356,29 @@ def measure(
             kernel_cmdline=files.cmdline,
             two_pass_add_pages=_opt_bool(two_pass_add_pages),
             pic=_opt_bool(pic),
-            smm=_parse_bool(smm),
+            smm=parse_bool(smm),
             pci_hole64_size=None if pci_hole64_size is None else _memory(pci_hole64_size),
-            hugepages=hugepages,
+            hugepages=parse_bool(hugepages),
             num_gpus=_u32(num_gpus, "--num-gpus"),
             num_nvswitches=_u32(num_nvswitches, "--num-nvswitches"),
             num_nics=_u32(num_nics, "--num-nics"),
             num_verity_volumes=_u32(num_verity_volumes, "--num-verity-volumes"),
-            swtpm=swtpm,
-            hotplug_off=_parse_bool(hotplug_off),
-            root_verity=_parse_bool(root_verity),
+            swtpm=parse_bool(swtpm),
+            hotplug_off=parse_bool(hotplug_off),
+            root_verity=parse_bool(root_verity),
             qemu_version=qemu_version,
             host_share_mode=host_share_mode,
             ovmf_variant=variant,
+            smbios=_smbios_options(smbios_computed, host_cpu, smbios_product),
         )
         details = machine.measure_with_logs(
             acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
         )
+    for note in details.notes:
+        # stderr: stdout keeps the reference's exact output.
+        typer.echo(f"note: {note}", err=True)
+    for warning in details.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     m = details.measurements
     if json_out:
         out: dict[str, object] = dict(m.to_dict())
@@ -379,46 +416,9 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
-# The diagnose command lives in its own module; importing it registers it here, after the
-# helpers above that it uses (and so between measure and example in --help).
-from . import diagnose_cmd  # noqa: E402, F401
-
-
-@app.command(
-    epilog="Example:\n\n"
-    "\b\n"
-    "  dstack-mr example ./example-image\n"
-    "  dstack-mr measure -c 2 -m 2G \\\n"
-    "      --acpi-tables example-image/acpi-tables.bin example-image/metadata.json"
-)
-def example(
-    directory: Annotated[Path, typer.Argument(help="Where to write the example image.")],
-) -> None:
-    """Write a small, synthetic but structurally valid image (firmware, kernel, initrd,
-    metadata.json and an ACPI tables blob) to try the other commands on."""
-    from dstack_mr.example import write_example_image
-
-    with library_errors():
-        try:
-            meta = write_example_image(directory)
-        except OSError as exc:
-            typer.echo(f"error: cannot write {directory}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-    typer.echo(f"wrote {meta}")
-    typer.echo(
-        f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"
-    )
-
-
-# Like diagnose, these commands live in their own modules and register themselves on import.
-from . import measurement_cmd, verify_cmd  # noqa: E402, F401
-
-
 def run() -> None:
     """Console-script entry point."""
     try:
         app()
-    except DstackMrError as exc:  # only reached with --debug
-        raise exc
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .main import EXIT_BAD_INPUT, _read, app, library_errors
+from .base import EXIT_BAD_INPUT, library_errors
+from .main import _read, app
 
 
 @app.command(
@@ -26,21 +27,33 @@ def measurement_doc(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the document as JSON instead of CBOR.")
     ] = False,
+    snp: Annotated[
+        bool,
+        typer.Option("--snp", help="measurement.snp.cbor (AMD SEV-SNP) from the SEV firmware."),
+    ] = False,
 ) -> None:
     """Compute an image's measurement.tdx.cbor (what upstream dstack ships for lite mode).
 
     Both MRTD candidates, the kernel's Authenticode digest for QEMU's high-memory placement,
     the cmdline (with " initrd=initrd") and initrd digests, and the TD HOB witness of the
     firmware. List its sha256 in the image's sha256sum.txt to bind it to the image.
+    With --snp: measurement.snp.cbor instead, from the SEV firmware (metadata.json's
+    bios-sev, else bios), kernel, initrd and cmdline.
     """
     from dstack_mr.measurement_doc import build_document
 
+    from . import snp as snp_cli
+
     with library_errors():
-        doc = build_document(str(image_dir))
-    if json_out:
-        typer.echo(json.dumps(doc.to_dict(), indent=2))
+        if snp:
+            data = snp_cli.document_cbor(image_dir, json_out)
+        else:
+            doc = build_document(str(image_dir))
+            if json_out:
+                typer.echo(json.dumps(doc.to_dict(), indent=2))
+            data = None if json_out else doc.to_cbor()
+    if data is None:
         return
-    data = doc.to_cbor()
     if output is not None:
         try:
             output.write_bytes(data)
@@ -73,14 +86,21 @@ def inspect_measurement(
     """Print a measurement.tdx.cbor as JSON (digests in hex, the witness also decoded).
 
     Given a VmConfig JSON instead, the document is first checked against its
-    sha256sum.txt and os_image_hash, as lite verification does.
+    sha256sum.txt and os_image_hash, as lite verification does. A measurement.snp.cbor, or
+    a VmConfig carrying sev_snp_measurement, is decoded the same way (AMD SEV-SNP).
     """
     from dstack_mr.config import VmConfig
     from dstack_mr.errors import ConfigError
     from dstack_mr.measurement_doc import MeasurementDocument, verify_material
 
+    from . import snp as snp_cli
+
     with library_errors():
         data = _read(file, "measurement document")
+        snp_out = snp_cli.inspect_document(data)
+        if snp_out is not None:
+            typer.echo(json.dumps(snp_out, indent=2))
+            return
         if data.lstrip()[:1] == b"{":
             vm = VmConfig.from_json(data)
             if vm.tdx_measurement is None:

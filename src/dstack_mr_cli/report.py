@@ -1,11 +1,27 @@
-"""Plain-text rendering of a diagnose report for terminals (colour only on a TTY)."""
+"""Plain-text rendering of a diagnose report for terminals (colour only on a TTY).
+
+The verdict and its proven cause come first, then one short block per differing register,
+then what the evidence was and what it lacked. ``verbose`` appends the inputs, the expected
+measurements and every event lined up with the VM's.
+"""
 
 from __future__ import annotations
 
 from dstack_mr.config import VmConfig
-from dstack_mr.diagnose import DiagnoseReport
+from dstack_mr.diagnose import DiagnoseReport, EventCheck, RegisterCheck
+from dstack_mr.event_identity import is_acpi_label
+from dstack_mr.explain import Finding
 
-_COLORS = {"match": "32", "mismatch": "31", "missing": "31", "extra": "33", "warn": "33"}
+_COLORS = {
+    "match": "32",
+    "mismatch": "31",
+    "missing": "31",
+    "extra": "33",
+    "warn": "33",
+    "unverified": "33",
+    "proven": "32",
+    "hypothesis": "33",
+}
 
 
 class Style:
@@ -47,17 +63,238 @@ def inputs_lines(vm: VmConfig, image_dir: str, variant: str) -> list[str]:
     ]
 
 
-def render(report: DiagnoseReport, color: bool = False) -> str:
+def first_divergent_line(rtmr: int, e: EventCheck) -> str:
+    """Upstream's one-line summary of where a register's log first departs from the expected."""
+    expected = e.expected.hex() if e.expected is not None else "none"
+    actual = e.actual.hex() if e.actual is not None else "none"
+    if e.index is None:  # an event the VM measured that is not expected at all
+        where = f"index=- label={e.identity} (extra, actual index {e.actual_index})"
+    else:
+        where = f"index={e.index} label={e.label}"
+    return f"FIRST DIVERGENT RTMR{rtmr} EVENT: {where} expected={expected} actual={actual}"
+
+
+def _finding_lines(f: Finding, st: Style, indent: str = "  ") -> list[str]:
+    out = [f"{indent}- {f.message} [{st.status(f.status, f.status)}]"]
+    if f.proves_equal:
+        out.append(f"{indent}    proven equal: {', '.join(f.proves_equal)}")
+    if f.tried:
+        out.append(f"{indent}    tried: {'; '.join(f.tried)}")
+    if f.settle:
+        out.append(f"{indent}    would settle it: {f.settle}")
+    return out
+
+
+def _event_lines(e: EventCheck, st: Style) -> list[str]:
+    if e.index is None:
+        head = f"    [--] {e.identity}"
+    else:
+        name = e.identity if e.identity and e.identity != e.label else ""
+        head = f"    [{e.index:>2}] {e.label}" + (f" ({name})" if name else "")
+    out = [f"{head}: {st.status(e.status)}"]
+    if e.expected is not None:
+        out.append(f"         expected: {e.expected.hex()}")
+    if e.actual is not None:
+        out.append(f"         actual:   {e.actual.hex()}")
+    seen = e.actual_description or (
+        e.actual_identity if e.actual_identity and e.actual_identity != e.identity else None
+    )
+    if seen:
+        out.append(f"         the VM's event: {seen}")
+    return out
+
+
+def _register_block(
+    report: DiagnoseReport, r: RegisterCheck, findings: list[Finding], st: Style
+) -> list[str]:
+    out = [f"{r.name}: {st.status('mismatch')} (actual from {r.source})"]
+    out.append(f"  expected: {r.expected.hex() if r.expected is not None else 'not judged'}")
+    out.append(f"  actual:   {r.actual.hex() if r.actual is not None else ''}")
+    if r.name.startswith("RTMR"):
+        rtmr = int(r.name[4:])
+        diffs = [e for e in report.differing_events() if e.rtmr == rtmr]
+        if diffs:
+            mine = [e for e in report.events if e.rtmr == rtmr and e.index is not None]
+            same = sum(e.status in ("match", "unverified") for e in mine)
+            out.append(
+                f"  {same} of {len(mine)} expected events found unchanged; differing "
+                f"event{'s' if len(diffs) > 1 else ''}:"
+            )
+            for e in diffs:
+                out += _event_lines(e, st)
+    for f in findings:
+        out += _finding_lines(f, st)
+    return out
+
+
+def render(report: DiagnoseReport, color: bool = False, verbose: bool = False) -> str:
     st = Style(color)
-    out: list[str] = ["=== inputs ==="]
+    result = report.result
+    verdict = report.headline()
+    tone = {"match": "match", "mismatch": "mismatch"}.get(result, "warn")
+    out: list[str] = [st.status(tone, verdict)]
+    sig = report.quote_signature
+    if sig is not None and not sig.verified:
+        # The compared values come from a quote that failed its signature check: say so first.
+        out.insert(0, st.status("mismatch", f"QUOTE SIGNATURE INVALID: {sig.error}"))
+
+    by_register: dict[str, list[Finding]] = {}
+    loose: list[Finding] = []
+    differing = {r.name for r in report.differing_registers()}
+    for r in report.registers:
+        if r.name.startswith("RTMR") and any(
+            e.rtmr == int(r.name[4:]) for e in report.differing_events()
+        ):
+            differing.add(r.name)
+    for f in report.findings:
+        if f.register in differing:
+            by_register.setdefault(f.register or "", []).append(f)
+        else:
+            loose.append(f)
+
+    image = [f for f in loose if f.subject == "image"]
+    if image:
+        out += ["", "image:"]
+        for f in image:
+            out += _finding_lines(f, st)
+
+    for r in report.registers:
+        if r.name not in differing:
+            continue
+        out.append("")
+        if r.status == "mismatch":
+            out += _register_block(report, r, by_register.get(r.name, []), st)
+        else:
+            out.append(f"{r.name}: the event log differs from the expected events")
+            rtmr = int(r.name[4:])
+            for e in report.differing_events():
+                if e.rtmr == rtmr:
+                    out += _event_lines(e, st)
+            for f in by_register.get(r.name, []):
+                out += _finding_lines(f, st)
+        if r.name.startswith("RTMR"):
+            first = report.first_divergent(int(r.name[4:]))
+            if first is not None:
+                out.append(first_divergent_line(int(r.name[4:]), first))
+
+    matching = [r for r in report.registers if r.status == "match" and r.name not in differing]
+    if matching:
+        names = ", ".join(r.name for r in matching)
+        if report.acpi.kind == "log" and any(r.name == "RTMR0" for r in matching):
+            names += " (RTMR0's ACPI events taken from the log, not verified)"
+        out += ["", f"match: {names}"]
+    notes = [f for f in loose if f.subject != "image"]
+    if notes:
+        out += ["", "notes:"]
+        for f in notes:
+            out += _finding_lines(f, st)
+
+    out += ["", "evidence:"]
+    out += _evidence_lines(report, st)
+    if verbose:
+        out += _verbose_lines(report, st)
+    else:
+        out += ["", "(--verbose adds the inputs, the expected measurements and every event)"]
+    return "\n".join(out)
+
+
+def _signature(report: DiagnoseReport) -> str:
+    v = report.quote_signature
+    if v is None:
+        return "signature not checked (give --collateral to check it)"
+    if not v.verified:
+        return f"signature INVALID: {v.error}"
+    advisories = f", advisories {', '.join(v.advisory_ids)}" if v.advisory_ids else ""
+    return f"signature verified (FMSPC {v.fmspc}, TCB status {v.status}{advisories})"
+
+
+def _evidence_lines(report: DiagnoseReport, st: Style) -> list[str]:
+    out = [f"  source: {s}" for s in report.evidence_sources]
+    for note in report.evidence_notes:
+        out.append(f"  note: {note}")
+    compared = [r for r in report.registers if r.actual is not None]
+    if report.signed:
+        out.append(f"  signed: the quote (MRTD and RTMR0-3); {_signature(report)}")
+    elif compared:
+        sources = sorted({r.source or "" for r in compared})
+        out.append(
+            f"  signed: nothing (no quote); the registers compared are unsigned "
+            f"({', '.join(sources)})"
+        )
+    for rp in report.replay:
+        flag = "match" if rp.matches else ("warn" if rp.imr == 3 else "mismatch")
+        out.append(f"  {st.status(flag, 'OK  ' if rp.matches else 'FAIL')} {rp.message}")
+    if report.events and not report.replay:
+        out.append(
+            "  the event log was compared with its own replay only: nothing signed vouches for it"
+        )
+    absent = []
+    if not report.events:
+        absent.append("event log")
+    if not any(r.source == "quote" for r in report.registers):
+        absent.append("quote")
+    if absent:
+        out.append(f"  absent: {', '.join(absent)}")
+    out.append(f"  ACPI: {report.acpi.description}")
+    h = report.image_hash
+    if h.status == "not-compared":
+        if h.declared is not None:
+            out.append(
+                f"  image: {h.declared_by} declares os_image_hash {h.declared.hex()}; the "
+                "image directory has no sha256sum.txt or digest.txt to compare it with"
+            )
+        elif h.image_hash is not None:
+            out.append(
+                f"  image: {report.image_dir} is {h.image_hash.hex()} ({h.image_hash_source}); "
+                "the evidence declares no os_image_hash"
+            )
+    else:
+        assert h.declared is not None and h.image_hash is not None
+        out.append(
+            f"  image: os_image_hash {st.status(h.status)}: declared {h.declared.hex()}, "
+            f"image directory {h.image_hash.hex()} ({h.image_hash_source})"
+        )
+    doc = report.declared_measurement
+    if doc is not None:
+        if doc.error is not None:
+            out.append(f"  declared measurement: does not check out: {doc.error}")
+        else:
+            parts = []
+            if doc.vm_equal:
+                parts.append(f"the evidence's {', '.join(doc.vm_equal)} equal it")
+            if doc.vm_differ:
+                parts.append(f"the evidence's {', '.join(doc.vm_differ)} differ from it")
+            if doc.image_differ:
+                parts.append(f"the image directory's {', '.join(doc.image_differ)} differ from it")
+            else:
+                parts.append("the image directory's files equal it")
+            whose = "the VM's vm_config" if doc.from_evidence else "the given VmConfig"
+            out.append(
+                f"  declared measurement ({whose}'s tdx_measurement, bound to its "
+                "os_image_hash): " + "; ".join(parts)
+            )
+    for w in report.warnings:
+        out.append(f"  {st.status('warn', 'warning')}: {w}")
+    return out
+
+
+def _verbose_lines(report: DiagnoseReport, st: Style) -> list[str]:
+    out = ["", "=== inputs ==="]
     out += inputs_lines(report.vm_config, report.image_dir, report.ovmf_variant.rust_name)
     out.append(f"  (ovmf_variant from {report.variant_source})")
+    files = report.image_files
+    if files:
+        out.append(
+            f"  files: firmware={files.get('firmware')} kernel={files.get('kernel')} "
+            f"initrd={files.get('initrd')}"
+        )
 
     m = report.expected.measurements
+    judged = report.acpi.judged
     out += ["", "=== expected measurements ==="]
     out += [
         f"  MRTD:  {m.mrtd.hex()}",
-        f"  RTMR0: {m.rtmr0.hex()}",
+        f"  RTMR0: {m.rtmr0.hex() if judged else 'not judged (no ACPI source)'}",
         f"  RTMR1: {m.rtmr1.hex()}",
         f"  RTMR2: {m.rtmr2.hex()}",
     ]
@@ -65,37 +302,31 @@ def render(report: DiagnoseReport, color: bool = False) -> str:
     log0 = report.expected.rtmr_logs[0]
     out += ["", f"=== RTMR0 event log ({len(log0.events)} entries) ==="]
     for ev in log0.events:
-        out.append(f"  [{ev.index:>2}] {ev.label:<20} {ev.digest.hex()}")
+        unknown = not judged and is_acpi_label(ev.label)
+        digest = "(not judged)" if unknown else ev.digest.hex()
+        out.append(f"  [{ev.index:>2}] {ev.label:<20} {digest}")
         if ev.varies_with:
             out.append(f"       {ev.varies_with}")
-
-    if report.evidence_sources or report.replay:
-        out += ["", "=== evidence ==="]
-        out += [f"  source: {s}" for s in report.evidence_sources]
-        for rp in report.replay:
-            flag = "match" if rp.matches else ("warn" if rp.imr == 3 else "mismatch")
-            out.append(f"  {st.status(flag, 'OK  ' if rp.matches else 'FAIL')} {rp.message}")
 
     compared = [r for r in report.registers if r.actual is not None]
     if compared:
         out += ["", "=== comparison ==="]
         for r in compared:
-            label = f"{r.name:<5}"
-            if r.status == "match":
-                out.append(f"  {label}: {st.status('match')}  ({r.source})")
-            else:
-                out.append(f"  {label}: {st.status('mismatch')}  ({r.source})")
-                out.append(f"    expected: {r.expected.hex()}")
+            out.append(f"  {r.name:<5}: {st.status(r.status)}  ({r.source})")
+            if r.status != "match":
+                exp = r.expected.hex() if r.expected is not None else "not judged"
+                out.append(f"    expected: {exp}")
                 out.append(f"    actual:   {r.actual.hex() if r.actual else ''}")
 
     if report.events:
         diffs = report.differing_events()
         total = len(report.events)
-        out += ["", f"=== events ({total - len(diffs)} of {total} match) ==="]
+        out += ["", f"=== events ({total - len(diffs)} of {total} without a difference) ==="]
         width = max(len(e.label) for e in report.events)
         for e in report.events:
             idx = "--" if e.index is None else f"{e.index:>2}"
-            out.append(f"  RTMR{e.rtmr} [{idx}] {e.label:<{width}}  {st.status(e.status)}")
+            name = f"  {e.identity}" if e.identity and e.identity != e.label else ""
+            out.append(f"  RTMR{e.rtmr} [{idx}] {e.label:<{width}}  {st.status(e.status)}{name}")
             if e.status == "match":
                 continue
             if e.expected is not None:
@@ -103,19 +334,7 @@ def render(report: DiagnoseReport, color: bool = False) -> str:
             if e.actual is not None:
                 out.append(f"      actual:   {e.actual.hex()}")
             if e.actual_description:
-                out.append(f"      actual event: {e.actual_description}")
+                out.append(f"      the VM's event: {e.actual_description}")
             if e.status == "mismatch" and e.varies_with:
                 out.append(f"      {e.varies_with}")
-
-    if report.findings:
-        out += ["", "=== explanation ==="]
-        out += [f"  - {f.message}" for f in report.findings]
-
-    if report.compared:
-        verdict = (
-            st.status("match", "RESULT: all compared measurements match")
-            if report.ok
-            else st.status("mismatch", "RESULT: MISMATCH")
-        )
-        out += ["", verdict]
-    return "\n".join(out)
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,9 +93,11 @@ def diagnose_attestation(
     *,
     vm_config_text: bytes | None,
     image_dir: Path | None,
+    image_base_dir: Path | None = None,
     explain: bool,
     json_out: bool,
     color: str,
+    tdx_evidence: Sequence[str] = (),
 ) -> int | None:
     """Judge ``data`` if it is an SNP attestation and return the exit code; ``None`` when it
     is not one (the caller goes on with the TDX path)."""
@@ -106,10 +109,27 @@ def diagnose_attestation(
     att = parse_snp_attestation(data, source)
     if att is None:
         return None
+    if tdx_evidence:
+        from dstack_mr.errors import ConfigError
+
+        raise ConfigError(
+            f"{', '.join(tdx_evidence)}: TDX evidence cannot be combined with an AMD SEV-SNP "
+            "attestation, which is judged on its own"
+        )
     vm = None
     if vm_config_text is not None:
         vm = SnpVmConfig.from_json(vm_config_text)
-    image = load_snp_image(image_dir) if image_dir is not None else None
+    directory: str | None = None if image_dir is None else str(image_dir)
+    if directory is None and image_base_dir is not None:
+        # As for TDX: the image named by vm_config.image, inside the base directory.
+        from dstack_mr.errors import ConfigError
+        from dstack_mr.image import resolve_inside
+
+        name = (vm or att.vm_config or SnpVmConfig.from_dict({})).fields.get("image")
+        if not isinstance(name, str) or not name:
+            raise ConfigError("vm_config.image is empty; pass the image directory with --image-dir")
+        directory = resolve_inside(image_base_dir, name, "vm_config.image")
+    image = load_snp_image(directory) if directory is not None else None
     report = diagnose_snp(att, vm_config=vm, image=image, explain=explain)
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -177,3 +197,56 @@ def measure_snp(
         for s in m.steps:
             gpa = "-" if s.gpa is None else f"{s.gpa:#x}"
             typer.echo(f"  {s.label:<36} {gpa:>18} {s.pages:>5}  {s.digest.hex()}")
+
+
+def document_cbor(image_dir: Path, json_out: bool) -> bytes | None:
+    """``measurement-doc --snp``: the image's measurement.snp.cbor computed from its files.
+    Prints it as JSON (and returns None), or returns the CBOR for the caller to write."""
+    from dstack_mr.snp_image import build_snp_document
+
+    doc = build_snp_document(image_dir)
+    if json_out:
+        typer.echo(json.dumps(doc.to_dict(), indent=2))
+        return None
+    return doc.to_cbor()
+
+
+def inspect_document(data: bytes) -> dict[str, object] | None:
+    """``inspect-measurement`` on SNP material: a measurement.snp.cbor, or a vm_config (or
+    sev_snp_measurement) JSON whose chain is then checked. ``None`` when ``data`` is not SNP
+    material, so the TDX reader gets it."""
+    from dstack_mr import cbor
+    from dstack_mr.config import parse_json
+    from dstack_mr.errors import CborError, SnpEvidenceError
+    from dstack_mr.snp_document import SnpImageMeasurement, SnpMeasurementDocument, SnpVmConfig
+
+    if data.lstrip()[:1] == b"{":
+        obj = parse_json(data, "measurement document", SnpEvidenceError)
+        if not isinstance(obj, dict):
+            return None
+        if "checksum_file" in obj and "vcpus" in obj:
+            doc = SnpMeasurementDocument.from_json(data)
+            image_hash = None
+        elif "sev_snp_measurement" in obj or "vm_config" in obj:
+            vm = SnpVmConfig.from_dict(obj)
+            if vm.sev_snp_measurement is None:
+                return None
+            doc = vm.measurement_document()
+            image_hash = vm.os_image_hash
+        else:
+            return None
+        checks = doc.integrity(image_hash)
+        return {
+            "integrity": {c.name: {"ok": c.ok, "message": c.message} for c in checks},
+            "vcpus": doc.vcpus,
+            "vcpu_type": doc.vcpu_type,
+            "guest_features": doc.guest_features,
+            **doc.image.to_dict(),
+        }
+    try:
+        value = cbor.decode(data)
+    except CborError:
+        return None
+    if not isinstance(value, dict) or "ovmf_sections" not in value:
+        return None
+    return SnpImageMeasurement.from_cbor(data).to_dict()

@@ -15,20 +15,21 @@ import typer
 
 from dstack_mr.acpi import DEFAULT_TIMEOUT
 
+from .base import library_errors
 from .main import (
     AcpiDumperOpt,
+    AcpiSourceOpt,
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
     _read,
     acpi_source,
     app,
-    library_errors,
 )
 
 if TYPE_CHECKING:
     from dstack_mr.collateral import Collateral
-    from dstack_mr.diagnose import Evidence
+    from dstack_mr.eventlog import Attestation
     from dstack_mr.verify import VerificationResult
 
 EPILOG = (
@@ -84,12 +85,17 @@ def _json_file(path: Path, what: str) -> Any:
     return parse_json(_read(path, what), f"{what} {path}", EvidenceError)
 
 
-def _evidence_from_document(doc: Any, path: Path) -> Evidence:
-    """GetQuote/Info/tcb_info responses, or NEAR-style public data around them."""
-    from dstack_mr.diagnose import Evidence
+def _read_attestation(path: Path) -> Attestation:
+    """GetQuote/Info/tcb_info responses, dstack's SCALE attestation (raw or as
+    ``{"attestation": hex}``), or NEAR-style public data around a quote and tcb_info."""
+    from dstack_mr.config import parse_json
     from dstack_mr.errors import EvidenceError
     from dstack_mr.eventlog import parse_attestation
 
+    data = _read(path, "attestation")
+    if data[:1] == b"\0":  # a SCALE VersionedAttestation V0; JSON never starts with NUL
+        return parse_attestation(data)
+    doc = parse_json(data, f"attestation {path}", EvidenceError)
     node = doc.get("tee_participant_info") if isinstance(doc, dict) else None
     if isinstance(node, dict) and isinstance(node.get("Dstack"), dict):
         inner = node["Dstack"]
@@ -101,7 +107,7 @@ def _evidence_from_document(doc: Any, path: Path) -> Evidence:
                 raise EvidenceError(f"{path}: tee_participant_info.Dstack.quote is not bytes")
             quote = bytes(quote).hex()
         doc = {"quote": quote, "tcb_info": inner.get("tcb_info")}
-    return Evidence.from_attestation(parse_attestation(doc))
+    return parse_attestation(doc)
 
 
 def _collateral(path: Path | None) -> tuple[Collateral | None, object]:
@@ -198,9 +204,19 @@ def verify(
         Path | None,
         typer.Option("--vm-config", help="VmConfig JSON, when the evidence carries none."),
     ] = None,
+    measurement_doc: Annotated[
+        Path | None,
+        typer.Option(
+            "--measurement-doc",
+            metavar="FILE",
+            help="A trusted measurement.tdx.cbor: check the measurements against it (lite) "
+            "instead of the VmConfig's own tdx_measurement.",
+        ),
+    ] = None,
     acpi_tables: AcpiTablesOpt = None,
     acpi_dumper: AcpiDumperOpt = None,
     acpi_timeout: AcpiTimeoutOpt = DEFAULT_TIMEOUT,
+    acpi_source_kind: AcpiSourceOpt = None,
     report_data: Annotated[
         str | None,
         typer.Option(
@@ -229,8 +245,9 @@ def verify(
         policy = TcbPolicy.from_names(accept_tcb)
         coll, adjacent_quote = _collateral(collateral)
         evidence = Evidence()
-        if attestation is not None:
-            evidence = _evidence_from_document(_json_file(attestation, "attestation"), attestation)
+        att = _read_attestation(attestation) if attestation is not None else None
+        if att is not None:
+            evidence = Evidence.from_attestation(att)
         if quote is not None:
             evidence = evidence.merge(
                 Evidence(quote=parse_quote(_read(quote, "quote")), sources=(f"quote {quote}",))
@@ -250,16 +267,27 @@ def verify(
                 raise typer.BadParameter("give either --collateral or --pccs-url, not both")
             coll = fetch_collateral(pccs_url, evidence.quote)
         vm = VmConfig.from_json(_read(vm_config, "VmConfig")) if vm_config else None
+        document = None
+        if measurement_doc is not None:
+            from dstack_mr.measurement_doc import MeasurementDocument
+
+            document = MeasurementDocument.from_cbor(_read(measurement_doc, "measurement document"))
         image = None
         if image_dir is not None:
-            image = Image.load(image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout))
+            image = Image.load(
+                image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
+            )
+        # The attestation itself when it is the only evidence: its shape tells verify what the
+        # VM stated (report_data, a stripped boot log).
+        only = att if att is not None and quote is None and att.quote is not None else None
         result = run_verify(
-            evidence,
+            only if only is not None else evidence,
             coll,
             at=when,
             policy=policy,
             image=image,
             vm_config=vm,
+            document=document,
             report_data=expected_rd,
         )
     if json_out:

@@ -9,12 +9,12 @@ by :mod:`.config`, so the model answers for exactly what the dumper would have b
 Which QEMU build is modelled is a :class:`~dstack_mr.acpi_model.dsdt.Flavour`. Covered:
 
 - ``dstack`` (default): dstack's patched QEMU (kvinwang/qemu-tdx, dstack-qemu-9.2.1) as
-  the dumper runs it, for ``QEMU_ACPI_COMPAT_VER`` 8.0.0 up to (not including) 9.2.0. It
-  reproduces the loader, RSDP and tables digests of real CVMs (``ground-truth.json``).
+  the dumper runs it, for ``QEMU_ACPI_COMPAT_VER`` 8.0.0 up to (not including) 10.0.0.
+  Below 9.2 it reproduces the loader, RSDP and tables digests of real CVMs
+  (``ground-truth.json``); from 9.2 the RTMR0 the reference published for a 9.2.1 machine.
 - ``stock-7.2``: Debian's QEMU 7.2 (the development oracle, byte-exact on the recorded
   configurations under ``tests/data/acpi``).
-- ``dstack-9.2.1``: the fork's 9.2 branch, derived from its source but not proven by any
-  real digest; only used when named explicitly.
+- ``dstack-9.2.1`` / ``dstack-9.2.1-compat-pre-9.2``: the two branches by name.
 
 Anything else is refused with a :class:`~dstack_mr.errors.ConfigError`, never approximated.
 """
@@ -26,7 +26,7 @@ import attrs
 from ..acpi import AcpiDumper, AcpiSource, DumperInvocation
 from ..errors import ConfigError, DumperNotFoundError
 from .build import TABLES_SIZE, build_tables
-from .config import MachineConfig, from_argv
+from .config import MachineConfig, from_argv, parse_compat
 from .dsdt import Flavour
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "QemuAcpiModel",
     "auto_source",
     "build_tables",
+    "covers",
     "from_argv",
     "tables_for",
 ]
@@ -66,10 +67,14 @@ DSTACK_9_2 = Flavour(
 FLAVOURS: dict[str, Flavour] = {f.name: f for f in (STOCK_7_2, DSTACK_PRE_9_2, DSTACK_9_2)}
 
 
-#: QEMU_ACPI_COMPAT_VER range for which "dstack" is covered: the fork's only switch
-#: (acpi_dump_compat_9_1) selects the same code for every version below 9.2, and that code
-#: reproduces the real CVMs' loader, RSDP and tables digests (ground-truth.json, 8.2.2).
-COVERED_COMPAT = ((8, 0, 0), (9, 2, 0))
+#: QEMU_ACPI_COMPAT_VER range for which "dstack" is covered. The fork's one switch
+#: (acpi_dump_compat_9_1) selects the same code for every version below 9.2: that code
+#: reproduces the real CVMs' loader, RSDP and tables digests (ground-truth.json, 8.2.2). At
+#: 9.2 and later it takes QEMU 9.2's own branch, which reproduces the RTMR0 the reference
+#: (dstack-mr with the real dumper) published for a 9.2.1 GPU machine. Later dumper builds
+#: change the CPU hotplug and serial AML from 10.0 on, so 10.0 and later are refused.
+COVERED_COMPAT = ((8, 0, 0), (10, 0, 0))
+COMPAT_9_2 = (9, 2, 0)
 
 
 def flavour_for(qemu: str, compat: tuple[int, int, int] | None) -> Flavour:
@@ -87,14 +92,25 @@ def flavour_for(qemu: str, compat: tuple[int, int, int] | None) -> Flavour:
             "dstack's dumper would emulate"
         )
     low, high = COVERED_COMPAT
-    if low <= compat < high:
+    if low <= compat < COMPAT_9_2:
         return DSTACK_PRE_9_2
+    if COMPAT_9_2 <= compat < high:
+        return DSTACK_9_2
     raise ConfigError(
         "the built-in ACPI model covers dstack's QEMU for versions {}.{}.{} to below "
-        "{}.{}.{}, not QEMU_ACPI_COMPAT_VER={}.{}.{}: no real CVM proves its tables for that "
-        "version yet (9.2 and later change interrupt triggers and PDSM); use the dumper "
+        "{}.{}.{}, not QEMU_ACPI_COMPAT_VER={}.{}.{}: newer dumper builds change the tables "
+        "from 10.0 on and no measurement proves them yet; use the dumper "
         "(dstack-acpi-tables) or --acpi-tables FILE".format(*low, *high, *compat)
     )
+
+
+def covers(qemu_version: str) -> bool:
+    """Whether ``QemuAcpiModel()`` reproduces dstack's dumper for this QEMU version."""
+    try:
+        compat = parse_compat(qemu_version)
+    except ConfigError:
+        return False
+    return compat is not None and COVERED_COMPAT[0] <= compat < COVERED_COMPAT[1]
 
 
 def tables_for(invocation: DumperInvocation, qemu: str = "dstack") -> bytes:

@@ -135,9 +135,10 @@ def from_argv(argv: tuple[str, ...] | list[str], compat_ver: str = "") -> Machin
             bus = o.get("bus", "pcie.0")
             addr = _pci_slot(o["addr"]) if "addr" in o else None
             if driver == "pxb-pcie":
-                devices.append(
-                    PciDevice(driver, bus, o.get("id", ""), addr, _int(o["bus_nr"], "bus_nr"))
-                )
+                bus_nr = _int(o.get("bus_nr", ""), "pxb-pcie bus_nr")
+                if not 1 <= bus_nr <= 255:
+                    raise ConfigError(f"dumper argv: pxb-pcie bus_nr {bus_nr} is not 1-255")
+                devices.append(PciDevice(driver, bus, o.get("id", ""), addr, bus_nr))
             elif driver == "pcie-root-port" or driver in ENDPOINTS:
                 devices.append(PciDevice(driver, bus, o.get("id", ""), addr))
             else:

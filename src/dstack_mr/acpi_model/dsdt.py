@@ -60,10 +60,9 @@ class Flavour:
     pdsm_compat_9_1: bool = False
 
 
-def _sorted_holes(cfg: MachineConfig, flavour: Flavour) -> tuple[int, int, int, int]:
+def pci_holes(cfg: MachineConfig, flavour: Flavour) -> tuple[int, int, int, int]:
     """(hole lo, hole hi, hole64 lo, hole64 hi) inclusive, hole64 hi < lo when empty."""
-    ram = cfg.memory_size
-    below_4g = ram if ram < 0xB0000000 else 0x80000000
+    below_4g = below_4g_mem_size(cfg)
     size = cfg.pci_hole64_size if cfg.pci_hole64_size is not None else 1 << 35
     if flavour.dumper_hole64:  # range_set_bounds1(hole64, base, base + size)
         lo, hi_excl = HOLE64_BASE, HOLE64_BASE + size
@@ -76,7 +75,9 @@ def _sorted_holes(cfg: MachineConfig, flavour: Flavour) -> tuple[int, int, int, 
 
 
 def below_4g_mem_size(cfg: MachineConfig) -> int:
-    return _sorted_holes(cfg, Flavour("x"))[0]
+    """q35's RAM below 4 GiB: all of it under 2.75 GiB, else 2 GiB (pc_q35_init)."""
+    ram = cfg.memory_size
+    return ram if ram < 0xB0000000 else 0x80000000
 
 
 AMD_HT_START = 0xFD00000000
@@ -938,7 +939,7 @@ def build_dsdt(cfg: MachineConfig, topo: Topology, flavour: Flavour) -> bytes:
         append(scope, dev)
         dsdt += aml.encode(scope)
 
-    hole_lo, hole_hi, h64_lo, h64_hi = _sorted_holes(cfg, flavour)
+    hole_lo, hole_hi, h64_lo, h64_hi = pci_holes(cfg, flavour)
     scope = aml.scope("\\_SB.PCI0")
     crs = aml.resource_template()
     append(

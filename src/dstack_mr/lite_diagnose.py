@@ -1,0 +1,171 @@
+"""``diagnose`` in lite mode: a VM judged by its own measurement document, without its image.
+
+Used when the evidence's ``vm_config`` carries ``tdx_measurement`` and no image directory is
+given. The document must first pass its integrity chain (``sha256sum.txt`` against
+``os_image_hash``, the document against its line), or the diagnosis stops with that error:
+a tampered document is never a MATCH. Expected values then come from
+:func:`dstack_mr.lite.measure_from_document`, with the three ACPI digests taken from the
+event log (reported as such: equal by construction, so not verified).
+
+Upstream's guest agent sends lite event logs: RTMR0 holds only the three ACPI events and
+RTMR1/RTMR2 none. Such a log cannot be lined up event by event or replayed to the quote;
+those registers are then compared by value only, and the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .acpi_log import acpi_digests_from_log
+from .config import VmConfig
+from .diagnose import (
+    REGISTERS,
+    AcpiChoice,
+    DiagnoseReport,
+    EventCheck,
+    Evidence,
+    RegisterCheck,
+    _replay_checks,
+    align,
+)
+from .errors import ConfigError, EvidenceError
+from .eventlog import Event
+from .events import ACPI_LABELS
+from .explain import Finding
+from .lite import measure_from_document
+from .measurement_doc import verify_material
+
+__all__ = ["diagnose_lite", "is_lite_event_log"]
+
+_LITE_SOURCE = "measurement.tdx.cbor tdvf.ovmf (lite mode)"
+
+
+def is_lite_event_log(events: Sequence[Event]) -> bool:
+    """True for a log stripped as upstream's guest strips it: no RTMR1/RTMR2 events and only
+    the three ``ACPI DATA`` events in RTMR0."""
+    rtmr0 = [e for e in events if e.imr == 0]
+    return (
+        not any(e.imr in (1, 2) for e in events)
+        and len(rtmr0) == len(ACPI_LABELS)
+        and all(e.event_type == 0xA for e in rtmr0)
+    )
+
+
+def _findings(
+    report_registers: Sequence[RegisterCheck], doc_mrtds: tuple[bytes, bytes]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    for r in report_registers:
+        if r.status != "mismatch" or r.actual is None:
+            continue
+        if r.name == "MRTD":
+            single, two = doc_mrtds
+            other = two if r.expected == single else single
+            if r.actual == other:
+                findings.append(
+                    Finding(
+                        "mrtd",
+                        "mrtd: the actual MRTD is the document's other page-add order "
+                        "(qemu_version / qemu_single_pass_add_pages say otherwise)",
+                        "proven",
+                        "two_pass_add_pages",
+                        str(other == two).lower(),
+                        "MRTD",
+                    )
+                )
+            else:
+                findings.append(
+                    Finding(
+                        "mrtd",
+                        "mrtd: neither of the document's MRTD candidates: the VM booted other "
+                        "firmware than its declared image's",
+                        "proven",
+                        register="MRTD",
+                    )
+                )
+        else:
+            findings.append(
+                Finding(
+                    r.name.lower(),
+                    f"{r.name.lower()}: differs from the value the VM's own measurement "
+                    "document gives; compare the events, or diagnose with the image "
+                    "directory for a search of the inputs",
+                    register=r.name,
+                )
+            )
+    return findings
+
+
+def diagnose_lite(vm: VmConfig, evidence: Evidence) -> DiagnoseReport:
+    """Lite-mode diagnosis of ``vm`` (with ``tdx_measurement``) against ``evidence``, which
+    must include the event log."""
+    if vm.tdx_measurement is None:
+        raise ConfigError(
+            "lite mode needs a vm_config carrying tdx_measurement; otherwise give the image "
+            "directory (--image-dir or --image-base-dir)"
+        )
+    if evidence.events is None:
+        raise EvidenceError(
+            "lite mode takes RTMR0's ACPI digests from the VM's event log: give it "
+            "(--attestation or --event-log), or the image directory"
+        )
+    doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
+    digests = acpi_digests_from_log(evidence.events)
+    expected = measure_from_document(doc, vm, digests)
+    m = expected.measurements
+
+    registers = []
+    for name in REGISTERS:
+        found = evidence.actual(name)
+        registers.append(
+            RegisterCheck(
+                name.upper(),
+                getattr(m, name),
+                None if found is None else found[0],
+                None if found is None else found[1],
+            )
+        )
+
+    notes = list(evidence.notes)
+    lite_log = is_lite_event_log(evidence.events)
+    replay = _replay_checks(evidence)
+    events: list[EventCheck] = []
+    if lite_log:
+        replay = [r for r in replay if r.imr >= 3]
+        notes.append(
+            "the event log is a lite log (RTMR0 holds only the three ACPI events, RTMR1 and "
+            "RTMR2 none): MRTD and RTMR0-2 are compared by value, not event by event"
+        )
+    else:
+        for log in expected.rtmr_logs:
+            actual = [e for e in evidence.events if e.imr == log.rtmr]
+            events.extend(align(log.rtmr, log.events, actual, acpi_from_log=True))
+
+    # No image directory to compare: the chain's outcome is a note, not an image check.
+    notes.insert(
+        0,
+        "lite mode: vm_config.tdx_measurement checks out (sha256 of its sha256sum.txt is "
+        f"os_image_hash {vm.os_image_hash.hex()}, and it lists the measurement document's "
+        "sha256); expected values come from that document",
+    )
+    return DiagnoseReport(
+        vm_config=vm,
+        image_dir="(none: lite mode)",
+        ovmf_variant=expected.ovmf_variant,
+        variant_source=_LITE_SOURCE,
+        expected=expected,
+        registers=tuple(registers),
+        replay=tuple(replay),
+        events=tuple(events),
+        findings=tuple(_findings(registers, (doc.mrtd_single_pass, doc.mrtd_two_pass))),
+        evidence_sources=evidence.sources,
+        acpi=AcpiChoice(
+            "log",
+            "ACPI digests taken from the event log, not verified (lite mode: no image, no QEMU)",
+            digests,
+            verified=False,
+        ),
+        evidence_notes=tuple(notes),
+        warnings=evidence.warnings,
+        signed=evidence.quote is not None,
+    )

@@ -1,0 +1,81 @@
+"""One vocabulary of value checks (u32, u64, bool, str, hex) for every place that takes input.
+
+Each check returns what is wrong with a value, or None. :func:`attrs_validator` turns one
+into an attrs validator raising ConfigError; :func:`cattrs_hook` into a cattrs structure hook
+raising ValueError (which the JSON loaders turn into their own error with the field's path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._binary import from_hex
+from .errors import ConfigError
+from .registry import U32_MAX, U64_MAX
+
+#: A check: the problem with a value ("must be ..."), or None when it is fine.
+Check = Callable[[object], "str | None"]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def integer(limit: int, rust: str) -> Check:
+    """An integer in 0..=limit (bool, which Python counts as an int, is not one)."""
+
+    def check(value: object) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
+            return None
+        return f"must be an integer in 0..={limit} ({rust}), got {_shown(value)}"
+
+    return check
+
+
+u32 = integer(U32_MAX, "u32")
+u64 = integer(U64_MAX, "u64")
+
+
+def boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {_shown(value)}"
+
+
+def string(value: object) -> str | None:
+    return None if isinstance(value, str) else f"must be a string, got {type(value).__name__}"
+
+
+def hex_string(value: object) -> str | None:
+    """Plain even-length hex (serde's hex: no 0x, no spaces)."""
+    if isinstance(value, str) and from_hex(value) is not None:
+        return None
+    return f"must be an even-length hex string (no 0x, no spaces), got {_shown(value)}"
+
+
+def optional(check: Check) -> Check:
+    """``check``, or None."""
+    return lambda value: None if value is None else check(value)
+
+
+def attrs_validator(check: Check, name: str) -> Any:
+    """An attrs validator: ConfigError("<name> <problem>")."""
+
+    def validate(_inst: object, _attr: object, value: object) -> None:
+        problem = check(value)
+        if problem is not None:
+            raise ConfigError(f"{name} {problem}")
+
+    return validate
+
+
+def cattrs_hook(check: Check, convert: Callable[[Any], Any] = lambda v: v) -> Any:
+    """A cattrs structure hook: ValueError(problem), else ``convert(value)``."""
+
+    def hook(value: Any, _type: Any) -> Any:
+        problem = check(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return convert(value)
+
+    return hook

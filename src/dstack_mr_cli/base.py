@@ -1,0 +1,135 @@
+"""What every ``dstack-mr`` command shares: the typer/click base, ``--debug``, error mapping.
+
+Commands are declared with :class:`App` (a ``typer.Typer``) so each one accepts ``--debug``
+and the ``true|false`` options' bare aliases, whoever adds the command. Library errors become
+one line on stderr and exit code 2; ``--debug`` adds the traceback, never another exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import typer
+import typer.core
+import typer.main
+
+from dstack_mr import DstackMrError
+
+EXIT_MISMATCH = 1
+EXIT_BAD_INPUT = 2
+
+#: The metavar of options that take ``true|false`` (as the reference's clap options do).
+BOOL_METAVAR = "true|false"
+
+
+class State:
+    """Process-wide CLI settings made by options before any command body runs."""
+
+    debug = False
+
+
+class _ArgumentWithHelp(typer.core.TyperArgument):
+    # typer < 0.25 sets ``help`` before calling click's Argument.__init__, which from click
+    # 8.5 takes ``help`` itself and resets it to None: every argument's help vanished.
+    def __init__(self, *args: Any, help: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, help=help, **kwargs)
+        self.help = help
+
+
+typer.main.TyperArgument = _ArgumentWithHelp  # type: ignore[attr-defined]
+
+
+def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        State.debug = True
+
+
+def debug_option() -> click.Option:
+    return click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="On an error, also print the traceback (the exit code stays the same).",
+    )
+
+
+class Command(typer.core.TyperCommand):
+    """A typer command that also takes ``--debug`` and bare ``--FLAG`` for ``--FLAG true``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(debug_option())
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_bool_aliases(self.params, args))
+
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Nothing: typer's options section already lists the arguments (click 8.5+ would
+        print them a second time as "Positional arguments")."""
+
+
+# Words taken as the option's value (so that "--smm TRUE" is reported as a bad value).
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def expand_bool_aliases(params: list[click.Parameter], args: list[str]) -> list[str]:
+    """``--smm`` alone means ``--smm=true`` for options taking ``true|false``.
+
+    Rewritten before parsing so that a bare flag never swallows the argument after it.
+    """
+    names = {
+        name
+        for p in params
+        if isinstance(p, click.Option) and p.metavar == BOOL_METAVAR
+        for name in p.opts
+    }
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        following = args[i + 1] if i + 1 < len(args) else None
+        bare = arg in names and (following or "").lower() not in _BOOL_WORDS
+        out.append(f"{arg}=true" if bare else arg)
+    return out
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose commands are :class:`Command` unless a command says otherwise."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        kwargs.setdefault("cls", Command)
+        decorator: Callable[[Any], Any] = super().command(*args, **kwargs)
+        return decorator
+
+
+def bool_option(name: str, help: str) -> Any:
+    """An option taking ``true|false`` (the bare ``name`` means true)."""
+    return typer.Option(name, metavar=BOOL_METAVAR, help=f"{help} Bare {name} means true.")
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    # clap's bool parser: exactly "true" or "false".
+    if value not in ("true", "false"):
+        raise typer.BadParameter(f"{value!r} is not 'true' or 'false'")
+    return value == "true"
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn the library's errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except DstackMrError as exc:
+        if State.debug:
+            traceback.print_exc(file=sys.stderr)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
