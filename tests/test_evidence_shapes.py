@@ -18,8 +18,8 @@ from dstack_mr.errors import EventLogError, EvidenceError
 from dstack_mr.eventlog import parse_attestation, parse_ccel
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import parse_quote
-from dstack_mr_cli import base
 from dstack_mr_cli import main as cli
+from dstack_mr_cli.base import parse_bool
 from dstack_mr_cli.main import app
 
 SHA1, SHA384 = 0x0004, 0x000C
@@ -226,13 +226,13 @@ def test_acpi_source_choice(tmp_path: Path) -> None:
 
 
 def test_option_value_parsers() -> None:
-    assert base.parse_bool("true") is True and base.parse_bool("false") is False
-    assert base.parse_bool(True) is True
+    assert parse_bool("true") is True and parse_bool("false") is False
+    assert parse_bool(True) is True
     for bad in ("True", "1", "yes", ""):
         with pytest.raises(
             typer.BadParameter, match=re.escape(f"{bad!r} is not 'true' or 'false'")
         ):
-            base.parse_bool(bad)
+            parse_bool(bad)
     assert cli._opt_bool(None) is None and cli._opt_bool("false") is False
     assert cli._u32("4294967295", "--cpu") == 4294967295 and cli._u32("+7", "--cpu") == 7
     for bad in ("4294967296", "-1", "1_0", " 1"):
