@@ -23,7 +23,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_boundaries.py", "tests/test_verdicts.py", "tests/test_cli.py"]
+TESTS = [
+    "tests/test_boundaries.py",
+    "tests/test_verdicts.py",
+    "tests/test_evidence_shapes.py",
+    "tests/test_cli.py",
+]
 
 CLI, DIAG = "src/dstack_mr_cli/main.py", "src/dstack_mr/diagnose.py"
 DCMD = "src/dstack_mr_cli/diagnose_cmd.py"

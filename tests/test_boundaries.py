@@ -31,7 +31,7 @@ from spec_model import (
 from typer.testing import CliRunner
 
 from dstack_mr import Machine, VmConfig, acpi, example, kernel, tdvf
-from dstack_mr.errors import ConfigError
+from dstack_mr.errors import ConfigError, FirmwareError
 from dstack_mr_cli.main import app
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -419,3 +419,37 @@ def test_cli_cpu_zero_rejected(image_dir: Path) -> None:
     result = CliRunner().invoke(app, ["measure", "--cpu", "0", "--acpi-tables", acpi_file, meta])
     assert result.exit_code == 2
     assert "cpu_count must be greater than 0" in result.output
+
+
+def firmware_with_sections(size: int, sections: list[tuple[int, int, int, int, int, int]]) -> bytes:
+    """A TDVF image with the descriptor at offset 0 (SPEC.md's footer and metadata entry)."""
+    import uuid
+
+    footer_guid = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
+    entry_guid = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2").bytes_le
+    fw = bytearray(size)
+    desc = b"TDVF" + struct.pack("<III", 16 + 32 * len(sections), 1, len(sections))
+    desc += b"".join(struct.pack("<IIQQII", *s) for s in sections)
+    fw[: len(desc)] = desc
+    entry = struct.pack("<I", size) + struct.pack("<H", 4 + 18) + entry_guid
+    footer = entry + struct.pack("<H", len(entry) + 18) + footer_guid
+    fw[size - 32 - len(footer) : size - 32] = footer
+    return bytes(fw)
+
+
+def test_extended_pages_are_capped_across_sections() -> None:
+    """Each section MR.EXTENDs the whole 1 MiB file (256 pages, within bounds on its own);
+    4097 of them exceed the 2**20-page cap only in total."""
+    size = 1 << 20
+    extend_only = 0x1 | 0x2  # MR_EXTEND + PAGE_AUG: no MEM.PAGE.ADD records to count
+    ok = [(0, size, 0x1_0000_0000 * k, size, 0, extend_only) for k in range(4096)]
+    parsed = tdvf.parse(firmware_with_sections(size, ok))
+    assert len(parsed.sections) == 4096
+    too_many = [*ok, (0, size, 0x1_0000_0000 * 4096, size, 0, extend_only)]
+    with pytest.raises(
+        FirmwareError, match=re.escape("sections MR.EXTEND more than 1048576 pages")
+    ):
+        tdvf.parse(firmware_with_sections(size, too_many))
+    adds = [(0, 0, 0x1_0000_0000 * k, size, 0, 0) for k in range(4097)]
+    with pytest.raises(FirmwareError, match=re.escape("sections add more than 1048576 pages")):
+        tdvf.parse(firmware_with_sections(size, adds))

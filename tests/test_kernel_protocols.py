@@ -7,6 +7,7 @@ The expected bytes follow QEMU's x86 ``-kernel`` loader and Linux's boot protoco
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -140,3 +141,59 @@ def test_fast_path_equals_full_copy_for_every_protocol() -> None:
         initrd = 0 if protocol < 0x200 else INITRD
         full = kernel.authenticode_sha384(kernel.patch(k, initrd, 2 * GIB))
         assert kernel.patched_kernel_digest(k, initrd, 2 * GIB) == full
+
+
+# --- Authenticode: which header field is missing, and the two code paths -----------------------
+
+
+def pe_offsets(k: bytes) -> dict[str, int]:
+    pe = struct.unpack_from("<I", k, 0x3C)[0]
+    opt = pe + 24
+    return {"pe": pe, "opt": opt, "cert_dir": opt + 112 + 32,
+            "table": opt + struct.unpack_from("<H", k, pe + 20)[0],
+            "headers": struct.unpack_from("<I", k, opt + 60)[0]}  # fmt: skip
+
+
+def test_header_field_past_the_end_is_named() -> None:
+    k = bytes(example.build_kernel())
+    o = pe_offsets(k)
+    cases = [
+        (k[:0x3C] + struct.pack("<I", len(k)) + k[0x40:], "PE signature: need a 4-byte integer"),
+        (k[: o["opt"] + 1], "optional header magic: need a 2-byte integer"),
+        (k[: o["opt"] + 62], "SizeOfHeaders: need a 4-byte integer"),
+        (k[: o["cert_dir"] + 2], "certificate table address: need a 4-byte integer"),
+        (k[: o["cert_dir"] + 6], "certificate table size: need a 4-byte integer"),
+    ]
+    for data, what in cases:
+        with pytest.raises(KernelError, match=re.escape(what)):
+            kernel.authenticode_sha384(data)
+
+
+def test_section_table_past_the_end_is_named() -> None:
+    k = bytearray(example.build_kernel())
+    o = pe_offsets(bytes(k))
+    # Enough section entries that entry i's PointerToRawData straddles the end of the data.
+    i = -(-(o["headers"] - o["table"] - 22) // 40)
+    struct.pack_into("<H", k, o["pe"] + 6, i + 1)
+    size = o["table"] + 40 * i + 22
+    with pytest.raises(KernelError, match=re.escape("PointerToRawData: need a 4-byte integer")):
+        kernel.authenticode_sha384(bytes(k[:size]))
+    with pytest.raises(KernelError, match=re.escape("SizeOfRawData: need a 4-byte integer")):
+        kernel.authenticode_sha384(bytes(k[: size - 4]))
+
+
+def test_small_kernel_takes_the_full_copy_path() -> None:
+    k = bytes(example.build_kernel())[:0x10000]  # sections cut short: counted in full
+    from spec_model import spec_authenticode
+
+    want = spec_authenticode(bytes(kernel.patch(k, INITRD, 2 * GIB)))
+    assert kernel.patched_kernel_digest(k, INITRD, 2 * GIB) == want
+
+
+def test_headers_beyond_64k_fall_back_to_the_full_copy() -> None:
+    k = bytearray(0x20000)  # no PE header where the 64 KiB head would find it
+    with pytest.raises(KernelError, match=re.escape("no PE signature at offset 0x0")):
+        kernel.patched_kernel_digest(bytes(k), 0, 2 * GIB)
+    struct.pack_into("<H", k, 0x206, 0x020F)
+    with pytest.raises(KernelError, match=re.escape("no PE signature at offset 0x0")):
+        kernel.patched_kernel_digest(bytes(k), INITRD, 2 * GIB)

@@ -147,6 +147,20 @@ def test_missing_and_extra_events_fail(image: Image) -> None:
     assert report.exit_code == 1
 
 
+def test_log_without_one_register_fails(image: Image) -> None:
+    """No RTMR1 event at all: RTMR1 cannot be replayed (so no register mismatch), but its five
+    expected events are missing and the verdict must fail on them alone."""
+    logs = spec_events()
+    report = diagnose(VM, image, Evidence(events=tuple(boot_events([logs[0], [], logs[2]]))),
+                      explain=False)  # fmt: skip
+    assert statuses(report) == {"mrtd": "not-compared", "rtmr0": "match",
+                                "rtmr1": "not-compared", "rtmr2": "match"}  # fmt: skip
+    assert [(e.rtmr, e.status) for e in report.events if e.status != "match"] == [
+        (1, "missing")
+    ] * 5
+    assert not report.ok and report.exit_code == 1
+
+
 # --- the verdict: boot-time registers only; RTMR3 is reported, not judged ---------------------
 
 
