@@ -158,9 +158,7 @@ def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
         body_type, layout, names = _V5_BODY_TYPES[2]
         body_off = header_len
     else:
-        # Field by field, so a cut quote names the field it lacks.
-        type_id = u16(q, header_len, "quote v5 body type", QuoteError)
-        size = u32(q, header_len + 2, "quote v5 body size", QuoteError)
+        type_id, size = unpack(V5_BODY_DESCRIPTOR, q, header_len, "quote v5 body", QuoteError)
         if type_id not in _V5_BODY_TYPES:
             raise QuoteError(
                 f"quote: v5 body type {type_id} at offset {header_len:#x} is not a TD report "
