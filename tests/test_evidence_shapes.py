@@ -225,13 +225,15 @@ def test_acpi_source_choice(tmp_path: Path) -> None:
 
 
 def test_option_value_parsers() -> None:
-    assert cli._parse_bool("true") is True and cli._parse_bool("false") is False
-    assert cli._parse_bool(True) is True
+    from dstack_mr_cli.base import parse_bool
+
+    assert parse_bool("true") is True and parse_bool("false") is False
+    assert parse_bool(True) is True
     for bad in ("True", "1", "yes", ""):
         with pytest.raises(
             typer.BadParameter, match=re.escape(f"{bad!r} is not 'true' or 'false'")
         ):
-            cli._parse_bool(bad)
+            parse_bool(bad)
     assert cli._opt_bool(None) is None and cli._opt_bool("false") is False
     assert cli._u32("4294967295", "--cpu") == 4294967295 and cli._u32("+7", "--cpu") == 7
     for bad in ("4294967296", "-1", "1_0", " 1"):

@@ -90,8 +90,8 @@ def test_truncated_quote_names_what_is_missing(cut: int, what: str) -> None:
 @pytest.mark.parametrize(
     ("cut", "what"),
     [
-        (48, "quote v5 body type: need a 2-byte integer at offset 0x30"),
-        (51, "quote v5 body size: need a 4-byte integer at offset 0x32"),
+        (48, "quote v5 body: need 6 bytes at offset 0x30"),
+        (51, "quote v5 body: need 6 bytes at offset 0x30"),
         (60, "quote TD report body (td15): need 648 bytes at offset 0x36"),
     ],
 )
