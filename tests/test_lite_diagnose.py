@@ -194,3 +194,65 @@ def test_acpi_sources_need_the_image_dir(real: Path) -> None:
         result = diagnose("--attestation", path, *extra)
         assert result.exit_code == 2 and "needs the image directory" in result.output, extra
     assert diagnose("--attestation", path, "--acpi-source", "log").exit_code == 0
+
+
+def test_builtin_acpi_verifies_the_real_capture_without_image_or_qemu(real: Path) -> None:
+    """The built-in ACPI model computes the 0.6.0 capture's three ACPI digests from its
+    vm_config alone, so lite mode verifies RTMR0 whole instead of taking them from the log."""
+    from dstack_mr import VmConfig
+    from dstack_mr.lite import builtin_acpi_tables
+
+    doc = capture(real)
+    log = json.loads(doc["event_log"])
+    logged = [bytes.fromhex(e["digest"]) for e in log if e["imr"] == 0 and e["event_type"] == 10]
+    tables = builtin_acpi_tables(VmConfig.from_json(doc["vm_config"]))
+    assert [tables.loader_digest, tables.rsdp_digest, tables.tables_digest] == logged
+    assert tables.source == "builtin"
+
+    path = str(real / "dstack-0.6.0-getquote.json")
+    result = diagnose("--attestation", path, "--acpi-source", "builtin", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    jsonschema.validate(report, SCHEMA)
+    assert report["result"] == "match"
+    assert report["acpi_source"]["kind"] == "builtin" and report["acpi_source"]["verified"]
+    rtmr0 = [e for e in report["events"] if e["rtmr"] == 0]
+    assert [e["status"] for e in rtmr0] == ["match"] * 13
+    text = diagnose("--attestation", path, "--acpi-source", "builtin").output
+    assert text.splitlines()[0] == (
+        "MATCH: MRTD, RTMR0, RTMR1, RTMR2 equal the expected values (quote)"
+    )
+    assert "not verified" not in text.splitlines()[0]
+
+
+def test_builtin_acpi_catches_what_the_log_cannot(real: Path, tmp_path: Path) -> None:
+    """A vm_config claiming 4 vCPUs: the log's own ACPI digests hide it (MATCH), the tables
+    computed for the claim do not (RTMR0's three ACPI events differ)."""
+    doc = capture(real)
+    vm = {**json.loads(doc["vm_config"]), "cpu_count": 4}
+    path = str(write(tmp_path, doc, vm))
+    assert diagnose("--attestation", path).exit_code == 0
+    result = diagnose("--attestation", path, "--acpi-source", "builtin", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert report["result"] == "mismatch"
+    status = {c["register"]: c["status"] for c in report["comparison"]}
+    assert status == {"MRTD": "match", "RTMR0": "mismatch", "RTMR1": "match", "RTMR2": "match"}
+    differ = [e["label"] for e in report["events"] if e["rtmr"] == 0 and e["status"] != "match"]
+    assert differ == ["acpi_loader", "acpi_rsdp", "acpi_tables"]
+    # The model's search proves the real vCPU count from the VM's own ACPI digests.
+    head = diagnose("--attestation", path, "--acpi-source", "builtin").output.splitlines()[0]
+    assert head == (
+        "MISMATCH: RTMR0 — acpi: the VM's ACPI tables are those of cpu_count=2 (vm_config says "
+        "cpu_count=4): the built-in model reproduces all three of its logged ACPI digests with "
+        "it [proven]"
+    )
+
+
+def test_builtin_acpi_refuses_what_the_model_does_not_cover(real: Path, tmp_path: Path) -> None:
+    doc = capture(real)
+    vm = {**json.loads(doc["vm_config"]), "qemu_version": "10.0.0"}
+    path = str(write(tmp_path, doc, vm))
+    result = diagnose("--attestation", path, "--acpi-source", "builtin")
+    assert result.exit_code == 2
+    assert "10.0" in result.output

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import attrs
 
 from . import events
+from .acpi import AcpiTables, build_tables
 from .acpi_log import AcpiDigests
 from .config import OvmfVariant, VmConfig
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
@@ -41,11 +42,13 @@ from .measurement_doc import MeasurementDocument, verify_material
 __all__ = [
     "LITE_ACPI_EVENT_NAMES",
     "ImageCrossCheck",
+    "builtin_acpi_tables",
     "cross_check_image",
     "lite_acpi_digests_from_log",
     "lite_memory_supported",
     "measure_from_document",
     "measure_lite",
+    "vm_machine",
 ]
 
 #: The names the guest gives the three RTMR0 ``ACPI DATA`` events, in measurement order.
@@ -56,6 +59,7 @@ _ACPI_PAYLOAD = b"ACPI DATA"
 COMPAT_2G_MEMORY = 0x8000_0000
 _FROM_LOG = "taken from the event log (not verified: lite mode)"
 _FROM_DOC = "from measurement.tdx.cbor"
+_FROM_MODEL = "from the built-in model of dstack's QEMU for this vm_config (verified)"
 
 
 def lite_memory_supported(memory_size: int) -> bool:
@@ -101,23 +105,70 @@ _LITE_NOTES = {
     events.CMDLINE: f"{_FROM_DOC} (cmdline_sha384)",
     events.INITRD: f"{_FROM_DOC} (initrd_sha384)",
 }
+_LITE_NOTES_BUILTIN_ACPI = {
+    **_LITE_NOTES,
+    events.ACPI_LOADER: _FROM_MODEL,
+    events.ACPI_RSDP: _FROM_MODEL,
+    events.ACPI_TABLES: _FROM_MODEL,
+}
 
 
-def _relabel(log: RtmrLog) -> RtmrLog:
+def _relabel(log: RtmrLog, acpi_from_log: bool) -> RtmrLog:
+    notes = _LITE_NOTES if acpi_from_log else _LITE_NOTES_BUILTIN_ACPI
     return attrs.evolve(
         log,
         events=tuple(
-            attrs.evolve(e, varies_with=_LITE_NOTES.get(e.label, e.varies_with)) for e in log.events
+            attrs.evolve(e, varies_with=notes.get(e.label, e.varies_with)) for e in log.events
         ),
     )
+
+
+def vm_machine(vm: VmConfig) -> Machine:
+    """The Machine of ``vm`` for what lite needs of it: QEMU's options and dumper argv (the
+    image paths are never read). Same fields as :func:`dstack_mr.image.machine_for`."""
+    return Machine(
+        cpu_count=vm.cpu_count,
+        memory_size=vm.memory_size,
+        firmware="",
+        kernel="",
+        initrd="",
+        kernel_cmdline="",
+        two_pass_add_pages=vm.qemu_single_pass_add_pages,
+        pic=vm.pic,
+        qemu_version=vm.qemu_version,
+        pci_hole64_size=vm.pci_hole64_size if vm.pci_hole64_size > 0 else None,
+        hugepages=vm.hugepages,
+        num_gpus=vm.num_gpus,
+        num_nvswitches=vm.num_nvswitches,
+        num_nics=vm.num_nics,
+        num_verity_volumes=vm.num_verity_volumes,
+        swtpm=vm.swtpm,
+        hotplug_off=vm.hotplug_off,
+        root_verity=True,
+        host_share_mode=vm.host_share_mode,
+        ovmf_variant=OvmfVariant.PRE202505,
+    )
+
+
+def builtin_acpi_tables(vm: VmConfig) -> AcpiTables:
+    """``vm``'s ACPI tables from the built-in model of dstack's QEMU
+    (:class:`dstack_mr.acpi_model.QemuAcpiModel`): with them, lite mode verifies RTMR0's ACPI
+    events instead of taking them from the log. Raises :class:`ConfigError` for a
+    configuration the model does not cover (a QEMU version, ``swtpm``)."""
+    from .acpi_model import QemuAcpiModel
+
+    model = QemuAcpiModel()
+    blob = model.acpi_tables(vm_machine(vm).dumper_invocation())
+    return build_tables(blob, source=model.source_name)
 
 
 def measure_from_document(
     doc: MeasurementDocument, vm: VmConfig, acpi: AcpiDigestsLike
 ) -> MeasurementDetails:
     """Expected MRTD and RTMR0-2 of ``vm`` from an (already verified) measurement document
-    and the three ACPI digests; the result's ``mode`` is ``"lite"`` and its ACPI events are
-    labelled as taken from the log."""
+    and the three ACPI digests; the result's ``mode`` is ``"lite"``. ACPI digests whose
+    ``source`` is ``"log"`` are labelled as taken from the log; tables computed for the
+    configuration (:func:`builtin_acpi_tables`) as verified."""
     if not lite_memory_supported(vm.memory_size):
         raise ConfigError(
             f"memory_size {vm.memory_size:#x}: lite verification needs exactly 2 GiB "
@@ -130,21 +181,11 @@ def measure_from_document(
             f"vm_config.ovmf_variant is {vm.ovmf_variant.value!r} but the measurement document "
             f"says {doc.ovmf_variant.value!r}"
         )
-    # Only the QEMU-version-dependent options matter here; the paths are never read.
-    opts = Machine(
-        cpu_count=vm.cpu_count,
-        memory_size=vm.memory_size,
-        firmware="",
-        kernel="",
-        initrd="",
-        kernel_cmdline="",
-        two_pass_add_pages=vm.qemu_single_pass_add_pages,
-        pic=vm.pic,
-        qemu_version=vm.qemu_version,
-    ).versioned_options()
+    from_log = acpi.source == "log"
+    opts = vm_machine(vm).versioned_options()
     variant = OvmfVariant.PRE202505
     rtmr0, rtmr1, rtmr2 = (
-        _relabel(log)
+        _relabel(log, from_log)
         for log in events.labelled_logs(
             variant,
             {
@@ -165,7 +206,7 @@ def measure_from_document(
         options=opts,
         ovmf_variant=variant,
         mode="lite",
-        acpi_from_log=True,
+        acpi_from_log=from_log,
     )
 
 

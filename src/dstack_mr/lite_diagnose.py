@@ -28,11 +28,12 @@ from .diagnose import (
     _replay_checks,
     align,
 )
-from .errors import ConfigError, EvidenceError
+from .errors import ConfigError, DstackMrError, EvidenceError
 from .eventlog import Event
 from .events import ACPI_LABELS
 from .explain import Finding
-from .lite import measure_from_document
+from .lite import builtin_acpi_tables, measure_from_document, vm_machine
+from .machine import AcpiDigestsLike
 from .measurement_doc import verify_material
 
 __all__ = ["diagnose_lite", "is_lite_event_log"]
@@ -51,12 +52,44 @@ def is_lite_event_log(events: Sequence[Event]) -> bool:
     )
 
 
+def _acpi_finding(vm: VmConfig, events: Sequence[Event] | None) -> Finding | None:
+    """With built-in ACPI tables and the VM's three logged ACPI digests: the configuration
+    whose tables reproduce all three (recomputed, so proven), or None."""
+    from .acpi_model.search import AcpiDigests as SearchDigests
+    from .acpi_model.search import explain_acpi_mismatch
+
+    try:
+        log = acpi_digests_from_log(events or ())
+        actual = SearchDigests(log.loader_digest, log.rsdp_digest, log.tables_digest)
+        match, _tried = explain_acpi_mismatch(vm_machine(vm), actual)
+    except DstackMrError:
+        return None
+    if match is None or not match.changes:
+        return None
+    said = ", ".join(f"{k}={getattr(vm, k, '?')!r}" for k, _ in match.changes)
+    name, value = match.changes[0]
+    return Finding(
+        "acpi",
+        f"acpi: the VM's ACPI tables are those of {match.describe()} (vm_config says {said}): "
+        "the built-in model reproduces all three of its logged ACPI digests with it",
+        "proven",
+        name,
+        repr(value) if len(match.changes) == 1 else match.describe(),
+        "RTMR0",
+    )
+
+
 def _findings(
-    report_registers: Sequence[RegisterCheck], doc_mrtds: tuple[bytes, bytes]
+    report_registers: Sequence[RegisterCheck],
+    doc_mrtds: tuple[bytes, bytes],
+    rtmr0: Finding | None = None,
 ) -> list[Finding]:
     findings: list[Finding] = []
     for r in report_registers:
         if r.status != "mismatch" or r.actual is None:
+            continue
+        if r.name == "RTMR0" and rtmr0 is not None:
+            findings.append(rtmr0)
             continue
         if r.name == "MRTD":
             single, two = doc_mrtds
@@ -96,22 +129,43 @@ def _findings(
     return findings
 
 
-def diagnose_lite(vm: VmConfig, evidence: Evidence) -> DiagnoseReport:
-    """Lite-mode diagnosis of ``vm`` (with ``tdx_measurement``) against ``evidence``, which
-    must include the event log."""
+def diagnose_lite(vm: VmConfig, evidence: Evidence, acpi: str = "log") -> DiagnoseReport:
+    """Lite-mode diagnosis of ``vm`` (with ``tdx_measurement``) against ``evidence``.
+
+    ``acpi``: ``"log"`` (upstream's lite mode: the three ACPI digests from the event log,
+    which must then be given; not verified) or ``"builtin"`` (the tables the built-in model
+    of dstack's QEMU computes for ``vm``: RTMR0's ACPI events are then verified too)."""
+    if acpi not in ("log", "builtin"):
+        raise ConfigError(f"lite mode takes the ACPI tables from 'log' or 'builtin', not {acpi!r}")
     if vm.tdx_measurement is None:
         raise ConfigError(
             "lite mode needs a vm_config carrying tdx_measurement; otherwise give the image "
             "directory (--image-dir or --image-base-dir)"
         )
-    if evidence.events is None:
+    if evidence.events is None and acpi == "log":
         raise EvidenceError(
             "lite mode takes RTMR0's ACPI digests from the VM's event log: give it "
             "(--attestation or --event-log), or the image directory"
         )
     doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
-    digests = acpi_digests_from_log(evidence.events)
-    expected = measure_from_document(doc, vm, digests)
+    if acpi == "builtin":
+        tables: AcpiDigestsLike = builtin_acpi_tables(vm)
+        choice = AcpiChoice(
+            "builtin",
+            "ACPI tables from the built-in model of dstack's QEMU (verified: computed for this "
+            "vm_config, not taken from the log)",
+        )
+    else:
+        assert evidence.events is not None  # checked above
+        digests = acpi_digests_from_log(evidence.events)
+        tables = digests
+        choice = AcpiChoice(
+            "log",
+            "ACPI digests taken from the event log, not verified (lite mode: no image, no QEMU)",
+            digests,
+            verified=False,
+        )
+    expected = measure_from_document(doc, vm, tables)
     m = expected.measurements
 
     registers = []
@@ -127,10 +181,12 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence) -> DiagnoseReport:
         )
 
     notes = list(evidence.notes)
-    lite_log = is_lite_event_log(evidence.events)
+    lite_log = evidence.events is not None and is_lite_event_log(evidence.events)
     replay = _replay_checks(evidence)
     events: list[EventCheck] = []
-    if lite_log:
+    if evidence.events is None:
+        pass  # registers only (possible with builtin ACPI): nothing to line up
+    elif lite_log:
         replay = [r for r in replay if r.imr >= 3]
         notes.append(
             "the event log is a lite log (RTMR0 holds only the three ACPI events, RTMR1 and "
@@ -139,7 +195,7 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence) -> DiagnoseReport:
     else:
         for log in expected.rtmr_logs:
             actual = [e for e in evidence.events if e.imr == log.rtmr]
-            events.extend(align(log.rtmr, log.events, actual, acpi_from_log=True))
+            events.extend(align(log.rtmr, log.events, actual, acpi_from_log=expected.acpi_from_log))
 
     # No image directory to compare: the chain's outcome is a note, not an image check.
     notes.insert(
@@ -157,14 +213,18 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence) -> DiagnoseReport:
         registers=tuple(registers),
         replay=tuple(replay),
         events=tuple(events),
-        findings=tuple(_findings(registers, (doc.mrtd_single_pass, doc.mrtd_two_pass))),
-        evidence_sources=evidence.sources,
-        acpi=AcpiChoice(
-            "log",
-            "ACPI digests taken from the event log, not verified (lite mode: no image, no QEMU)",
-            digests,
-            verified=False,
+        findings=tuple(
+            _findings(
+                registers,
+                (doc.mrtd_single_pass, doc.mrtd_two_pass),
+                _acpi_finding(vm, evidence.events)
+                if acpi == "builtin"
+                and any(r.name == "RTMR0" and r.status == "mismatch" for r in registers)
+                else None,
+            )
         ),
+        evidence_sources=evidence.sources,
+        acpi=choice,
         evidence_notes=tuple(notes),
         warnings=evidence.warnings,
         signed=evidence.quote is not None,

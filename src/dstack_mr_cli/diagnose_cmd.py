@@ -279,20 +279,15 @@ def diagnose(
             # Lite mode: the VM's own measurement document instead of the image.
             from dstack_mr.lite_diagnose import diagnose_lite
 
-            if (
-                acpi_tables is not None
-                or acpi_dumper is not None
-                or acpi_source_mode.value
-                not in (
-                    "auto",
-                    "log",
-                )
-            ):
+            mode = acpi_source_mode.value
+            if acpi_tables is not None or acpi_dumper is not None or mode in ("dumper", "file"):
                 raise ConfigError(
                     "an ACPI tables file or dumper needs the image directory (--image-dir); "
-                    "without one, lite mode takes the ACPI digests from the event log"
+                    "without one, lite mode takes the ACPI digests from the event log, or "
+                    "computes the tables with --acpi-source builtin"
                 )
-            report = diagnose_lite(vm, evidence)
+            # auto keeps upstream's lite semantics (the log); builtin verifies the tables.
+            report = diagnose_lite(vm, evidence, "builtin" if mode == "builtin" else "log")
         else:
             if image_dir is not None:
                 files = ImageFiles.from_dir(image_dir)
