@@ -213,13 +213,34 @@ def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = N
     ``qemu_single_pass_add_pages`` is passed unchanged as ``two_pass_add_pages`` (sic): that is
     what the verifier does, and real VMs are judged by the verifier.
     """
-    return Machine(
-        cpu_count=vm.cpu_count,
-        memory_size=vm.memory_size,
+    return vm_machine(
+        vm,
+        ovmf_variant=variant if variant is not None else resolve_ovmf_variant(vm, files.info),
         firmware=files.firmware,
         kernel=files.kernel,
         initrd=files.initrd,
         kernel_cmdline=files.cmdline,
+    )
+
+
+def vm_machine(
+    vm: VmConfig,
+    *,
+    ovmf_variant: OvmfVariant,
+    firmware: str = "",
+    kernel: str = "",
+    initrd: str = "",
+    kernel_cmdline: str = "",
+) -> Machine:
+    """The Machine of ``vm`` with the given image files (left empty where only QEMU's options
+    and the dumper argv are needed, as in lite mode: the paths are then never read)."""
+    return Machine(
+        cpu_count=vm.cpu_count,
+        memory_size=vm.memory_size,
+        firmware=firmware,
+        kernel=kernel,
+        initrd=initrd,
+        kernel_cmdline=kernel_cmdline,
         two_pass_add_pages=vm.qemu_single_pass_add_pages,
         pic=vm.pic,
         qemu_version=vm.qemu_version,
@@ -233,7 +254,7 @@ def machine_for(vm: VmConfig, files: ImageFiles, variant: OvmfVariant | None = N
         hotplug_off=vm.hotplug_off,
         root_verity=True,
         host_share_mode=vm.host_share_mode,
-        ovmf_variant=variant if variant is not None else resolve_ovmf_variant(vm, files.info),
+        ovmf_variant=ovmf_variant,
     )
 
 

@@ -28,6 +28,7 @@ from .acpi_log import AcpiDigests
 from .config import OvmfVariant, VmConfig
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event
+from .image import vm_machine as image_vm_machine
 from .kernel import STABLE_MIN_MEMORY
 from .machine import (
     AcpiDigestsLike,
@@ -124,30 +125,9 @@ def _relabel(log: RtmrLog, acpi_from_log: bool) -> RtmrLog:
 
 
 def vm_machine(vm: VmConfig) -> Machine:
-    """The Machine of ``vm`` for what lite needs of it: QEMU's options and dumper argv (the
-    image paths are never read). Same fields as :func:`dstack_mr.image.machine_for`."""
-    return Machine(
-        cpu_count=vm.cpu_count,
-        memory_size=vm.memory_size,
-        firmware="",
-        kernel="",
-        initrd="",
-        kernel_cmdline="",
-        two_pass_add_pages=vm.qemu_single_pass_add_pages,
-        pic=vm.pic,
-        qemu_version=vm.qemu_version,
-        pci_hole64_size=vm.pci_hole64_size if vm.pci_hole64_size > 0 else None,
-        hugepages=vm.hugepages,
-        num_gpus=vm.num_gpus,
-        num_nvswitches=vm.num_nvswitches,
-        num_nics=vm.num_nics,
-        num_verity_volumes=vm.num_verity_volumes,
-        swtpm=vm.swtpm,
-        hotplug_off=vm.hotplug_off,
-        root_verity=True,
-        host_share_mode=vm.host_share_mode,
-        ovmf_variant=OvmfVariant.PRE202505,
-    )
+    """The Machine of ``vm`` for what lite needs of it: QEMU's options and dumper argv (no
+    image paths: they are never read)."""
+    return image_vm_machine(vm, ovmf_variant=OvmfVariant.PRE202505)
 
 
 def builtin_acpi_tables(vm: VmConfig) -> AcpiTables:
