@@ -610,6 +610,23 @@ def test_real_captures_identify_every_event() -> None:
         ], name  # fmt: skip
 
 
+def test_payloadless_acpi_events_still_line_up(capture_image: Image) -> None:
+    """A log whose ACPI events lost their payload and name still pairs them with the ACPI
+    events (by type), not as missing + extra."""
+    doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    events = json.loads(doc["event_log"])
+    for e in events:
+        if e["event"].startswith("acpi-"):
+            e["event"], e["event_payload"] = "", ""
+    doc["event_log"] = json.dumps(events)
+    evidence = Evidence.from_attestation(parse_attestation(doc))
+    assert evidence.vm_config is not None
+    report = diagnose(evidence.vm_config, capture_image, evidence)
+    assert [(e.rtmr, e.label, e.status) for e in report.differing_events() if e.rtmr == 0] == [
+        (0, "acpi_tables", "mismatch")
+    ]
+
+
 def test_null_quote_means_unsigned(capture_image: Image) -> None:
     doc = json.loads(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
     doc["quote"] = None

@@ -19,6 +19,7 @@ from dstack_mr.eventlog import parse_attestation, parse_ccel
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import parse_quote
 from dstack_mr_cli import main as cli
+from dstack_mr_cli.base import parse_bool
 from dstack_mr_cli.main import app
 
 SHA1, SHA384 = 0x0004, 0x000C
@@ -225,8 +226,6 @@ def test_acpi_source_choice(tmp_path: Path) -> None:
 
 
 def test_option_value_parsers() -> None:
-    from dstack_mr_cli.base import parse_bool
-
     assert parse_bool("true") is True and parse_bool("false") is False
     assert parse_bool(True) is True
     for bad in ("True", "1", "yes", ""):

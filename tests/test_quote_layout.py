@@ -90,8 +90,9 @@ def test_truncated_quote_names_what_is_missing(cut: int, what: str) -> None:
 @pytest.mark.parametrize(
     ("cut", "what"),
     [
-        (48, "quote v5 body: need 6 bytes at offset 0x30"),
-        (51, "quote v5 body: need 6 bytes at offset 0x30"),
+        # body type (u16) and body size (u32) are read as one 6-byte record at 0x30
+        (48, "quote v5 body: need 6 bytes at offset 0x30, but the data is only 48 bytes"),
+        (51, "quote v5 body: need 6 bytes at offset 0x30, but the data is only 51 bytes"),
         (60, "quote TD report body (td15): need 648 bytes at offset 0x36"),
     ],
 )

@@ -197,10 +197,7 @@ def check_declared_measurement(
     image_equal: list[str] = []
     image_differ: list[str] = []
     firmware = image.mrtd(False) == doc.mrtd_single_pass and image.mrtd(True) == doc.mrtd_two_pass
-    kernel = (
-        image._kernel_digest(image.kernel, image.initrd_size, _DOC_KERNEL_MEMORY)
-        == doc.kernel_authenticode
-    )
+    kernel = image.kernel_digest(_DOC_KERNEL_MEMORY) == doc.kernel_authenticode
     parts = (
         ("firmware", firmware),
         ("kernel", kernel),

@@ -252,8 +252,10 @@ def actual_identity(event: Event) -> EventIdentity:
         item = fw_cfg_item_name(p)
         if item is not None:
             return EventIdentity("fw-cfg", item, f"fw_cfg item {item}")
-        if p.rstrip(b"\0") == b"ACPI DATA" or event.event.startswith("acpi-"):
-            return EventIdentity("acpi", None, "ACPI DATA")
+        if p.rstrip(b"\0") == b"ACPI DATA" or event.event.startswith("acpi-") or not p:
+            # Without a payload, an RTMR0 platform-config event whose digest is not a fw_cfg
+            # constant (those anchor by digest) can only be one of the ACPI blobs.
+            return EventIdentity("acpi", None, "ACPI DATA" if p or event.event else "ACPI data")
     if t == EV_EFI_BOOT_SERVICES_APPLICATION:
         return EventIdentity("kernel", None, "kernel image (Authenticode)")
     if t == EV_EFI_ACTION:

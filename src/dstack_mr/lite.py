@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import attrs
 
 from . import events
+from .acpi_log import AcpiDigests
 from .config import OvmfVariant, VmConfig
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event
@@ -40,7 +41,6 @@ from .measurement_doc import MeasurementDocument, verify_material
 __all__ = [
     "LITE_ACPI_EVENT_NAMES",
     "ImageCrossCheck",
-    "LiteAcpiDigests",
     "cross_check_image",
     "lite_acpi_digests_from_log",
     "lite_memory_supported",
@@ -62,18 +62,7 @@ def lite_memory_supported(memory_size: int) -> bool:
     return memory_size == COMPAT_2G_MEMORY or memory_size >= STABLE_MIN_MEMORY
 
 
-@attrs.frozen
-class LiteAcpiDigests:
-    """The three RTMR0 ACPI digests as a VM's event log states them."""
-
-    loader_digest: bytes = attrs.field(repr=lambda b: b.hex())
-    rsdp_digest: bytes = attrs.field(repr=lambda b: b.hex())
-    tables_digest: bytes = attrs.field(repr=lambda b: b.hex())
-    #: where the digests came from, as :attr:`AcpiTables.source` says it for real tables
-    source: str = attrs.field(default="log", kw_only=True)
-
-
-def lite_acpi_digests_from_log(events: Iterable[Event]) -> LiteAcpiDigests:
+def lite_acpi_digests_from_log(events: Iterable[Event]) -> AcpiDigests:
     """The digests of the RTMR0 ``ACPI DATA`` events, chosen by name as upstream's verifier
     does: exactly three such events, exactly one of each name, 48-byte digests."""
     rtmr0 = [e for e in events if e.imr == 0]
@@ -98,7 +87,8 @@ def lite_acpi_digests_from_log(events: Iterable[Event]) -> LiteAcpiDigests:
                 f"RTMR0 event {name!r} has a {len(named[0].digest)}-byte digest, expected 48"
             )
         digests.append(named[0].digest)
-    return LiteAcpiDigests(*digests)
+    loader, rsdp, tables = digests
+    return AcpiDigests(loader, rsdp, tables)
 
 
 #: What each per-machine digest is in lite mode: where it was taken from.

@@ -86,9 +86,10 @@ def _variant(value: object) -> OvmfVariant:
         ) from None
 
 
-def _smbios_options(_inst: object, _attr: object, value: Any) -> None:
-    if value is not None and not isinstance(value, SmbiosOptions):
-        raise ConfigError(f"smbios must be None or a SmbiosOptions, got {value!r}")
+def _smbios_options(value: object) -> str | None:
+    if value is None or isinstance(value, SmbiosOptions):
+        return None
+    return f"must be None or a SmbiosOptions, got {value!r}"
 
 
 @attrs.frozen
@@ -140,7 +141,9 @@ class Machine:
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
     #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
     #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).
-    smbios: SmbiosOptions | None = attrs.field(default=None, validator=_smbios_options)
+    smbios: SmbiosOptions | None = attrs.field(
+        default=None, validator=validate.attrs_validator(_smbios_options, "smbios")
+    )
     # Resolved once, at construction: an unusable qemu_version fails here, not mid-measure.
     _options: VersionedOptions = attrs.field(init=False, repr=False, eq=False)
 

@@ -25,7 +25,6 @@ import enum
 import struct
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import attrs
 
@@ -193,36 +192,33 @@ def _check_version(_inst: object, _attr: object, v: tuple[int, int, int]) -> Non
 MAX_MEMORY_SIZE = 1 << 50
 
 
-def _check_memory(_inst: object, _attr: object, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_MEMORY_SIZE:
-        raise ConfigError(f"memory_size must be a positive number of bytes, got {value!r}")
+def _int_in(lo: int, hi: int, what: str) -> validate.Check:
+    def check(value: object) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+            return None
+        return f"must be {what} ({lo}..={hi}), got {value!r}"
+
+    return check
 
 
-def _check_string(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str) or "\0" in value:
-        raise ConfigError(f"{attr.name} must be a string without NUL characters, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"{attr.name} is not valid UTF-8 text: {value!r}") from None
+def _smbios_string(value: object) -> str | None:
+    # QEMU copies the -smbios text into a NUL-terminated string set.
+    problem = validate.string(value)
+    if problem is None and "\0" in str(value):
+        return f"must not contain NUL characters, got {value!r}"
+    if problem is None:
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            return f"is not valid UTF-8 text: {value!r}"
+    return problem
 
 
-def _check_u32(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    problem = validate.u32(value)
-    if problem is not None:
-        raise ConfigError(f"{attr.name} {problem}")
+def _one_of(*allowed: object) -> validate.Check:
+    return lambda value: None if value in allowed else f"must be one of {allowed}, got {value!r}"
 
 
-def _check_cpus(_inst: object, _attr: object, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 0xFFFF:
-        raise ConfigError(f"cpu_count must be 1..65535, got {value!r}")
-
-
-def _check_entry_point(_inst: object, _attr: object, value: Any) -> None:
-    if value not in (None, "32", "64", "auto"):
-        raise ConfigError(f"entry_point must be '32', '64', 'auto' or None, got {value!r}")
+_V = validate.attrs_validator
 
 
 @attrs.frozen
@@ -236,13 +232,27 @@ class SmbiosInputs:
     """
 
     qemu_version: tuple[int, int, int] = attrs.field(converter=_version, validator=_check_version)
-    memory_size: int = attrs.field(validator=_check_memory)
-    manufacturer: str | None = attrs.field(default=DSTACK_MANUFACTURER, validator=_check_string)
-    product: str | None = attrs.field(default=DSTACK_PRODUCT, validator=_check_string)
-    cpuid_eax: int = attrs.field(default=DEFAULT_HOST_CPU.eax, validator=_check_u32)
-    cpuid_edx: int = attrs.field(default=DEFAULT_HOST_CPU.edx, validator=_check_u32)
-    cpu_count: int = attrs.field(default=1, validator=_check_cpus)
-    entry_point: str | None = attrs.field(default=None, validator=_check_entry_point)
+    memory_size: int = attrs.field(
+        validator=_V(_int_in(1, MAX_MEMORY_SIZE, "a positive number of bytes"), "memory_size")
+    )
+    manufacturer: str | None = attrs.field(
+        default=DSTACK_MANUFACTURER, validator=_V(validate.optional(_smbios_string), "manufacturer")
+    )
+    product: str | None = attrs.field(
+        default=DSTACK_PRODUCT, validator=_V(validate.optional(_smbios_string), "product")
+    )
+    cpuid_eax: int = attrs.field(
+        default=DEFAULT_HOST_CPU.eax, validator=_V(validate.u32, "cpuid_eax")
+    )
+    cpuid_edx: int = attrs.field(
+        default=DEFAULT_HOST_CPU.edx, validator=_V(validate.u32, "cpuid_edx")
+    )
+    cpu_count: int = attrs.field(
+        default=1, validator=_V(_int_in(1, 0xFFFF, "a vCPU count"), "cpu_count")
+    )
+    entry_point: str | None = attrs.field(
+        default=None, validator=_V(_one_of(None, "32", "64", "auto"), "entry_point")
+    )
 
     @property
     def machine_type(self) -> str:
@@ -876,9 +886,10 @@ def annotated_hex(table: bytes) -> str:
 SEED_CONFIGURATION = (2 * GIB, (8, 2, 2))
 
 
-def _check_host_cpu(_inst: object, _attr: object, value: Any) -> None:
-    if not isinstance(value, HostCpu):
-        raise ConfigError(f"host_cpu must be a HostCpu (see smbios.find_host_cpu), got {value!r}")
+def _host_cpu(value: object) -> str | None:
+    if isinstance(value, HostCpu):
+        return None
+    return f"must be a HostCpu (see smbios.find_host_cpu), got {value!r}"
 
 
 @attrs.frozen
@@ -886,9 +897,13 @@ class SmbiosOptions:
     """What computing a machine's SMBIOS event assumes beyond the machine itself (which gives
     memory, QEMU version and vCPUs): the host CPU and the ``-smbios type=1`` strings."""
 
-    host_cpu: HostCpu = attrs.field(default=DEFAULT_HOST_CPU, validator=_check_host_cpu)
-    manufacturer: str | None = attrs.field(default=DSTACK_MANUFACTURER, validator=_check_string)
-    product: str | None = attrs.field(default=DSTACK_PRODUCT, validator=_check_string)
+    host_cpu: HostCpu = attrs.field(default=DEFAULT_HOST_CPU, validator=_V(_host_cpu, "host_cpu"))
+    manufacturer: str | None = attrs.field(
+        default=DSTACK_MANUFACTURER, validator=_V(validate.optional(_smbios_string), "manufacturer")
+    )
+    product: str | None = attrs.field(
+        default=DSTACK_PRODUCT, validator=_V(validate.optional(_smbios_string), "product")
+    )
 
     def inputs(
         self, memory_size: int, qemu_version: tuple[int, int, int], cpu_count: int = 1
