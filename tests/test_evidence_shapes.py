@@ -221,7 +221,7 @@ def test_acpi_source_choice(tmp_path: Path) -> None:
         ((None, None, 1.0, kind.file), "--acpi-source file needs --acpi-tables FILE"),
         ((tables, None, 1.0, kind.dumper), "--acpi-source dumper does not read --acpi-tables"),
     ):
-        with pytest.raises(typer.BadParameter, match=re.escape(message)):
+        with pytest.raises(typer.BadParameter, match=f"^{re.escape(message)}$"):
             cli.acpi_source(*args)  # type: ignore[arg-type]
 
 
