@@ -112,3 +112,161 @@ def test_cli_reads_evidence_up_to_the_limit(
     assert cli._read(exact, "quote") == b"0123456789"
     with pytest.raises(EvidenceError, match=re.escape(f"quote {over} is larger than 10 bytes")):
         cli._read(over, "quote")
+
+
+# --- CLI helpers (second mutation run, docs/testing.md) ----------------------------------------
+
+
+def test_version_option_prints_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from dstack_mr_cli.main import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"dstack-mr {version('dstack-mr')}\n"
+
+
+def test_ctrl_c_exits_with_the_shell_status_for_sigint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dstack_mr_cli import main as cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        cli.run()
+    assert exc.value.code == 128 + 2  # 128 + SIGINT, as a shell reports it
+
+
+def test_smbios_options_from_the_cli() -> None:
+    import typer
+
+    from dstack_mr_cli.main import _smbios_options
+
+    assert _smbios_options(False, None, None) is None
+    with pytest.raises(
+        typer.BadParameter,
+        match="^" + re.escape("--host-cpu and --smbios-product need --smbios-computed") + "$",
+    ):
+        _smbios_options(False, None, "box")
+    # CPUID leaf 1 given as EAX:EDX in hex; the SMBIOS strings keep dstack's "dstack".
+    cpu = _smbios_options(True, "c06f2:2fabfbff", None)
+    assert cpu is not None
+    assert (cpu.host_cpu.eax, cpu.host_cpu.edx, cpu.manufacturer, cpu.product) == (
+        0xC06F2, 0x2FABFBFF, "dstack", "dstack"
+    )  # fmt: skip
+    product = _smbios_options(True, None, "box")
+    assert product is not None
+    assert (product.product, product.manufacturer) == ("box", "dstack")
+    assert product.host_cpu == _smbios_options(True, None, None).host_cpu  # type: ignore[union-attr]
+
+
+def test_diagnose_collateral_checks_the_real_quote_signature(tmp_path: Path) -> None:
+    from conftest import shared_path
+    from typer.testing import CliRunner
+
+    from dstack_mr.example import write_example_image
+    from dstack_mr_cli.main import app
+
+    path = shared_path(
+        "real", "collateral", "dstack-0.5.4-8cpu-64g-quote-tcbeval20-collateral.json"
+    )
+    doc = json.loads(path.read_text())
+    quote = tmp_path / "quote.hex"
+    quote.write_text(doc["quote"])
+    meta = write_example_image(tmp_path / "img")
+    vm = tmp_path / "vm.json"
+    vm.write_text(json.dumps({"cpu_count": 2, "memory_size": 2 * GIB}))
+    base = ["diagnose", "--vm-config", str(vm), "--image-dir", str(meta.parent), "--acpi-tables",
+            str(meta.parent / "acpi-tables.bin"), "--no-explain", "--verbose"]  # fmt: skip
+    run = CliRunner().invoke
+    # The capture's recorded verdict at its recorded time (from the collateral file).
+    want = doc["expected"]
+    result = run(app, [*base, "--quote", str(quote), "--collateral", str(path),
+                       "--at", doc["verify_at"]])  # fmt: skip
+    assert result.exit_code == 1, result.output  # the example image is not that machine
+    assert f"TCB status {want['status']}, advisories {', '.join(want['advisory_ids'])})" in (
+        result.output
+    )
+    assert "signature verified (FMSPC " in result.output
+    # After the collateral's validity (the default --at is now) the check fails instead.
+    late = run(app, [*base, "--quote", str(quote), "--collateral", str(path)])
+    assert "QUOTE SIGNATURE INVALID: " in late.output
+    no_quote = run(app, [*base, "--collateral", str(path)])
+    assert no_quote.exit_code == 2
+    assert "--collateral checks a quote's signature: give --quote or --attestation" in (
+        no_quote.output
+    )
+
+
+# --- attestation shapes: which field an error names (second mutation run) ---------------------
+
+_QUOTE = (struct.pack("<HHI", 4, 2, 0x81) + bytes(40) + bytes(584) + bytes(4)).hex()
+
+
+@pytest.mark.parametrize(
+    ("doc", "error", "message"),
+    [
+        ({"quote": _QUOTE, "event_log": 5}, EventLogError,
+         "field 'event_log': expected a JSON string or array, got int"),
+        ({"quote": _QUOTE, "event_log": [], "vm_config": 5}, EvidenceError,
+         "field 'vm_config': expected a JSON object, got int"),
+        ({"tcb_info": {"event_log": 5}}, EventLogError,
+         "field 'tcb_info.event_log': expected a JSON string or array, got int"),
+        ({"tcb_info": {"event_log": [], "vm_config": 5}}, EvidenceError,
+         "field 'vm_config': expected a JSON object, got int"),
+        ({"tcb_info": {"event_log": [], "mrtd": 5}}, EvidenceError,
+         "field 'tcb_info' field 'mrtd': expected a hex string"),
+        ({"event_log": 5}, EventLogError,
+         "field 'event_log': expected a JSON string or array, got int"),
+        ({"event_log": [], "vm_config": 5}, EvidenceError,
+         "field 'vm_config': expected a JSON object, got int"),
+        ({"event_log": [], "rtmr0": 5}, EvidenceError,
+         "tcb_info field 'rtmr0': expected a hex string"),
+    ],
+)  # fmt: skip
+def test_attestation_errors_name_the_field(
+    doc: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        parse_attestation(json.dumps(doc))
+
+
+def test_attestation_shape_fields_are_read_from_their_place() -> None:
+    with pytest.raises(EvidenceError, match=r"^attestation: invalid JSON "):
+        parse_attestation(b"{not json")
+    # 'quote' and 'event_log' make a GetQuote response even beside an 'attestation' key.
+    both = parse_attestation(json.dumps({"attestation": "zz", "quote": _QUOTE, "event_log": []}))
+    assert both.source == "guest-agent GetQuote response" and both.quote is not None
+    # An Info response: the quote beside tcb_info, vm_config inside tcb_info.
+    info = parse_attestation(
+        json.dumps({"quote": _QUOTE, "tcb_info": {"event_log": [], "vm_config": '{"a": 1}'}})
+    )
+    assert info.quote == parse_quote(_QUOTE) and info.vm_config == {"a": 1}
+
+
+def test_evidence_from_attestation_keeps_vm_config_notes_and_warnings() -> None:
+    from dstack_mr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^" + re.escape("the attestation's vm_config has no")):
+        Evidence.from_attestation(
+            parse_attestation(json.dumps({"event_log": [], "vm_config": {"cpu_count": 2}}))
+        )
+    raw = {"cpu_count": 2, "memory_size": 2 * GIB, "bogus_key": 1}
+    ev = Evidence.from_attestation(
+        parse_attestation(json.dumps({"event_log": [], "vm_config": raw}))
+    )
+    assert ev.vm_config_raw == raw and ev.notes == ()
+    assert ev.warnings == (
+        "the attestation's vm_config: unknown key 'bogus_key' ignored (misspelt? their intended "
+        "values took their defaults)",
+    )
+    unsigned = Evidence.from_attestation(
+        parse_attestation(json.dumps({"quote": "", "event_log": []}))
+    )
+    assert unsigned.notes == (
+        'the GetQuote response has no quote ("quote" is null or empty): nothing in it is signed',
+    )

@@ -147,6 +147,27 @@ def test_missing_and_extra_events_fail(image: Image) -> None:
     assert report.exit_code == 1
 
 
+def test_event_checks_say_what_each_event_varies_with(image: Image) -> None:
+    logs = spec_events()
+    extra = [logs[0], logs[1], [*logs[2], sha384(b"extra")]]
+    report = diagnose(VM, image, Evidence(events=tuple(boot_events(extra))), explain=False)
+    # The separator is EV_SEPARATOR over a 4-byte zero (TCG PC Client spec): its expected
+    # digest is SHA-384 of four zero bytes, and its note says exactly that.
+    separators = [(e.rtmr, e.varies_with, e.expected) for e in report.events
+                  if e.label == "separator"]  # fmt: skip
+    assert separators == [(r, "fixed: sha384(00000000)", sha384(bytes(4))) for r in (0, 1)]
+    # The TD HOB (RTMR0's first event) is built from the memory size (SPEC.md).
+    assert report.events[0].label == "td_hob"
+    assert report.events[0].varies_with.startswith("varies-with: memory_size")
+    # An event nothing expected has no note; it is the log's third RTMR2 entry, logged (by
+    # boot_events) as another initrd event: EV_EVENT_TAG, 6 in the TCG PC Client spec.
+    assert [
+        (e.label, e.varies_with, e.index, e.actual_index, e.actual_type, e.actual_identity)
+        for e in report.events
+        if e.status == "extra"
+    ] == [("(unexpected event)", "", None, 2, 6, "initrd")]
+
+
 def test_log_without_one_register_fails(image: Image) -> None:
     """No RTMR1 event at all: RTMR1 cannot be replayed (so no register mismatch), but its five
     expected events are missing and the verdict must fail on them alone."""
