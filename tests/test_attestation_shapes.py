@@ -55,7 +55,9 @@ def test_scale_attestation_shapes(real: Path, shape: str) -> None:
         "object": {"attestation": raw.hex()},
     }[shape]
     att = parse_attestation(given)  # type: ignore[arg-type]
-    assert "SCALE VersionedAttestation V0, dstack-tdx" in att.source
+    # The source names where the attestation was found: the whole input, or its field.
+    where = "attestation" if shape == "raw" else "field 'attestation'"
+    assert att.source == f"{where} (SCALE VersionedAttestation V0, dstack-tdx)"
     assert att.quote is not None and att.quote.rtmr[0].hex().startswith("f8438db3")
     assert att.report_data == bytes.fromhex(str(cap["report_data"]))
     assert att.vm_config is not None and att.vm_config["image"] == "dstack-0.6.0"
