@@ -11,23 +11,9 @@ Quick start::
 
 from __future__ import annotations
 
-from .acpi import (
-    AcpiDumper,
-    AcpiSource,
-    AcpiTables,
-    AcpiTablesBlob,
-    AcpiTablesFile,
-    CachedAcpiSource,
-    DumperInvocation,
-)
-from .config import (
-    ImageInfo,
-    OvmfVariant,
-    VmConfig,
-    extract_version_from_image_name,
-    ovmf_variant_for_image,
-    ovmf_variant_for_version,
-)
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     AcpiError,
     CborError,
@@ -52,11 +38,75 @@ from .errors import (
     SnpError,
     SnpEvidenceError,
 )
-from .events import MeasuredEvent, RtmrLog
-from .image import Image, ImageFiles
-from .lite import measure_from_document, measure_lite
-from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
-from .measurement_doc import MeasurementDocument
+
+# The rest is imported on first use (PEP 562): `import dstack_mr` stays cheap and a CLI
+# command loads only the modules it runs. The TYPE_CHECKING block keeps the names visible
+# to type checkers and IDEs.
+if TYPE_CHECKING:
+    from .acpi import (
+        AcpiDumper,
+        AcpiSource,
+        AcpiTables,
+        AcpiTablesBlob,
+        AcpiTablesFile,
+        CachedAcpiSource,
+        DumperInvocation,
+    )
+    from .config import (
+        ImageInfo,
+        OvmfVariant,
+        VmConfig,
+        extract_version_from_image_name,
+        ovmf_variant_for_image,
+        ovmf_variant_for_version,
+    )
+    from .events import MeasuredEvent, RtmrLog
+    from .image import Image, ImageFiles
+    from .lite import measure_from_document, measure_lite
+    from .machine import Machine, MeasurementDetails, TdxMeasurements, VersionedOptions
+    from .measurement_doc import MeasurementDocument
+
+#: Lazily exported name -> the submodule that defines it.
+_LAZY = {
+    "AcpiDumper": "acpi",
+    "AcpiSource": "acpi",
+    "AcpiTables": "acpi",
+    "AcpiTablesBlob": "acpi",
+    "AcpiTablesFile": "acpi",
+    "CachedAcpiSource": "acpi",
+    "DumperInvocation": "acpi",
+    "ImageInfo": "config",
+    "OvmfVariant": "config",
+    "VmConfig": "config",
+    "extract_version_from_image_name": "config",
+    "ovmf_variant_for_image": "config",
+    "ovmf_variant_for_version": "config",
+    "MeasuredEvent": "events",
+    "RtmrLog": "events",
+    "Image": "image",
+    "ImageFiles": "image",
+    "measure_from_document": "lite",
+    "measure_lite": "lite",
+    "Machine": "machine",
+    "MeasurementDetails": "machine",
+    "TdxMeasurements": "machine",
+    "VersionedOptions": "machine",
+    "MeasurementDocument": "measurement_doc",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

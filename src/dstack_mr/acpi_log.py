@@ -14,11 +14,14 @@ from the log, not verified").
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .errors import EvidenceError
-from .eventlog import EV_PLATFORM_CONFIG_FLAGS, Event
+
+if TYPE_CHECKING:  # AcpiDigests is on the measure path; the event-log parser is not
+    from .eventlog import Event
 
 __all__ = ["ACPI_EVENT_NAMES", "AcpiDigests", "acpi_digests_from_log"]
 
@@ -46,6 +49,8 @@ class AcpiDigests:
 
 
 def _is_acpi(event: Event) -> bool:
+    from .eventlog import EV_PLATFORM_CONFIG_FLAGS
+
     return (
         event.imr == 0
         and event.event_type == EV_PLATFORM_CONFIG_FLAGS

@@ -370,6 +370,10 @@ def _structure(obj: Any, cls: type[T], error: type[DstackMrError], what: str) ->
     dup = sorted(seen_twice & {f.name for f in attrs.fields(cls)})  # type: ignore[arg-type]
     if dup:
         raise error(f"{what}: duplicate field {dup[0]!r}")
+    if cls is ImageInfo:
+        plain = _plain_image_info(obj)
+        if plain is not None:
+            return plain  # type: ignore[return-value]  # cls is ImageInfo
     try:
         return _converter().structure(obj, cls)
     except Exception as exc:
@@ -377,6 +381,23 @@ def _structure(obj: Any, cls: type[T], error: type[DstackMrError], what: str) ->
 
         details = "; ".join(cattrs.transform_error(exc, path=what, format_exception=_why))
         raise error(f"invalid {what}: {details}") from None
+
+
+def _plain_image_info(obj: Mapping[str, Any]) -> ImageInfo | None:
+    """A metadata.json of plain strings, built without cattrs (~10 ms of every `dstack-mr
+    measure`); None for anything else, which the converter then checks and explains."""
+    if "ovmf_variant" in obj:
+        return None
+    try:
+        return ImageInfo(
+            cmdline=_strict_str(obj["cmdline"], str),
+            kernel=_strict_str(obj["kernel"], str),
+            initrd=_strict_str(obj["initrd"], str),
+            bios=_strict_str(obj["bios"], str),
+            version=_strict_str(obj["version"], str) if "version" in obj else "",
+        )
+    except Exception:
+        return None
 
 
 def _why(exc: BaseException, type_: Any) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
 from . import acpi as acpi_mod
 from . import events, validate
 from . import kernel as kernel_mod
-from . import smbios as smbios_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
 from .acpi_log import AcpiDigests
@@ -33,8 +32,10 @@ from .files import file_size as file_size
 from .files import hash_file as hash_file
 from .files import read_file as read_file
 from .files import reading as reading
-from .smbios import SmbiosInputs, SmbiosOptions
 from .uefi import cmdline_digest
+
+if TYPE_CHECKING:  # the SMBIOS model loads only for a machine that computes the event
+    from .smbios import SmbiosInputs, SmbiosOptions
 
 DEFAULT_QEMU_VERSION = (9, 1, 0)
 MIN_QEMU_VERSION = (8, 0, 0)
@@ -87,7 +88,11 @@ def _variant(value: object) -> OvmfVariant:
 
 
 def _smbios_options(value: object) -> str | None:
-    if value is None or isinstance(value, SmbiosOptions):
+    if value is None:
+        return None
+    from .smbios import SmbiosOptions
+
+    if isinstance(value, SmbiosOptions):
         return None
     return f"must be None or a SmbiosOptions, got {value!r}"
 
@@ -414,9 +419,11 @@ def _smbios_event(
 ) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
     """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
     reference's constant stands."""
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505 and machine.smbios is None:
+        return None, None, ()
+    from . import smbios as smbios_mod
+
     if machine.ovmf_variant is not OvmfVariant.STABLE202505:
-        if machine.smbios is None:
-            return None, None, ()
         return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
     inputs = machine.smbios_inputs()
     if inputs is None:

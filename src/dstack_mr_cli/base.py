@@ -17,6 +17,7 @@ import click
 import typer
 import typer.core
 import typer.main
+import typer.models
 
 from dstack_mr import DstackMrError
 
@@ -100,12 +101,67 @@ def expand_bool_aliases(params: list[click.Parameter], args: list[str]) -> list[
     return out
 
 
+def _command_name(info: typer.models.CommandInfo) -> str:
+    assert info.callback is not None
+    return info.name or typer.main.get_command_name(info.callback.__name__)
+
+
+class Group(typer.core.TyperGroup):
+    """A typer group that turns a command's declaration into click parameters only when the
+    command is looked up, so that ``dstack-mr measure`` does not build ``diagnose``'s and
+    ``verify``'s dozens of options (~15 ms of start-up). ``commands`` builds them all."""
+
+    app: App  # set on the per-app subclass App makes
+
+    @property  # type: ignore[override]
+    def commands(self) -> dict[str, click.Command]:
+        for info in self.app.deferred:
+            self._build(_command_name(info))
+        return self._built
+
+    @commands.setter
+    def commands(self, value: Any) -> None:
+        self._built: dict[str, click.Command] = dict(value)
+
+    def _build(self, name: str) -> click.Command | None:
+        if name not in self._built:
+            for info in self.app.deferred:
+                if _command_name(info) == name:
+                    self._built[name] = typer.main.get_command_from_info(
+                        info,
+                        pretty_exceptions_short=self.app.pretty_exceptions_short,
+                        rich_markup_mode=self.app.rich_markup_mode,
+                    )
+        return self._built.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._build(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [_command_name(info) for info in self.app.deferred]
+        return names + [name for name in self._built if name not in names]
+
+
 class App(typer.Typer):
-    """``typer.Typer`` whose commands are :class:`Command` unless a command says otherwise."""
+    """``typer.Typer`` whose commands are :class:`Command` unless a command says otherwise,
+    built lazily by :class:`Group` (the app needs a callback, so that typer makes a group)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        group: type[Group] = type("AppGroup", (Group,), {})
+        super().__init__(cls=group, **kwargs)
+        group.app = self
+        #: The commands' declarations, in registration order; typer's list stays empty.
+        self.deferred: list[typer.models.CommandInfo] = []
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         kwargs.setdefault("cls", Command)
-        decorator: Callable[[Any], Any] = super().command(*args, **kwargs)
+        register: Callable[[Any], Any] = super().command(*args, **kwargs)
+
+        def decorator(f: Any) -> Any:
+            result = register(f)
+            self.deferred.append(self.registered_commands.pop())
+            return result
+
         return decorator
 
 

@@ -9,30 +9,31 @@ import enum
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import attrs
 import typer
 
-from dstack_mr import (
-    AcpiDumper,
-    AcpiSource,
-    AcpiTablesFile,
-    Machine,
+# Only what every command's options need at start-up; the rest is imported where it runs.
+from dstack_mr import __version__
+from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiDumper, AcpiSource, AcpiTablesFile
+from dstack_mr.config import (
     OvmfVariant,
-    __version__,
     ovmf_variant_for_version,
+    parse_memory_size,
+    parse_rust_u32,
+    version_rules_disagree,
 )
-from dstack_mr.acpi import DEFAULT_TIMEOUT
-from dstack_mr.config import parse_memory_size, parse_rust_u32, version_rules_disagree
 from dstack_mr.errors import ConfigError
-from dstack_mr.smbios import SmbiosOptions
 
 # EXIT_* and library_errors live in .base; re-exported for command modules importing them here.
 from .base import EXIT_BAD_INPUT as EXIT_BAD_INPUT
 from .base import EXIT_MISMATCH as EXIT_MISMATCH
 from .base import App, State, bool_option, parse_bool
 from .base import library_errors as library_errors
+
+if TYPE_CHECKING:
+    from dstack_mr.smbios import SmbiosOptions
 
 app = App(
     name="dstack-mr",
@@ -101,12 +102,12 @@ def _memory(value: str) -> int:
 
 def _smbios_options(
     computed: bool, host_cpu: str | None, product: str | None
-) -> SmbiosOptions | None:
+) -> "SmbiosOptions | None":
     if not computed:
         if host_cpu is not None or product is not None:
             raise typer.BadParameter("--host-cpu and --smbios-product need --smbios-computed")
         return None
-    from dstack_mr.smbios import find_host_cpu
+    from dstack_mr.smbios import SmbiosOptions, find_host_cpu
 
     options = SmbiosOptions()
     if host_cpu is not None:
@@ -318,6 +319,7 @@ def measure(
             )
         return
     from dstack_mr.image import ImageFiles
+    from dstack_mr.machine import Machine
 
     with library_errors():
         files = ImageFiles.from_metadata(metadata)
