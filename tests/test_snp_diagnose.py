@@ -324,6 +324,10 @@ def attrs_evolve(img: SnpImageMeasurement, **changes: Any) -> SnpImageMeasuremen
 def test_cli_diagnose_real_capture(real: Path) -> None:
     result = RUN.invoke(app, ["diagnose", "--attestation", str(capture(real))])
     assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "MATCH: MEASUREMENT, HOST_DATA equal the expected values (AMD SEV-SNP; report "
+        "signature not checked)"
+    )
     assert "verdict: MATCH" in result.output
     assert "NOT CHECKED" in result.output
     assert MEASUREMENT in result.output and HOST_DATA in result.output
@@ -341,6 +345,9 @@ def test_cli_diagnose_tampered_vcpus(real: Path, tmp_path: Path) -> None:
         app, ["diagnose", "--attestation", str(capture(real)), "--vm-config", str(vm)]
     )
     assert result.exit_code == 1, result.output
+    head = result.output.splitlines()[0]
+    assert head.startswith("MISMATCH: MEASUREMENT — the actual MEASUREMENT is reproduced with ")
+    assert "vcpus=2" in head and head.endswith("[proven] (report signature not checked)")
     assert "verdict: MISMATCH" in result.output
     assert "[FACT (reproduced)] the actual MEASUREMENT is reproduced with vcpus=2" in result.output
 

@@ -117,6 +117,28 @@ class SnpDiagnoseReport:
         return "MATCH" if self.ok else "MISMATCH"
 
     @property
+    def headline(self) -> str:
+        """The report's first line: the verdict, what differs and the lead cause — a
+        reproduced (proven) finding first, else the first explanation or problem."""
+        unsigned = "report signature not checked"
+        if self.ok:
+            names = ", ".join(c.name for c in self.checks)
+            return f"MATCH: {names} equal the expected values (AMD SEV-SNP; {unsigned})"
+        wrong = [c.name for c in self.checks if c.status == "mismatch"]
+        wrong += [f"integrity chain ({i.name})" for i in self.integrity if not i.ok]
+        lead = next((f for f in self.findings if f.reproduced), None)
+        if lead is not None:
+            cause = f"{lead.message} [proven]"
+        elif self.findings:
+            cause = f"{self.findings[0].message} [hypothesis]"
+        elif self.problems:
+            cause = self.problems[0]
+        else:
+            cause = "no explanation found"
+        what = ", ".join(wrong) if wrong else "refused"
+        return f"MISMATCH: {what} — {cause} ({unsigned})"
+
+    @property
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 

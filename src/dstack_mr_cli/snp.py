@@ -29,6 +29,8 @@ def render_snp(report: SnpDiagnoseReport, color: bool = False) -> str:
     r = report
     verdict_status = "match" if r.ok else "mismatch"
     out = [
+        _style(r.headline, verdict_status, color),
+        "",
         "=== AMD SEV-SNP attestation ===",
         f"  verdict: {_style(r.verdict, verdict_status, color)}",
         "  report signature (ARK -> ASK -> VCEK): NOT CHECKED — this compares what the "
