@@ -511,11 +511,10 @@ class _Explainer:
         """Recompute the tables with the built-in model for the inputs they follow; a
         configuration reproducing all three of the VM's ACPI digests is a proven cause."""
         from .acpi_log import acpi_digests_from_log
-        from .acpi_model.search import AcpiDigests, explain_acpi_mismatch
+        from .acpi_model.search import explain_acpi_mismatch
 
         try:
-            log = acpi_digests_from_log(self.evidence.events or ())
-            actual = AcpiDigests(log.loader_digest, log.rsdp_digest, log.tables_digest)
+            actual = acpi_digests_from_log(self.evidence.events or ())
             match, _tried = explain_acpi_mismatch(self.image.machine(self.vm), actual)
         except DstackMrError:
             return None

@@ -55,13 +55,10 @@ def is_lite_event_log(events: Sequence[Event]) -> bool:
 def _acpi_finding(vm: VmConfig, events: Sequence[Event] | None) -> Finding | None:
     """With built-in ACPI tables and the VM's three logged ACPI digests: the configuration
     whose tables reproduce all three (recomputed, so proven), or None."""
-    from .acpi_model.search import AcpiDigests as SearchDigests
     from .acpi_model.search import explain_acpi_mismatch
 
     try:
-        log = acpi_digests_from_log(events or ())
-        actual = SearchDigests(log.loader_digest, log.rsdp_digest, log.tables_digest)
-        match, _tried = explain_acpi_mismatch(vm_machine(vm), actual)
+        match, _tried = explain_acpi_mismatch(vm_machine(vm), acpi_digests_from_log(events or ()))
     except DstackMrError:
         return None
     if match is None or not match.changes:

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from .. import acpi
+from ..acpi_log import AcpiDigests
 from ..errors import ConfigError
 from ..machine import Machine
 from . import QemuAcpiModel
@@ -26,13 +27,6 @@ DEFAULT_AXES: dict[str, Sequence[Any]] = {
     "num_gpus": range(0, 9),
     "hotplug_off": (False, True),
 }
-
-
-@attrs.frozen
-class AcpiDigests:
-    loader: bytes
-    rsdp: bytes
-    tables: bytes
 
 
 @attrs.frozen
@@ -88,9 +82,9 @@ def search_acpi_config(
             continue
         built = acpi.build_tables(blob)
         if (built.loader_digest, built.rsdp_digest, built.tables_digest) != (
-            actual.loader,
-            actual.rsdp,
-            actual.tables,
+            actual.loader_digest,
+            actual.rsdp_digest,
+            actual.tables_digest,
         ):
             continue
         changes = tuple(
