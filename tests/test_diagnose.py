@@ -876,3 +876,21 @@ def test_report_names_match_identity_kinds() -> None:
         for spec in layout:
             assert not expected_identity(rtmr, spec.label).kind.startswith("label:"), spec.label
     assert uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394") == SMBIOS3_TABLE_GUID
+
+
+def test_acpi_search_names_the_claimed_value_of_a_machine_only_input(
+    capture_image: Image,
+) -> None:
+    """root_verity is no VmConfig field (the dumper always gets it on): the proven ACPI
+    finding for the Phala capture quotes the claimed machine's value, not a placeholder."""
+    from dstack_mr.acpi_model import QemuAcpiModel
+
+    evidence = capture("phala-cloud-dstack-0.3-era-getquote.json")
+    vm = VmConfig(cpu_count=1, memory_size=2 * GIB, qemu_version="8.2.2")
+    report = diagnose(vm, capture_image, evidence, AcpiChoice.from_source(QemuAcpiModel()))
+    acpi = next(f for f in report.findings if f.subject == "acpi")
+    assert acpi.status == "proven"
+    assert (
+        "the VM's ACPI tables are those of root_verity=False (config says root_verity=True)"
+        in acpi.message
+    )

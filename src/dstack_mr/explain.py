@@ -515,7 +515,8 @@ class _Explainer:
 
         try:
             actual = acpi_digests_from_log(self.evidence.events or ())
-            match, _tried = explain_acpi_mismatch(self.image.machine(self.vm), actual)
+            claimed = self.image.machine(self.vm)
+            match, _tried = explain_acpi_mismatch(claimed, actual)
         except DstackMrError:
             return None
         if match is None:
@@ -532,7 +533,8 @@ class _Explainer:
                 "builtin",
                 "RTMR0",
             )
-        said = ", ".join(f"{k}={getattr(self.vm, k, '?')!r}" for k, _ in match.changes)
+        # The claimed Machine, not the VmConfig: some inputs (root_verity) are no VmConfig field.
+        said = ", ".join(f"{k}={getattr(claimed, k)!r}" for k, _ in match.changes)
         name, value = match.changes[0]
         return Finding(
             "acpi",

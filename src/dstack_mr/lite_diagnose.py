@@ -58,12 +58,13 @@ def _acpi_finding(vm: VmConfig, events: Sequence[Event] | None) -> Finding | Non
     from .acpi_model.search import explain_acpi_mismatch
 
     try:
-        match, _tried = explain_acpi_mismatch(vm_machine(vm), acpi_digests_from_log(events or ()))
+        claimed = vm_machine(vm)
+        match, _tried = explain_acpi_mismatch(claimed, acpi_digests_from_log(events or ()))
     except DstackMrError:
         return None
     if match is None or not match.changes:
         return None
-    said = ", ".join(f"{k}={getattr(vm, k, '?')!r}" for k, _ in match.changes)
+    said = ", ".join(f"{k}={getattr(claimed, k)!r}" for k, _ in match.changes)
     name, value = match.changes[0]
     return Finding(
         "acpi",
