@@ -24,6 +24,7 @@ from . import explain as _explain
 from ._binary import from_hex
 from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
 from .acpi_log import AcpiDigests, acpi_digests_from_log
+from .attestation import Attestation
 from .config import OvmfVariant, VmConfig, parse_json
 from .dcap import QuoteVerdict
 from .declarations import (
@@ -42,7 +43,8 @@ from .event_identity import (
     same_event,
     tag_positional,
 )
-from .eventlog import Attestation, Event, describe_payload, event_type_name
+from .event_payload import describe_payload
+from .eventlog import Event, event_type_name
 from .explain import Finding
 from .image import Image, ovmf_variant_with_source
 from .machine import MeasuredEvent, MeasurementDetails
