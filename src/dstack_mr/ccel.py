@@ -16,27 +16,34 @@ from .errors import EventLogError
 from .eventlog import EV_NO_ACTION, RTMR_COUNT, Event, event_type_name
 from .registry import U32_MAX
 
-__all__ = ["parse_ccel"]
+__all__ = [
+    "PCR_EVENT2_HEADER",
+    "PCR_EVENT_HEADER",
+    "SPEC_ID_ALGORITHM",
+    "SPEC_ID_EVENT",
+    "SPEC_ID_SIGNATURE",
+    "parse_ccel",
+]
 
 #: TCG_PCClientPCREvent, the log's first record: pcrIndex, eventType, a SHA-1 digest[20],
 #: eventDataSize. Its event data (at offset 32) is the spec-ID event.
-_FIRST_RECORD = struct.Struct("<II20sI")
+PCR_EVENT_HEADER = struct.Struct("<II20sI")
 #: TCG_EfiSpecIdEvent up to its algorithm table: signature[16], platformClass,
 #: specVersionMinor, specVersionMajor, specErrata, uintnSize, numberOfAlgorithms. Then
 #: numberOfAlgorithms TCG_EfiSpecIdEventAlgorithmSize entries, a vendorInfoSize byte and
 #: the vendor info.
-_SPEC_ID = struct.Struct("<16sIBBBBI")
+SPEC_ID_EVENT = struct.Struct("<16sIBBBBI")
 #: TCG_EfiSpecIdEventAlgorithmSize: algorithmId, digestSize.
-_ALGORITHM_SIZE = struct.Struct("<HH")
+SPEC_ID_ALGORITHM = struct.Struct("<HH")
 #: TCG_PCR_EVENT2 up to its digests: pcrIndex, eventType, TPML_DIGEST_VALUES.count. Each
 #: digest is a TPMT_HA (a u16 hashAlg, then the digest); then a u32 eventSize and the data.
-_EVENT2_HEAD = struct.Struct("<III")
+PCR_EVENT2_HEADER = struct.Struct("<III")
 #: The start of every record (pcrIndex, eventType): all it takes to recognise the end.
 _RECORD_KEY = struct.Struct("<II")
 
 _ALG_SHA384 = 0x000C
 _KNOWN_DIGEST_SIZES = {0x0004: 20, 0x000B: 32, 0x000C: 48, 0x000D: 64, 0x0012: 32}
-_SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
+SPEC_ID_SIGNATURE = b"Spec ID Event03\0"
 # A handful of hash algorithms exist; more entries than this is corruption, not a platform.
 _MAX_ALGORITHMS = 16
 _MAX_DIGEST_SIZE = 128
@@ -46,32 +53,34 @@ def _spec_id_algorithms(data: bytes) -> tuple[dict[int, int], int]:
     """Algorithm id -> digest size from the header's TCG_EfiSpecIdEvent, and the offset of
     the first TCG_PCR_EVENT2 record."""
     what = "CCEL spec-ID event"
-    _pcr, event_type, _sha1, size = unpack(_FIRST_RECORD, data, 0, f"{what} header", EventLogError)
+    _pcr, event_type, _sha1, size = unpack(
+        PCR_EVENT_HEADER, data, 0, f"{what} header", EventLogError
+    )
     if event_type != EV_NO_ACTION:
         raise EventLogError(f"{what}: first event is not EV_NO_ACTION; not a crypto-agile log")
-    body = take(data, _FIRST_RECORD.size, size, f"{what} data", EventLogError)
-    sig = take(body, 0, len(_SPEC_ID_SIGNATURE), f"{what} signature", EventLogError)
-    if sig != _SPEC_ID_SIGNATURE:
+    body = take(data, PCR_EVENT_HEADER.size, size, f"{what} data", EventLogError)
+    sig = take(body, 0, len(SPEC_ID_SIGNATURE), f"{what} signature", EventLogError)
+    if sig != SPEC_ID_SIGNATURE:
         raise EventLogError(f"{what}: signature {sig!r} is not 'Spec ID Event03'")
-    *_, count = unpack(_SPEC_ID, body, 0, what, EventLogError)
+    *_, count = unpack(SPEC_ID_EVENT, body, 0, what, EventLogError)
     if not 1 <= count <= _MAX_ALGORITHMS:
         raise EventLogError(f"{what}: implausible numberOfAlgorithms {count}")
     algs: dict[int, int] = {}
     for k in range(count):
-        off = _SPEC_ID.size + _ALGORITHM_SIZE.size * k
-        alg, dsize = unpack(_ALGORITHM_SIZE, body, off, f"{what} algorithm {k}", EventLogError)
+        off = SPEC_ID_EVENT.size + SPEC_ID_ALGORITHM.size * k
+        alg, dsize = unpack(SPEC_ID_ALGORITHM, body, off, f"{what} algorithm {k}", EventLogError)
         expected = _KNOWN_DIGEST_SIZES.get(alg)
         if alg in algs or (expected is not None and dsize != expected):
             raise EventLogError(f"{what}: bad entry {k} (algorithm {alg:#06x} size {dsize})")
         if not 0 < dsize <= _MAX_DIGEST_SIZE:
             raise EventLogError(f"{what}: algorithm {alg:#06x} has digest size {dsize}")
         algs[alg] = dsize
-    vendor_at = _SPEC_ID.size + _ALGORITHM_SIZE.size * count
+    vendor_at = SPEC_ID_EVENT.size + SPEC_ID_ALGORITHM.size * count
     vendor = uint(body, vendor_at, 1, f"{what} vendorInfoSize", EventLogError)
     take(body, vendor_at + 1, vendor, f"{what} vendorInfo", EventLogError)
     if _ALG_SHA384 not in algs:
         raise EventLogError(f"{what}: the log carries no SHA-384 digests (algorithms {algs})")
-    return algs, _FIRST_RECORD.size + size
+    return algs, PCR_EVENT_HEADER.size + size
 
 
 def _is_end(data: bytes, off: int) -> bool:
@@ -97,7 +106,7 @@ def parse_ccel(data: bytes) -> tuple[Event, ...]:
     while off < len(data) and not _is_end(data, off):
         where = f"CCEL record {n} at offset {off:#x}"
         mr_index, event_type, count = unpack(
-            _EVENT2_HEAD,
+            PCR_EVENT2_HEADER,
             data,
             off,
             f"{where} header (MR index, event type, digest count)",
@@ -107,7 +116,7 @@ def parse_ccel(data: bytes) -> tuple[Event, ...]:
             raise EventLogError(
                 f"{where}: digest count {count} (the spec-ID event lists {len(algs)} algorithms)"
             )
-        p = off + _EVENT2_HEAD.size
+        p = off + PCR_EVENT2_HEADER.size
         sha384_digest: bytes | None = None
         seen: set[int] = set()
         for k in range(count):
