@@ -80,7 +80,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         for f in (
             "x_parse_register_hex",
             "x_diagnose",
-            "x__replay_checks",
+            "x_replay_checks",
             "x__check",
             "x__align",
             "xǁEvidenceǁactual",

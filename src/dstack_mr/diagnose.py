@@ -448,7 +448,9 @@ class EventCheck:
         return "match" if self.expected == self.actual else "mismatch"
 
 
-def _replay_checks(evidence: Evidence) -> list[ReplayCheck]:
+def replay_checks(evidence: Evidence) -> list[ReplayCheck]:
+    """For each RTMR with a reference value (the quote's, else the stated tcb_info's): does
+    the evidence's event log replay to it? Empty without an event log."""
     if evidence.events is None:
         return []
     checks = []
@@ -882,7 +884,7 @@ def diagnose(
             )
         )
 
-    replay_checks = _replay_checks(evidence)
+    replayed = replay_checks(evidence)
     events: list[EventCheck] = []
     if evidence.events is not None:
         for log in expected.rtmr_logs:
@@ -910,7 +912,7 @@ def diagnose(
             expected=expected,
             registers=registers,
             events=events,
-            replay=replay_checks,
+            replay=replayed,
             acpi=choice,
             image_hash=image_hash,
             declared=document,
@@ -925,7 +927,7 @@ def diagnose(
         variant_source=variant_source,
         expected=expected,
         registers=tuple(registers),
-        replay=tuple(replay_checks),
+        replay=tuple(replayed),
         events=tuple(events),
         findings=tuple(findings),
         evidence_sources=evidence.sources,
@@ -988,5 +990,6 @@ __all__ = [
     "load_vm_config",
     "parse_register_hex",
     "reject_attestation",
+    "replay_checks",
     "resolve_acpi",
 ]

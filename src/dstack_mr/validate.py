@@ -73,11 +73,12 @@ def require(check: Check, value: object, name: str, error: type[DstackMrError]) 
         raise error(f"{name} {problem}")
 
 
-def attrs_validator(check: Check, name: str) -> Any:
-    """An attrs validator: ConfigError("<name> <problem>")."""
+def attrs_validator(check: Check, name: str, error: type[DstackMrError] = ConfigError) -> Any:
+    """An attrs validator: ``error("<name> <problem>")`` (ConfigError unless a module's
+    values have their own error type, as SNP's have SnpError)."""
 
     def validate(_inst: object, _attr: object, value: object) -> None:
-        require(check, value, name, ConfigError)
+        require(check, value, name, error)
 
     return validate
 
