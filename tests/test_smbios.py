@@ -13,7 +13,7 @@ from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dstack_mr import smbios
+from dstack_mr import host_cpu, smbios
 from dstack_mr.errors import ConfigError, SmbiosError
 from dstack_mr.registry import SMBIOS3_TABLE
 from dstack_mr.smbios import EntryPoint, SmbiosInputs
@@ -41,7 +41,7 @@ def test_seed_constant_needs_every_assumed_input() -> None:
         SmbiosInputs("8.1.0", 2 * GIB),
         SmbiosInputs("8.2.2", 2 * GIB, manufacturer=None, product=None),
         SmbiosInputs("8.2.2", 2 * GIB, product="dstack-prod"),
-        SmbiosInputs("8.2.2", 2 * GIB, cpuid_eax=smbios.cpuid_signature(6, 0xCF, 1)),
+        SmbiosInputs("8.2.2", 2 * GIB, cpuid_eax=host_cpu.cpuid_signature(6, 0xCF, 1)),
         SmbiosInputs("8.2.2", 2 * GIB, cpuid_edx=0xBFEBFBFF),
         SmbiosInputs("8.2.2", 2 * GIB, entry_point="32"),
     ]
@@ -51,7 +51,7 @@ def test_seed_constant_needs_every_assumed_input() -> None:
 
 
 def test_default_host_cpu_is_emerald_rapids_stepping_2() -> None:
-    cpu = smbios.DEFAULT_HOST_CPU
+    cpu = host_cpu.DEFAULT_HOST_CPU
     assert (cpu.eax, cpu.edx) == (0x000C06F2, 0x2FABFBFF)
     assert (cpu.family, cpu.model, cpu.stepping) == (6, 0xCF, 2)
     assert cpu.name == "Emerald Rapids stepping 2"
@@ -64,13 +64,13 @@ def test_known_cpu_signatures_decode_to_their_names() -> None:
         "Granite Rapids": 0xAD,
         "Sierra Forest": 0xAF,
     }
-    assert len({c.eax for c in smbios.KNOWN_TDX_HOST_CPUS}) == len(smbios.KNOWN_TDX_HOST_CPUS)
-    for cpu in smbios.KNOWN_TDX_HOST_CPUS:
+    assert len({c.eax for c in host_cpu.KNOWN_TDX_HOST_CPUS}) == len(host_cpu.KNOWN_TDX_HOST_CPUS)
+    for cpu in host_cpu.KNOWN_TDX_HOST_CPUS:
         family_name = cpu.name.rsplit(" stepping ", 1)[0]
         assert (cpu.family, cpu.model) == (6, models[family_name])
         assert cpu.name.endswith(f"stepping {cpu.stepping}")
-    assert smbios.cpuid_signature(6, 0x8F, 8) == 0x000806F8
-    assert smbios.cpuid_signature(0xF, 0x6B, 1) == 0x00060FB1  # qemu64 (family 15)
+    assert host_cpu.cpuid_signature(6, 0x8F, 8) == 0x000806F8
+    assert host_cpu.cpuid_signature(0xF, 0x6B, 1) == 0x00060FB1  # qemu64 (family 15)
 
 
 @pytest.mark.parametrize(
@@ -83,14 +83,14 @@ def test_known_cpu_signatures_decode_to_their_names() -> None:
     ],
 )
 def test_find_host_cpu(text: str, eax: int, edx: int) -> None:
-    cpu = smbios.find_host_cpu(text)
+    cpu = host_cpu.find_host_cpu(text)
     assert (cpu.eax, cpu.edx) == (eax, edx)
 
 
 @pytest.mark.parametrize("text", ["Pentium", "0x1:zz", "1ffffffff"])
 def test_find_host_cpu_rejects_unknown_names(text: str) -> None:
     with pytest.raises(ConfigError, match="host CPU"):
-        smbios.find_host_cpu(text)
+        host_cpu.find_host_cpu(text)
 
 
 # --- stock QEMU 7.2, recorded and live --------------------------------------------------------

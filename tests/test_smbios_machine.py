@@ -8,7 +8,7 @@ import attrs
 import pytest
 from typer.testing import CliRunner
 
-from dstack_mr import Machine, OvmfVariant, smbios
+from dstack_mr import Machine, OvmfVariant, host_cpu, smbios, smbios_search
 from dstack_mr.acpi import AcpiTablesFile
 from dstack_mr.errors import ConfigError
 from dstack_mr.events import RTMR0_LAYOUTS, SMBIOS_HANDOFF
@@ -89,7 +89,7 @@ def test_computed_event_equals_the_constant_for_the_seed_configuration(
 
 
 def test_computed_event_follows_memory_and_says_what_it_assumed(example: Path) -> None:
-    options = SmbiosOptions(host_cpu=smbios.find_host_cpu("Granite Rapids stepping 1"))
+    options = SmbiosOptions(host_cpu=host_cpu.find_host_cpu("Granite Rapids stepping 1"))
     details = measure(example, memory_size=16 * GIB, smbios=options)
     want = smbios.event_digest(SmbiosInputs("8.2.2", 16 * GIB, cpuid_eax=0xA06D1))
     log = details.rtmr_logs[0]
@@ -192,40 +192,40 @@ def test_cli_unknown_host_cpu_is_a_bad_input(example: Path) -> None:
 def test_search_proves_the_inputs(
     actual_memory: int, cpu: str, strings: tuple[str | None, str | None]
 ) -> None:
-    host = smbios.find_host_cpu(cpu)
+    host = host_cpu.find_host_cpu(cpu)
     truth = SmbiosInputs("8.2.2", actual_memory, *strings, cpuid_eax=host.eax)
-    found = smbios.search(smbios.event_digest(truth), 32 * GIB, "8.2.2")
+    found = smbios_search.search(smbios.event_digest(truth), 32 * GIB, "8.2.2")
     assert found.found and found.match == truth
     assert found.describe().startswith("SMBIOS event reproduced (proven) by host CPU " + cpu)
 
 
 def test_search_lists_what_it_tried() -> None:
-    found = smbios.search(bytes(48), 4 * GIB, "8.2.2", nearby_memory=False)
+    found = smbios_search.search(bytes(48), 4 * GIB, "8.2.2", nearby_memory=False)
     assert not found.found and found.match is None
-    cpus, pairs = len(smbios.KNOWN_TDX_HOST_CPUS), len(smbios.KNOWN_SMBIOS_STRINGS)
+    cpus, pairs = len(host_cpu.KNOWN_TDX_HOST_CPUS), len(smbios_search.KNOWN_SMBIOS_STRINGS)
     assert found.qemu_versions == ((8, 2, 2), (9, 1, 0), (9, 2, 1))
     assert found.tried == 3 * cpus * pairs
     text = found.describe()
     assert "no SMBIOS table reproduces" in text and "memory 4 GiB;" in text
     assert "QEMU 8.2.2, 9.1.0, 9.2.1" in text
     assert "Emerald Rapids steppings 2, 1; Sapphire Rapids steppings 8, 7, 6, 5, 4, 3" in text
-    only = smbios.search(bytes(48), 4 * GIB, "8.2.2", other_qemu_versions=False)
-    assert only.tried == (1 + len(smbios.nearby_memory_sizes(4 * GIB))) * cpus * pairs
+    only = smbios_search.search(bytes(48), 4 * GIB, "8.2.2", other_qemu_versions=False)
+    assert only.tried == (1 + len(smbios_search.nearby_memory_sizes(4 * GIB))) * cpus * pairs
 
 
 def test_search_finds_the_qemu_version_the_config_does_not_name() -> None:
     # A VmConfig without qemu_version means 9.1.0 to the reference; the VM ran 8.2.2.
     truth = SmbiosInputs("8.2.2", 16 * GIB)
-    found = smbios.search(smbios.event_digest(truth), 16 * GIB, "9.1.0", nearby_memory=False)
+    found = smbios_search.search(smbios.event_digest(truth), 16 * GIB, "9.1.0", nearby_memory=False)
     assert found.match == truth
 
 
 def test_fast_per_cpu_digests_equal_the_full_recomputation() -> None:
     base = SmbiosInputs("9.2.1", 24 * GIB, None, None)
-    fast = list(smbios.digests_by_cpu(base, smbios.KNOWN_TDX_HOST_CPUS))
+    fast = list(smbios_search.digests_by_cpu(base, host_cpu.KNOWN_TDX_HOST_CPUS))
     slow = [
         smbios.event_digest(attrs.evolve(base, cpuid_eax=c.eax, cpuid_edx=c.edx))
-        for c in smbios.KNOWN_TDX_HOST_CPUS
+        for c in host_cpu.KNOWN_TDX_HOST_CPUS
     ]
     assert fast == slow and len(set(fast)) == len(fast)
 
@@ -239,21 +239,21 @@ def test_fast_per_cpu_digests_equal_the_full_recomputation() -> None:
     ],
 )
 def test_fmspc_narrows_the_host_cpus(fmspc: str, names: list[str]) -> None:
-    assert [c.name for c in smbios.host_cpus_for_fmspc(fmspc)] == names
+    assert [c.name for c in host_cpu.host_cpus_for_fmspc(fmspc)] == names
 
 
 def test_unknown_fmspc_gives_every_stepping_and_bad_ones_are_refused() -> None:
-    cpus = smbios.host_cpus_for_fmspc("00906ED50000")
+    cpus = host_cpu.host_cpus_for_fmspc("00906ED50000")
     assert [c.eax for c in cpus] == [0x906E0 + s for s in range(16)]
     with pytest.raises(ConfigError, match="FMSPC"):
-        smbios.host_cpus_for_fmspc("B0C06F")
+        host_cpu.host_cpus_for_fmspc("B0C06F")
 
 
 def test_nearby_memory_sizes_are_whole_gib_closest_first() -> None:
-    sizes = smbios.nearby_memory_sizes(4 * GIB)
+    sizes = smbios_search.nearby_memory_sizes(4 * GIB)
     assert sizes[:3] == [3 * GIB, 5 * GIB, 2 * GIB]
     assert len(sizes) == 7 and 4 * GIB not in sizes
-    assert len(smbios.nearby_memory_sizes(4096 * GIB)) == smbios.MAX_NEARBY_SIZES
+    assert len(smbios_search.nearby_memory_sizes(4096 * GIB)) == smbios_search.MAX_NEARBY_SIZES
 
 
 def test_options_are_frozen_values() -> None:

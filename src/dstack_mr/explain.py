@@ -31,7 +31,7 @@ from .event_identity import (
 )
 from .events import RTMR0_LAYOUTS
 from .machine import checked_cmdline_digest, rtmr0_digests
-from .smbios import SmbiosSearch, search
+from .smbios_search import SmbiosSearch, search
 from .tdvf import SectionType
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import struct
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -32,6 +32,7 @@ from . import _binary, validate
 from .config import parse_version_triple
 from .digest import sha384
 from .errors import ConfigError, SmbiosError
+from .host_cpu import DEFAULT_HOST_CPU, HostCpu, host_cpu_for
 from .registry import SMBIOS3_TABLE, SMBIOS_TABLE
 
 KIB = 1 << 10
@@ -68,99 +69,11 @@ class EntryPoint(str, enum.Enum):
         return self.value
 
 
-def cpuid_signature(family: int, model: int, stepping: int) -> int:
-    """CPUID leaf 1 EAX for an Intel family/model/stepping (SDM vol. 2A, CPUID EAX=01h)."""
-    base_family = min(family, 0xF)
-    ext_family = family - 0xF if family >= 0xF else 0
-    return (
-        (ext_family << 20)
-        | ((model >> 4) << 16)
-        | (base_family << 8)
-        | ((model & 0xF) << 4)
-        | (stepping & 0xF)
-    )
-
-
-#: CPUID leaf 1 EDX as TDX QEMU 8.2.2 stores it (the guest view TDX's CPUID virtualisation
-#: gives ``-cpu host``); with the EAX below it reproduces real dstack CVMs (SMBIOS.md).
-TDX_QEMU_8_2_EDX = 0x2FABFBFF
-
-
-@attrs.frozen
-class HostCpu:
-    """A host CPU as SMBIOS Type 4 sees it: CPUID leaf 1 EAX (signature) and EDX (features)."""
-
-    name: str
-    eax: int
-    edx: int = TDX_QEMU_8_2_EDX
-
-    @property
-    def family(self) -> int:
-        base = (self.eax >> 8) & 0xF
-        return base + ((self.eax >> 20) & 0xFF) if base == 0xF else base
-
-    @property
-    def model(self) -> int:
-        return ((self.eax >> 12) & 0xF0) | ((self.eax >> 4) & 0xF)
-
-    @property
-    def stepping(self) -> int:
-        return self.eax & 0xF
-
-    def __str__(self) -> str:
-        return f"{self.name} (CPUID.1 EAX={self.eax:#010x} EDX={self.edx:#010x})"
-
-
-def _host(name: str, model: int, stepping: int) -> HostCpu:
-    return HostCpu(f"{name} stepping {stepping}", cpuid_signature(6, model, stepping))
-
-
-#: Intel server CPUs that run TDX hosts, by stepping (family 6). The quote's PCK certificate
-#: (FMSPC) gives family and model but not stepping, so a search tries every stepping.
-KNOWN_TDX_HOST_CPUS: tuple[HostCpu, ...] = (
-    *(_host("Emerald Rapids", 0xCF, s) for s in (2, 1)),
-    *(_host("Sapphire Rapids", 0x8F, s) for s in (8, 7, 6, 5, 4, 3)),
-    *(_host("Granite Rapids", 0xAD, s) for s in (1, 0, 2, 3)),
-    # FMSPC 20A06F000000 of a real Phala TDX quote (../shared/real/collateral) is this model.
-    *(_host("Sierra Forest", 0xAF, s) for s in (3, 2, 1, 0)),
-)
-#: Emerald Rapids stepping 2: the CPU of the real CVMs that pinned the recipe down.
-DEFAULT_HOST_CPU = KNOWN_TDX_HOST_CPUS[0]
-
-
-def find_host_cpu(name: str) -> HostCpu:
-    """A known host CPU by name (``"Emerald Rapids stepping 2"``, case-insensitive), or by
-    ``EAX[:EDX]`` in hex (``0xC06F2`` or ``c06f2:2fabfbff``)."""
-    wanted = " ".join(name.lower().replace("-", " ").split())
-    for cpu in KNOWN_TDX_HOST_CPUS:
-        if cpu.name.lower() == wanted:
-            return cpu
-    eax_text, _, edx_text = name.partition(":")
-    try:
-        eax = int(eax_text, 16)
-        edx = int(edx_text, 16) if edx_text else TDX_QEMU_8_2_EDX
-    except ValueError:
-        known = ", ".join(c.name for c in KNOWN_TDX_HOST_CPUS)
-        raise ConfigError(
-            f"unknown host CPU {name!r}: give one of {known}, or CPUID leaf 1 as EAX[:EDX] in hex"
-        ) from None
-    if not (0 <= eax <= 0xFFFF_FFFF and 0 <= edx <= 0xFFFF_FFFF):
-        raise ConfigError(f"host CPU {name!r}: EAX and EDX are 32-bit values")
-    return host_cpu_for(eax, edx)
-
-
-def host_cpu_for(eax: int, edx: int) -> HostCpu:
-    """The known host CPU with these CPUID leaf 1 words, else one named by its EAX."""
-    for cpu in KNOWN_TDX_HOST_CPUS:
-        if (cpu.eax, cpu.edx) == (eax, edx):
-            return cpu
-    return HostCpu(f"CPUID {eax:#x}", eax, edx)
-
-
 # --- inputs ------------------------------------------------------------------------------
 
 
-def _version(value: object) -> tuple[int, int, int]:
+def parse_qemu_version(value: object) -> tuple[int, int, int]:
+    """A QEMU version as ``(major, minor, micro)``, from ``'X.Y.Z'`` or such a tuple."""
     if isinstance(value, str):
         try:
             return parse_version_triple(value)
@@ -228,7 +141,9 @@ class SmbiosInputs:
     ``entry_point`` overrides the machine type's ``smbios-entry-point-type``.
     """
 
-    qemu_version: tuple[int, int, int] = attrs.field(converter=_version, validator=_check_version)
+    qemu_version: tuple[int, int, int] = attrs.field(
+        converter=parse_qemu_version, validator=_check_version
+    )
     memory_size: int = attrs.field(
         validator=_V(_int_in(1, MAX_MEMORY_SIZE, "a positive number of bytes"), "memory_size")
     )
@@ -886,7 +801,7 @@ SEED_CONFIGURATION = (2 * GIB, (8, 2, 2))
 def _host_cpu(value: object) -> str | None:
     if isinstance(value, HostCpu):
         return None
-    return f"must be a HostCpu (see smbios.find_host_cpu), got {value!r}"
+    return f"must be a HostCpu (see host_cpu.find_host_cpu), got {value!r}"
 
 
 @attrs.frozen
@@ -945,167 +860,4 @@ def computed_note(inputs: SmbiosInputs) -> str:
     return (
         "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event, computed "
         f"from QEMU's SMBIOS tables assuming {inputs.describe()}."
-    )
-
-
-# --- searching for the inputs behind an actual digest ------------------------------------
-
-#: ``-smbios type=1`` strings a dstack host plausibly passes: dstack's VMM default, and none.
-KNOWN_SMBIOS_STRINGS: tuple[tuple[str | None, str | None], ...] = (
-    (DSTACK_MANUFACTURER, DSTACK_PRODUCT),
-    (None, None),
-)
-#: Nearby memory sizes are tried in whole GiB up to twice the configured size, at most this many.
-MAX_NEARBY_SIZES = 256
-
-
-def nearby_memory_sizes(memory_size: int) -> list[int]:
-    """Whole-GiB sizes from 1 GiB to twice ``memory_size`` (capped), closest first."""
-    top = min(max(2 * memory_size // GIB, 4), MAX_NEARBY_SIZES)
-    sizes = [k * GIB for k in range(1, top + 1) if k * GIB != memory_size]
-    return sorted(sizes, key=lambda s: (abs(s - memory_size), s))
-
-
-#: QEMU versions dstack hosts have run: the configured version is tried first, these next.
-KNOWN_DSTACK_QEMU_VERSIONS: tuple[tuple[int, int, int], ...] = ((8, 2, 2), (9, 1, 0), (9, 2, 1))
-
-
-def host_cpus_for_fmspc(
-    fmspc: str, known: Sequence[HostCpu] = KNOWN_TDX_HOST_CPUS
-) -> tuple[HostCpu, ...]:
-    """The host CPUs a quote's FMSPC (its PCK certificate's platform id, 12 hex digits) allows.
-
-    Its nibbles 2-5 are CPUID leaf 1 EAX bits 19-4 (extended model, family, model), e.g.
-    ``B0C06F000000`` for Emerald Rapids; the stepping is not in it. Known CPUs of that family
-    and model, else every stepping of it.
-    """
-    text = fmspc.strip()
-    try:
-        if len(text) != 12:
-            raise ValueError
-        signature = int(text[2:6], 16)
-    except ValueError:
-        raise ConfigError(f"FMSPC must be 12 hex digits, got {fmspc!r}") from None
-    matches = tuple(c for c in known if (c.eax >> 4) & 0xFFFF == signature)
-    if matches:
-        return matches
-    return tuple(
-        HostCpu(f"CPUID {(signature << 4) | s:#x}", (signature << 4) | s) for s in range(16)
-    )
-
-
-def describe_cpus(cpus: Sequence[HostCpu]) -> str:
-    """``Emerald Rapids steppings 2, 1; Sapphire Rapids stepping 8`` for a list of CPUs."""
-    groups: dict[str, list[str]] = {}
-    for cpu in cpus:
-        family, sep, stepping = cpu.name.rpartition(" stepping ")
-        if sep:
-            groups.setdefault(family, []).append(stepping)
-        else:
-            groups.setdefault(cpu.name, [])
-    return "; ".join(
-        f"{name} stepping{'s' if len(st) > 1 else ''} {', '.join(st)}" if st else name
-        for name, st in groups.items()
-    )
-
-
-def _describe_strings(pair: tuple[str | None, str | None]) -> str:
-    manufacturer, product = pair
-    return "none (QEMU defaults)" if pair == (None, None) else f"{manufacturer}/{product}"
-
-
-@attrs.frozen
-class SmbiosSearch:
-    """The outcome of :func:`search`: the inputs that reproduce the digest, or what was tried."""
-
-    #: The event digest found (or sought); None for a failed search by predicate.
-    actual: bytes | None = attrs.field(repr=lambda d: d.hex()[:16] + "…" if d else "None")
-    match: SmbiosInputs | None
-    qemu_versions: tuple[tuple[int, int, int], ...]
-    memory_sizes: tuple[int, ...]
-    host_cpus: tuple[HostCpu, ...] = attrs.field(repr=False)
-    strings: tuple[tuple[str | None, str | None], ...] = attrs.field(repr=False)
-    tried: int
-
-    @property
-    def found(self) -> bool:
-        return self.match is not None
-
-    def describe(self) -> str:
-        if self.match is not None:
-            return f"SMBIOS event reproduced (proven) by {self.match.describe()}"
-        sizes = ", ".join(format_size(m) for m in self.memory_sizes[:6])
-        if len(self.memory_sizes) > 6:
-            sizes += f" and {len(self.memory_sizes) - 6} more whole-GiB sizes"
-        versions = ", ".join(".".join(map(str, v)) for v in self.qemu_versions)
-        target = f"{self.actual.hex()[:16]}…" if self.actual else "the actual value"
-        return (
-            f"no SMBIOS table reproduces {target}: tried {self.tried} "
-            f"combinations of QEMU {versions}; memory {sizes}; host CPUs "
-            f"{describe_cpus(self.host_cpus)} (EDX as TDX QEMU 8.2.2 stores it); "
-            f"SMBIOS strings {'; '.join(map(_describe_strings, self.strings))}"
-        )
-
-
-def digests_by_cpu(inputs: SmbiosInputs, host_cpus: Sequence[HostCpu]) -> Iterator[bytes]:
-    """``event_digest`` of ``inputs`` with each host CPU's CPUID words, built once: the
-    processor ID (Type 4 bytes 8-15) is the only place they appear and no filter touches it."""
-    measured = bytearray(build_event(inputs).measured)
-    type4 = next(s for s in structures(bytes(measured)) if s.kind == 4)
-    for cpu in host_cpus:
-        struct.pack_into("<II", measured, type4.offset + 8, cpu.eax, cpu.edx)
-        yield sha384(measured)
-
-
-def search(
-    actual: bytes | Callable[[bytes], bool],
-    memory_size: int,
-    qemu_version: str | tuple[int, int, int],
-    *,
-    host_cpus: Sequence[HostCpu] = KNOWN_TDX_HOST_CPUS,
-    strings: Sequence[tuple[str | None, str | None]] = KNOWN_SMBIOS_STRINGS,
-    other_qemu_versions: bool = True,
-    nearby_memory: bool = True,
-) -> SmbiosSearch:
-    """Find the SMBIOS inputs whose event digest is ``actual`` (or satisfies it, when it is a
-    predicate: e.g. "the register replays to the quote's value with this digest").
-
-    Tried in order, each with every host CPU and string pair: the configured memory and QEMU
-    version; the configured memory with :data:`KNOWN_DSTACK_QEMU_VERSIONS` (if
-    ``other_qemu_versions``); the configured version with :func:`nearby_memory_sizes` (if
-    ``nearby_memory``). A match is a recomputation that reproduces the digest, so it is a
-    proven fact about those inputs.
-    """
-    reproduces = actual if callable(actual) else actual.__eq__
-    version = _version(qemu_version)
-    versions = [version] + (
-        [v for v in KNOWN_DSTACK_QEMU_VERSIONS if v != version] if other_qemu_versions else []
-    )
-    nearby = nearby_memory_sizes(memory_size) if nearby_memory else []
-    plan = [(v, memory_size) for v in versions] + [(version, m) for m in nearby]
-    tried = 0
-    for v, size in plan:
-        for manufacturer, product in strings:
-            base = SmbiosInputs(v, size, manufacturer, product)
-            for cpu, digest in zip(host_cpus, digests_by_cpu(base, host_cpus), strict=True):
-                tried += 1
-                if reproduces(digest):
-                    inputs = attrs.evolve(base, cpuid_eax=cpu.eax, cpuid_edx=cpu.edx)
-                    return SmbiosSearch(
-                        digest,
-                        inputs,
-                        tuple(versions),
-                        (memory_size, *nearby),
-                        tuple(host_cpus),
-                        tuple(strings),
-                        tried,
-                    )
-    return SmbiosSearch(
-        None if callable(actual) else actual,
-        None,
-        tuple(versions),
-        (memory_size, *nearby),
-        tuple(host_cpus),
-        tuple(strings),
-        tried,
     )

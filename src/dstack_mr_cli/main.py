@@ -107,7 +107,8 @@ def _smbios_options(
         if host_cpu is not None or product is not None:
             raise typer.BadParameter("--host-cpu and --smbios-product need --smbios-computed")
         return None
-    from dstack_mr.smbios import SmbiosOptions, find_host_cpu
+    from dstack_mr.host_cpu import find_host_cpu
+    from dstack_mr.smbios import SmbiosOptions
 
     options = SmbiosOptions()
     if host_cpu is not None:
