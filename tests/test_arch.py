@@ -146,6 +146,7 @@ def test_one_wording_for_attrs_and_json() -> None:
 
 def test_binary_layouts_have_their_specified_sizes() -> None:
     from dstack_mr import ccel, quote, tdvf
+    from dstack_mr import event_payload as ep
 
     # Sizes the specifications give (TDVF design guide, UEFI PI HOBs, DCAP quote format).
     assert (tdvf.TDVF_DESCRIPTOR.size, tdvf.TDVF_SECTION.size) == (16, 32)
@@ -153,6 +154,11 @@ def test_binary_layouts_have_their_specified_sizes() -> None:
     # algorithm table, one algorithm entry, TCG_PCR_EVENT2 up to its digests.
     assert ccel.PCR_EVENT_HEADER.size == 32 and ccel.SPEC_ID_EVENT.size == 28
     assert (ccel.SPEC_ID_ALGORITHM.size, ccel.PCR_EVENT2_HEADER.size) == (4, 12)
+    # PFP event data: UEFI_VARIABLE_DATA and UEFI_IMAGE_LOAD_EVENT headers, a firmware blob,
+    # EFI_CONFIGURATION_TABLE, a tagged-event header, EFI_LOAD_OPTION, a device-path node.
+    layouts = (ep.VARIABLE_DATA, ep.IMAGE_LOAD_EVENT, ep.FIRMWARE_BLOB, ep.CONFIGURATION_TABLE)
+    assert [s.size for s in layouts] == [32, 32, 16, 24]
+    assert (ep.TAGGED_EVENT.size, ep.LOAD_OPTION.size, ep.DEVICE_PATH_NODE.size) == (8, 6, 4)
     assert (tdvf.HOB_HANDOFF.size, tdvf.HOB_RESOURCE.size) == (56, 48)
     assert quote.QUOTE_HEADER.size == 48 and quote.V5_BODY_DESCRIPTOR.size == 6
     assert (quote.TD10_BODY.size, quote.TD15_BODY.size) == (584, 648)

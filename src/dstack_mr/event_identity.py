@@ -21,9 +21,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from . import events
-from ._binary import take, u32, u64
+from ._binary import take, u32, u64, unpack
 from .errors import EventLogError
-from .event_payload import describe_payload
+from .event_payload import (
+    CONFIGURATION_TABLE,
+    TABLE_COUNT,
+    VARIABLE_DATA,
+    describe_payload,
+)
 from .eventlog import (
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
@@ -162,8 +167,8 @@ class _Bad(EventLogError):
 
 def _variable_name(p: bytes) -> str | None:
     try:
-        name_len = u64(p, 16, "variable name length", _Bad)
-        raw = take(p, 32, 2 * name_len, "variable name", _Bad)
+        _guid, name_len, _data_len = unpack(VARIABLE_DATA, p, 0, "UEFI_VARIABLE_DATA", _Bad)
+        raw = take(p, VARIABLE_DATA.size, 2 * name_len, "variable name", _Bad)
     except _Bad:
         return None
     return raw.decode("utf-16-le", errors="replace").rstrip("\0") or None
@@ -171,17 +176,19 @@ def _variable_name(p: bytes) -> str | None:
 
 def _handoff_guids(p: bytes) -> list[uuid.UUID]:
     try:
-        count = u64(p, 0, "number of tables", _Bad)
+        (count,) = unpack(TABLE_COUNT, p, 0, "number of tables", _Bad)
         if count > 64:
             return []
-        return [
-            uuid.UUID(bytes_le=take(p, 8 + 24 * k, 16, "table GUID", _Bad)) for k in range(count)
-        ]
+        # Only each entry's VendorGuid is needed, not the address after it.
+        at = [TABLE_COUNT.size + CONFIGURATION_TABLE.size * k for k in range(count)]
+        return [uuid.UUID(bytes_le=take(p, a, 16, "table GUID", _Bad)) for a in at]
     except _Bad:
         return []
 
 
 def _tag(p: bytes) -> int | None:
+    # TCG_PCClientTaggedEvent's first field alone: the tag names the event even when the
+    # payload is cut before its size field.
     try:
         return u32(p, 0, "event tag id", _Bad)
     except _Bad:
@@ -206,9 +213,12 @@ def handoff_table_address(event: Event) -> int | None:
     p = event.event_payload
     try:
         n = p[0]
-        if u64(p, 1 + n, "number of tables", _Bad) < 1:
+        (count,) = unpack(TABLE_COUNT, p, 1 + n, "number of tables", _Bad)
+        if count < 1:
             return None
-        return u64(p, 1 + n + 8 + 16, "table pointer", _Bad)
+        at = 1 + n + TABLE_COUNT.size
+        _guid, address = unpack(CONFIGURATION_TABLE, p, at, "configuration table", _Bad)
+        return int(address)
     except _Bad:
         return None
 

@@ -1,4 +1,4 @@
-"""One-line human readings of measured event payloads (UEFI variables, images, tables, tags).
+"""Event payloads: the TCG event-data layouts, declared once, and one-line human readings.
 
 :func:`describe_payload` is for people reading a log: it decodes what an event's type
 promises (a UEFI variable and its boot option, an image's device path, handoff tables, a
@@ -13,7 +13,7 @@ import re
 import struct
 import uuid
 
-from ._binary import take, u16, u32, u64, uint
+from ._binary import take, u16, uint, unpack
 from .errors import EventLogError
 from .eventlog import (
     DSTACK_RUNTIME_EVENT_TYPE,
@@ -36,7 +36,47 @@ from .eventlog import (
 )
 from .registry import EFI_GLOBAL_VARIABLE, SMBIOS3_TABLE, SMBIOS_TABLE
 
-__all__ = ["describe_payload"]
+__all__ = [
+    "CONFIGURATION_TABLE",
+    "DEVICE_PATH_NODE",
+    "FIRMWARE_BLOB",
+    "IMAGE_LOAD_EVENT",
+    "LOAD_OPTION",
+    "TABLE_COUNT",
+    "TAGGED_EVENT",
+    "VARIABLE_DATA",
+    "describe_payload",
+]
+
+
+# The event-data structures of the TCG PC Client Platform Firmware Profile (PFP), "Event
+# Data" (little-endian; GUIDs in EFI's mixed-endian form), each up to its variable part.
+
+#: UEFI_VARIABLE_DATA: VariableName (the vendor GUID), UnicodeNameLength (in CHAR16s),
+#: VariableDataLength; then the UTF-16LE name and the data.
+VARIABLE_DATA = struct.Struct("<16sQQ")
+#: UEFI_IMAGE_LOAD_EVENT: ImageLocationInMemory, ImageLengthInMemory, ImageLinkTimeAddress,
+#: LengthOfDevicePath; then the device path.
+IMAGE_LOAD_EVENT = struct.Struct("<QQQQ")
+#: UEFI_PLATFORM_FIRMWARE_BLOB: BlobBase, BlobLength. UEFI_PLATFORM_FIRMWARE_BLOB2 puts a
+#: description (a length byte and that many bytes) in front of the same two fields.
+FIRMWARE_BLOB = struct.Struct("<QQ")
+#: UEFI_HANDOFF_TABLE_POINTERS: NumberOfTables, then that many EFI_CONFIGURATION_TABLE
+#: entries. UEFI_HANDOFF_TABLE_POINTERS2 puts a description in front, as BLOB2 does.
+TABLE_COUNT = struct.Struct("<Q")
+#: EFI_CONFIGURATION_TABLE: VendorGuid, VendorTable (the table's address).
+CONFIGURATION_TABLE = struct.Struct("<16sQ")
+#: TCG_PCClientTaggedEvent: taggedEventID, taggedEventDataSize; then the data.
+TAGGED_EVENT = struct.Struct("<II")
+#: EFI_LOAD_OPTION (UEFI 2.10 §3.1.3): Attributes, FilePathListLength; then the NUL-ended
+#: UTF-16LE description, the device path list and optional data.
+LOAD_OPTION = struct.Struct("<IH")
+#: EFI_DEVICE_PATH_PROTOCOL node header (UEFI 2.10 §10.2): Type, SubType, Length (header
+#: included).
+DEVICE_PATH_NODE = struct.Struct("<BBH")
+
+#: ACPI_HID_DEVICE_PATH after its node header: _HID, _UID.
+_ACPI_HID = struct.Struct("<II")
 
 
 class _Undecodable(EventLogError):
@@ -119,7 +159,7 @@ def _device_node(t: int, st: int, body: bytes) -> str:
     if t in (1, 3) and st in (4, 10) and len(body) >= 16:
         return f"{'VenHw' if t == 1 else 'VenMsg'}({_guid(body[:16])})"
     if t == 2 and st == 1 and len(body) == 8:
-        hid, uid = struct.unpack("<II", body)
+        hid, uid = _ACPI_HID.unpack(body)
         if hid & 0xFFFF == 0x41D0:
             return f"Acpi(PNP{hid >> 16:04X},{uid:#x})"
         return f"Acpi({hid:#x},{uid:#x})"
@@ -131,9 +171,7 @@ def _device_path(b: bytes) -> str:
     parts: list[str] = []
     off = 0
     while off < len(b) and len(parts) < _MAX_NODES:
-        head = u16(b, off, "device path node type", _Undecodable)
-        t, st = head & 0xFF, head >> 8
-        length = u16(b, off + 2, "device path node length", _Undecodable)
+        t, st, length = unpack(DEVICE_PATH_NODE, b, off, "device path node", _Undecodable)
         if length < 4 or off + length > len(b):
             parts.append(f"<bad node length {length}>")
             break
@@ -148,8 +186,8 @@ def _device_path(b: bytes) -> str:
 
 
 def _describe_load_option(data: bytes) -> str:
-    fp_len = u16(data, 4, "load option file path length", _Undecodable)
-    desc, off = _utf16_cstring(data, 6, "load option description")
+    _attributes, fp_len = unpack(LOAD_OPTION, data, 0, "EFI_LOAD_OPTION", _Undecodable)
+    desc, off = _utf16_cstring(data, LOAD_OPTION.size, "load option description")
     path = take(data, off, fp_len, "load option file path", _Undecodable)
     rest = len(data) - off - fp_len
     extra = f" (+{rest} bytes optional data)" if rest else ""
@@ -157,11 +195,10 @@ def _describe_load_option(data: bytes) -> str:
 
 
 def _describe_variable(p: bytes) -> str:
-    guid = take(p, 0, 16, "variable GUID", _Undecodable)
-    name_len = u64(p, 16, "variable name length", _Undecodable)
-    data_len = u64(p, 24, "variable data length", _Undecodable)
-    name_raw = take(p, 32, 2 * name_len, "variable name", _Undecodable)
-    data = take(p, 32 + 2 * name_len, data_len, "variable data", _Undecodable)
+    guid, name_len, data_len = unpack(VARIABLE_DATA, p, 0, "UEFI_VARIABLE_DATA", _Undecodable)
+    name_raw = take(p, VARIABLE_DATA.size, 2 * name_len, "variable name", _Undecodable)
+    data_at = VARIABLE_DATA.size + 2 * name_len
+    data = take(p, data_at, data_len, "variable data", _Undecodable)
     name = _clean(name_raw.decode("utf-16-le", errors="replace").rstrip("\0"))
     vendor = uuid.UUID(bytes_le=guid)
     text = f"efi variable {name} {{{vendor}}} (data {data_len} byte{'s' if data_len != 1 else ''})"
@@ -177,10 +214,10 @@ def _describe_variable(p: bytes) -> str:
 
 
 def _describe_image(p: bytes, kind: str) -> str:
-    base = u64(p, 0, "image location", _Undecodable)
-    length = u64(p, 8, "image length", _Undecodable)
-    dp_len = u64(p, 24, "image device path length", _Undecodable)
-    path = take(p, 32, dp_len, "image device path", _Undecodable)
+    base, length, _link, dp_len = unpack(
+        IMAGE_LOAD_EVENT, p, 0, "UEFI_IMAGE_LOAD_EVENT", _Undecodable
+    )
+    path = take(p, IMAGE_LOAD_EVENT.size, dp_len, "image device path", _Undecodable)
     where = f": {_device_path(path)}" if path else ""
     return f"{kind}, {length} bytes at {base:#x}{where}"
 
@@ -188,20 +225,20 @@ def _describe_image(p: bytes, kind: str) -> str:
 def _describe_blob2(p: bytes) -> str:
     n = uint(p, 0, 1, "blob description size", _Undecodable)
     desc = take(p, 1, n, "blob description", _Undecodable)
-    base = u64(p, 1 + n, "blob base", _Undecodable)
-    length = u64(p, 9 + n, "blob length", _Undecodable)
+    base, length = unpack(FIRMWARE_BLOB, p, 1 + n, "firmware blob", _Undecodable)
     name = _ascii_text(desc) or desc.hex()
     return f'firmware blob "{name}" at {base:#x}, {length:#x} bytes'
 
 
 def _tables(p: bytes, off: int, label: str) -> str:
-    count = u64(p, off, "number of tables", _Undecodable)
-    if count * 24 > len(p) - off - 8:
+    (count,) = unpack(TABLE_COUNT, p, off, "number of tables", _Undecodable)
+    first = off + TABLE_COUNT.size
+    if count * CONFIGURATION_TABLE.size > len(p) - first:
         raise _Undecodable(f"{count} tables do not fit")
     items = []
     for k in range(count):
-        guid = take(p, off + 8 + 24 * k, 16, "table GUID", _Undecodable)
-        ptr = u64(p, off + 24 + 24 * k, "table pointer", _Undecodable)
+        at = first + CONFIGURATION_TABLE.size * k
+        guid, ptr = unpack(CONFIGURATION_TABLE, p, at, "configuration table", _Undecodable)
         known = _TABLE_NAMES.get(uuid.UUID(bytes_le=guid))
         name = f"{known} {{{_guid(guid)}}}" if known else f"{{{_guid(guid)}}}"
         items.append(f"{name} at {ptr:#x}")
@@ -217,9 +254,8 @@ def _describe_handoff2(p: bytes) -> str:
 
 
 def _describe_tagged(p: bytes) -> str:
-    tag = u32(p, 0, "event tag id", _Undecodable)
-    size = u32(p, 4, "event tag data size", _Undecodable)
-    data = take(p, 8, size, "event tag data", _Undecodable)
+    tag, size = unpack(TAGGED_EVENT, p, 0, "TCG_PCClientTaggedEvent", _Undecodable)
+    data = take(p, TAGGED_EVENT.size, size, "event tag data", _Undecodable)
     known = _LINUX_TAGS.get(tag)
     label = f"tagged event {tag:#010x}" + (f" ({known})" if known else "")
     ascii_ = _ascii_text(data)
@@ -278,8 +314,7 @@ def _describe_typed(event: Event) -> str | None:
     if t == EV_EFI_PLATFORM_FIRMWARE_BLOB2:
         return _describe_blob2(p)
     if t == EV_EFI_PLATFORM_FIRMWARE_BLOB:
-        base = u64(p, 0, "blob base", _Undecodable)
-        length = u64(p, 8, "blob length", _Undecodable)
+        base, length = unpack(FIRMWARE_BLOB, p, 0, "firmware blob", _Undecodable)
         return f"firmware blob at {base:#x}, {length:#x} bytes"
     if t == EV_EFI_HANDOFF_TABLES2:
         return _describe_handoff2(p)
