@@ -95,11 +95,13 @@ MODULES: dict[str, tuple[str, ...]] = {
             "xǁ_Explainerǁ_by_memory",
         )
     )
-    # The memory-size search moved to explain.py after the measured run (docs/testing.md).
+    # The memory-size search moved to explain.py after the measured run (docs/testing.md), and
+    # its candidates and first-reproducing loop from there to reproduce.py.
     + tuple(
         f"dstack_mr.explain.*{f}__mutmut_*"
         for f in ("_memory_candidates", "_search", "_reproduces", "_differs", "_td_hob")
-    ),
+    )
+    + ("dstack_mr.reproduce.*",),
     "cli": (
         "dstack_mr_cli.main.*",
         "dstack_mr_cli.diagnose_cmd.*",

@@ -32,7 +32,6 @@ TESTS = [
 
 CLI, DIAG = "src/dstack_mr_cli/main.py", "src/dstack_mr/diagnose.py"
 DCMD = "src/dstack_mr_cli/diagnose_cmd.py"
-EXPLAIN = "src/dstack_mr/explain.py"
 
 #: (file, original text, planted text): one bug each.
 BUGS: list[tuple[str, str, str]] = [
@@ -41,7 +40,7 @@ BUGS: list[tuple[str, str, str]] = [
     (DIAG, 'return "match" if self.expected == self.actual else', 'return "match" if self.expected[:-1] == self.actual[:-1] else'),
     (DCMD, '("rtmr2", actual_rtmr2),', '("rtmr2", actual_rtmr1),'),
     ("src/dstack_mr/machine.py", "            if self.two_pass_add_pages is None\n            else self.two_pass_add_pages,", "            if self.two_pass_add_pages is None\n            else self.two_pass_add_pages or qemu8,"),
-    (EXPLAIN, "range(MEMORY_STEP, limit + 1, MEMORY_STEP)", "range(MEMORY_STEP, limit, MEMORY_STEP)"),
+    ("src/dstack_mr/reproduce.py", "range(MEMORY_STEP, limit + 1, MEMORY_STEP)", "range(MEMORY_STEP, limit, MEMORY_STEP)"),
     (DIAG, "if not all(r.matches for r in self.replay if r.imr < 3):", "if not all(r.matches for r in self.replay):"),
     ("src/dstack_mr/eventlog.py", "consistent = digest == derived or (", "consistent = digest == runtime_event_digest(name, payload, 1) or ("),
     ("src/dstack_mr/tdvf.py", "if memory_size >= HIGH_MEMORY_THRESHOLD:", "if memory_size > HIGH_MEMORY_THRESHOLD:"),

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import events
-from . import kernel as kernel_mod
 from .config import OvmfVariant, format_memory_size, parse_memory_size
 from .digest import replay
 from .errors import DstackMrError
@@ -31,6 +30,13 @@ from .event_identity import (
 )
 from .events import RTMR0_LAYOUTS
 from .machine import checked_cmdline_digest, rtmr0_digests
+from .reproduce import (
+    MEMORY_TRIED,
+    cmdline_variants,
+    first_reproducing,
+    kernel_memory_candidates,
+    memory_candidates,
+)
 from .smbios_search import SmbiosSearch, search
 from .tdvf import SectionType
 
@@ -43,12 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Finding", "explain"]
 
-GIB = 1 << 30
 TD_HOB_TYPE = SectionType.TD_HOB
-#: The memory-size search: every 256 MiB step up to 2 TiB (so every whole GiB too).
-MEMORY_STEP = 256 << 20
-MEMORY_LIMIT = 2 << 40
-_MEMORY_TRIED = "memory_size 256M to 2T in 256 MiB steps"
 
 
 @attrs.frozen
@@ -443,7 +444,7 @@ class _Explainer:
             return found
         size = len(self.image.kernel)
         length = self._logged_kernel_length()
-        tried = (f"{_MEMORY_TRIED} below 2.75G (initrd placement)",)
+        tried = (f"{MEMORY_TRIED} below 2.75G (initrd placement)",)
         if length is not None and length != size:
             message = (
                 f"kernel_authenticode: the VM booted another kernel: its log records a "
@@ -729,7 +730,7 @@ class _Explainer:
                 "event log the differing event cannot be identified",
                 register="RTMR0",
                 tried=(
-                    f"{_MEMORY_TRIED} (TD HOB)",
+                    f"{MEMORY_TRIED} (TD HOB)",
                     f"the {other.value} OVMF layout",
                     f"ACPI as given ({self.acpi.description})",
                     *smbios_tried,
@@ -756,7 +757,7 @@ class _Explainer:
                 f"kernel than {self.kernel}, or an initrd of another size than {self.initrd} "
                 f"({self.image.initrd_size} bytes; QEMU writes the size into the kernel's header)",
                 register="RTMR1",
-                tried=(f"{_MEMORY_TRIED} below 2.75G (initrd placement)",),
+                tried=(f"{MEMORY_TRIED} below 2.75G (initrd placement)",),
                 settle="the VM's event log (its kernel event records the image length)",
             )
         )
@@ -776,26 +777,20 @@ class _Explainer:
                 "rtmr2: RTMR2 differs; without the event log it cannot be told whether the "
                 f"kernel command line or the initrd ({self.initrd}) differs",
                 register="RTMR2",
-                tried=(f"{len(self._cmdline_variants())} spellings of the command line",),
+                tried=(
+                    f"{len(cmdline_variants(self.image.info.cmdline))} spellings of the "
+                    "command line",
+                ),
                 settle="the VM's event log (its RTMR2 events are the command line and the initrd)",
             )
         )
 
-    # --- searches ------------------------------------------------------------------------------
+    # --- searches (the candidates are in reproduce.py) ---------------------------------------
 
-    def _memory_candidates(self, limit: int = MEMORY_LIMIT) -> list[tuple[str, int]]:
-        sizes: list[int] = []
+    def _memory_candidates(self) -> list[tuple[str, int]]:
         ev_vm = self.evidence.vm_config
-        if ev_vm is not None and ev_vm.memory_size:
-            sizes.append(ev_vm.memory_size)
-        sizes += range(MEMORY_STEP, limit + 1, MEMORY_STEP)
-        seen: set[int] = set()
-        out = []
-        for s in sizes:
-            if s not in seen and s != self.vm.memory_size:
-                seen.add(s)
-                out.append((format_memory_size(s), s))
-        return out
+        claimed = None if ev_vm is None else ev_vm.memory_size
+        return memory_candidates(self.vm.memory_size, claimed)
 
     def _memory(
         self,
@@ -810,68 +805,46 @@ class _Explainer:
         settle: str | None = None,
     ) -> Finding | None:
         said = format_memory_size(self.vm.memory_size)
-        for name, size in candidates:
-            try:
-                if reproduces(digest_for(size)):
-                    return Finding(
-                        label,
-                        f"{label}: the VM ran with memory_size={name} (config says {said}{why})",
-                        "proven",
-                        "memory_size",
-                        name,
-                        register,
-                    )
-            except DstackMrError:
-                continue
+        found = first_reproducing(candidates, digest_for, reproduces)
+        if found is not None:
+            return Finding(
+                label,
+                f"{label}: the VM ran with memory_size={found[0]} (config says {said}{why})",
+                "proven",
+                "memory_size",
+                found[0],
+                register,
+            )
         if otherwise is None:
             return None
-        return Finding(label, otherwise, register=register, tried=(_MEMORY_TRIED,), settle=settle)
+        return Finding(label, otherwise, register=register, tried=(MEMORY_TRIED,), settle=settle)
 
     def _kernel_memory(self, reproduces: Callable[[bytes], bool], register: str) -> Finding | None:
-        img = self.image
-        # The patched kernel varies with memory only below 0xB0000000 (initrd placement).
-        candidates = [c for c in self._memory_candidates() if c[1] < kernel_mod.STABLE_MIN_MEMORY]
-        candidates.append(("3G", 3 * GIB))
         return self._memory(
             register,
             events.KERNEL_AUTHENTICODE,
-            candidates,
-            img.kernel_digest,
+            kernel_memory_candidates(self._memory_candidates()),
+            self.image.kernel_digest,
             reproduces,
             "; QEMU places the initrd by memory size",
             otherwise=None,
         )
 
-    def _cmdline_variants(self) -> list[tuple[str, str]]:
-        base = self.image.info.cmdline
-        return [
-            ("cmdline without ' initrd=initrd'", base),
-            ("cmdline + ' initrd=initrd '", base + " initrd=initrd "),
-            ("cmdline + ' ' + ' initrd=initrd'", base + "  initrd=initrd"),
-            ("cmdline.strip() + ' initrd=initrd'", base.strip() + " initrd=initrd"),
-            ("cmdline.rstrip()", base.rstrip()),
-            ("cmdline + ' '", base + " "),
-            ("'initrd=initrd ' + cmdline", "initrd=initrd " + base),
-        ]
-
     def _cmdline(
         self, register: str, reproduces: Callable[[bytes], bool], ev: EventCheck | None
     ) -> Finding | None:
-        variants = self._cmdline_variants()
-        for name, text in variants:
-            try:
-                hit = reproduces(checked_cmdline_digest(text))
-            except DstackMrError:
-                continue
-            if hit:
-                return Finding(
-                    "cmdline",
-                    f"cmdline: the VM measured {name}: {text!r}",
-                    "proven",
-                    "kernel_cmdline",
-                    text,
-                    register,
-                )
+        variants = cmdline_variants(self.image.info.cmdline)
+        found = first_reproducing(variants, checked_cmdline_digest, reproduces)
+        if found is not None:
+            name, text = found
+            return Finding(
+                "cmdline",
+                f"cmdline: the VM measured {name}: {text!r}",
+                "proven",
+                "kernel_cmdline",
+                text,
+                register,
+            )
         if ev is None:
             return None
         return Finding(
