@@ -102,15 +102,6 @@ def _check_version(_inst: object, _attr: object, v: tuple[int, int, int]) -> Non
 MAX_MEMORY_SIZE = 1 << 50
 
 
-def _int_in(lo: int, hi: int, what: str) -> validate.Check:
-    def check(value: object) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
-            return None
-        return f"must be {what} ({lo}..={hi}), got {value!r}"
-
-    return check
-
-
 def _smbios_string(value: object) -> str | None:
     # QEMU copies the -smbios text into a NUL-terminated string set.
     problem = validate.string(value)
@@ -145,7 +136,7 @@ class SmbiosInputs:
         converter=parse_qemu_version, validator=_check_version
     )
     memory_size: int = attrs.field(
-        validator=_V(_int_in(1, MAX_MEMORY_SIZE, "a positive number of bytes"), "memory_size")
+        validator=_V(validate.int_range(1, MAX_MEMORY_SIZE, "bytes"), "memory_size")
     )
     manufacturer: str | None = attrs.field(
         default=DSTACK_MANUFACTURER, validator=_V(validate.optional(_smbios_string), "manufacturer")
@@ -160,7 +151,7 @@ class SmbiosInputs:
         default=DEFAULT_HOST_CPU.edx, validator=_V(validate.u32, "cpuid_edx")
     )
     cpu_count: int = attrs.field(
-        default=1, validator=_V(_int_in(1, 0xFFFF, "a vCPU count"), "cpu_count")
+        default=1, validator=_V(validate.int_range(1, 0xFFFF, "vCPUs"), "cpu_count")
     )
     entry_point: str | None = attrs.field(
         default=None, validator=_V(_one_of(None, "32", "64", "auto"), "entry_point")
