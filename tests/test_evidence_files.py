@@ -12,9 +12,9 @@ import pytest
 from snp_helpers import snp_attestation_bytes, snp_report
 from test_attestation_shapes import lite_scale
 
+from dstack_mr.ccel import parse_ccel
 from dstack_mr.config import VmConfig
 from dstack_mr.errors import ConfigError, EvidenceError, QuoteError
-from dstack_mr.eventlog import parse_ccel
 from dstack_mr.evidence_files import (
     EvidenceFiles,
     SnpEvidence,

@@ -21,10 +21,10 @@ from .errors import ConfigError, EvidenceError
 from .files import unusable_path_reason
 
 if TYPE_CHECKING:
+    from .attestation import Attestation
     from .collateral import Collateral
     from .config import VmConfig
     from .diagnose import Evidence
-    from .eventlog import Attestation
     from .snp_attestation import SnpAttestation
     from .snp_document import SnpVmConfig
 
@@ -117,7 +117,7 @@ class EvidenceFiles:
             snp = self._snp(raw, vm_text)
             if snp is not None:
                 return snp
-            from .eventlog import parse_attestation
+            from .attestation import parse_attestation
 
             evidence = Evidence.from_attestation(parse_attestation(raw))
         evidence = evidence.merge(self._tdx_parts())
@@ -158,8 +158,9 @@ class EvidenceFiles:
     def _tdx_parts(self) -> Evidence:
         """The quote, event logs and typed registers, each refused when it is a whole
         attestation."""
+        from .ccel import parse_ccel
         from .diagnose import Evidence, parse_register_hex, reject_attestation
-        from .eventlog import parse_ccel, parse_json_event_log
+        from .eventlog import parse_json_event_log
         from .quote import parse_quote
 
         evidence = Evidence()
@@ -192,11 +193,11 @@ class EvidenceFiles:
 
 
 def read_attestation(path: StrPath) -> Attestation:
-    """An attestation file of any shape :func:`~dstack_mr.eventlog.parse_attestation` reads
+    """An attestation file of any shape :func:`~dstack_mr.attestation.parse_attestation` reads
     (GetQuote/Info/tcb_info responses, dstack's SCALE attestation raw or as
     ``{"attestation": hex}``), or NEAR-style public data around a quote and tcb_info."""
+    from .attestation import parse_attestation
     from .config import parse_json
-    from .eventlog import parse_attestation
 
     data = read_evidence(path, "attestation")
     if data[:1] == b"\0":  # a SCALE VersionedAttestation V0; JSON never starts with NUL
