@@ -16,7 +16,7 @@ import typer
 
 # Only what every command's options need at start-up; the rest is imported where it runs.
 from dstack_mr import __version__
-from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiDumper, AcpiSource, AcpiTablesFile
+from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiSource
 from dstack_mr.config import OvmfVariant, parse_memory_size, parse_rust_u32
 from dstack_mr.errors import ConfigError
 
@@ -112,24 +112,13 @@ def acpi_source(
     tables: Path | None, dumper: str | None, timeout: float, source: object = None
 ) -> AcpiSource:
     """The tables' source: --acpi-source if given, else --acpi-tables FILE, else the dumper."""
-    kind = getattr(source, "value", source)
-    if tables is not None and dumper is not None:
-        raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
-    if kind in ("builtin", "auto"):
-        if tables is not None:
-            raise typer.BadParameter(f"--acpi-source {kind} does not read --acpi-tables")
-        from dstack_mr.acpi_model import QemuAcpiModel, auto_source
+    from dstack_mr.acpi_source import acpi_source_for
 
-        if kind == "builtin":
-            return QemuAcpiModel()
-        return auto_source(AcpiDumper(program=dumper, timeout=timeout))
-    if kind == "file" and tables is None:
-        raise typer.BadParameter("--acpi-source file needs --acpi-tables FILE")
-    if kind == "dumper" and tables is not None:
-        raise typer.BadParameter("--acpi-source dumper does not read --acpi-tables")
-    if tables is not None:
-        return AcpiTablesFile(tables)
-    return AcpiDumper(program=dumper, timeout=timeout)
+    kind = getattr(source, "value", source)
+    try:
+        return acpi_source_for(None if kind is None else str(kind), tables, dumper, timeout)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 class AcpiSourceKind(str, enum.Enum):
