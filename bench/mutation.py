@@ -78,14 +78,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diagnose": tuple(
         f"dstack_mr.diagnose.{f}__mutmut_*"
         for f in (
-            "x_parse_register_hex",
             "x_diagnose",
             "x_replay_checks",
             "x__check",
             "x__align",
-            "xǁEvidenceǁactual",
-            "xǁEvidenceǁmerge",
-            "xǁEvidenceǁfrom_attestation",
             "xǁ_Explainerǁ_event",
             "xǁ_Explainerǁ_differs",
             "xǁ_Explainerǁ_reproduces",
@@ -101,7 +97,17 @@ MODULES: dict[str, tuple[str, ...]] = {
         f"dstack_mr.explain.*{f}__mutmut_*"
         for f in ("_memory_candidates", "_search", "_reproduces", "_differs", "_td_hob")
     )
-    + ("dstack_mr.reproduce.*",),
+    + ("dstack_mr.reproduce.*",)
+    # Evidence and its part checks moved from diagnose.py to evidence.py.
+    + tuple(
+        f"dstack_mr.evidence.{f}__mutmut_*"
+        for f in (
+            "x_parse_register_hex",
+            "xǁEvidenceǁactual",
+            "xǁEvidenceǁmerge",
+            "xǁEvidenceǁfrom_attestation",
+        )
+    ),
     "cli": (
         "dstack_mr_cli.main.*",
         "dstack_mr_cli.diagnose_cmd.*",

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from dstack_mr import AcpiDumper, AcpiTablesFile
 from dstack_mr.attestation import parse_attestation
 from dstack_mr.ccel import parse_ccel
-from dstack_mr.diagnose import Evidence
 from dstack_mr.errors import EventLogError, EvidenceError
+from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import parse_quote
 from dstack_mr_cli import main as cli

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dstack_mr import ConfigError, EvidenceError, FirmwareError, ImageError, VmConfig, tdvf
 from dstack_mr.config import parse_memory_size
-from dstack_mr.diagnose import parse_register_hex
+from dstack_mr.evidence import parse_register_hex
 from dstack_mr.example import build_firmware, build_kernel, write_example_image
 from dstack_mr.image import ImageFiles, rust_parent
 from dstack_mr.kernel import authenticode_sha384

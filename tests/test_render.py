@@ -9,8 +9,9 @@ import pytest
 from vmlog import events_of
 
 from dstack_mr import AcpiTablesFile, VmConfig
-from dstack_mr.diagnose import DiagnoseReport, Evidence, diagnose
+from dstack_mr.diagnose import DiagnoseReport, diagnose
 from dstack_mr.eventlog import Event
+from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr.machine import MeasurementDetails

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from vmlog import vm_event
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig, smbios
-from dstack_mr.diagnose import Evidence, diagnose
+from dstack_mr.diagnose import diagnose
 from dstack_mr.digest import replay
 from dstack_mr.eventlog import Event
 from dstack_mr.events import SMBIOS_HANDOFF
+from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr.registry import SMBIOS3_TABLE

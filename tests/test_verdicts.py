@@ -20,10 +20,11 @@ from spec_model import sha384, spec_events, spec_registers
 from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
-from dstack_mr.diagnose import Evidence, diagnose
+from dstack_mr.diagnose import diagnose
 from dstack_mr.event_identity import simulated_event
 from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event, parse_json_event_log
 from dstack_mr.events import layouts
+from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr_cli.main import app
@@ -483,8 +484,8 @@ def test_evidence_merge() -> None:
     ],
 )
 def test_register_hex(text: str, ok: bool) -> None:
-    from dstack_mr.diagnose import parse_register_hex
     from dstack_mr.errors import EvidenceError
+    from dstack_mr.evidence import parse_register_hex
 
     if ok:
         assert parse_register_hex(text, "--actual-rtmr0") == b"\xab" * 48

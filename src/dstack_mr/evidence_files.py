@@ -3,7 +3,7 @@
 An operator holds some mix of a guest-agent response, a quote, a JSON or CCEL event log, a
 VmConfig and register values typed by hand. :class:`EvidenceFiles` reads them once, tells an
 AMD SEV-SNP attestation from TDX evidence, refuses a whole attestation given where only one
-of its parts belongs, and merges the TDX parts into one :class:`~dstack_mr.diagnose.Evidence`.
+of its parts belongs, and merges the TDX parts into one :class:`~dstack_mr.evidence.Evidence`.
 :func:`verify_evidence` does the same for ``verify``'s inputs (a quote may also sit next to
 the collateral). Every error is an :class:`~dstack_mr.errors.EvidenceError` (or a
 :class:`~dstack_mr.errors.ConfigError` for the VmConfig) naming the file.
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .attestation import Attestation
     from .collateral import Collateral
     from .config import VmConfig
-    from .diagnose import Evidence
+    from .evidence import Evidence
     from .snp_attestation import SnpAttestation
     from .snp_document import SnpVmConfig
 
@@ -106,7 +106,7 @@ class EvidenceFiles:
 
         Raises :class:`ConfigError` when no VmConfig is given or carried by the attestation.
         """
-        from .diagnose import Evidence, reject_attestation
+        from .evidence import Evidence, reject_attestation
 
         evidence = Evidence()
         vm_text: bytes | None = None
@@ -123,7 +123,7 @@ class EvidenceFiles:
         evidence = evidence.merge(self._tdx_parts())
         if self.vm_config is not None:
             from .config import parse_json
-            from .diagnose import load_vm_config
+            from .evidence import load_vm_config
 
             where = os.fspath(self.vm_config)
             data = vm_text if vm_text is not None else read_evidence(self.vm_config, "VmConfig")
@@ -159,8 +159,8 @@ class EvidenceFiles:
         """The quote, event logs and typed registers, each refused when it is a whole
         attestation."""
         from .ccel import parse_ccel
-        from .diagnose import Evidence, parse_register_hex, reject_attestation
         from .eventlog import parse_json_event_log
+        from .evidence import Evidence, parse_register_hex, reject_attestation
         from .quote import parse_quote
 
         evidence = Evidence()
@@ -251,7 +251,7 @@ def verify_evidence(
     """The attestation and quote files merged; without a quote in them, ``adjacent_quote``
     (the hex quote found next to the collateral in file ``collateral``). Raises
     :class:`EvidenceError` when no quote is found anywhere."""
-    from .diagnose import Evidence
+    from .evidence import Evidence
     from .quote import parse_quote
 
     evidence = Evidence()

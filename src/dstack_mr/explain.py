@@ -43,7 +43,8 @@ from .tdvf import SectionType
 if TYPE_CHECKING:
     from .config import VmConfig
     from .declarations import DeclaredMeasurement, ImageHashCheck
-    from .diagnose import AcpiChoice, EventCheck, Evidence, RegisterCheck, ReplayCheck
+    from .diagnose import AcpiChoice, EventCheck, RegisterCheck, ReplayCheck
+    from .evidence import Evidence
     from .image import Image
     from .machine import MeasurementDetails
 

@@ -23,7 +23,6 @@ from .diagnose import (
     AcpiChoice,
     DiagnoseReport,
     EventCheck,
-    Evidence,
     RegisterCheck,
     align,
     replay_checks,
@@ -31,6 +30,7 @@ from .diagnose import (
 from .errors import ConfigError, DstackMrError, EvidenceError
 from .eventlog import Event
 from .events import ACPI_LABELS
+from .evidence import Evidence
 from .explain import Finding
 from .lite import builtin_acpi_tables, measure_from_document, vm_machine
 from .machine import AcpiDigestsLike

@@ -41,10 +41,10 @@ from .collateral import Collateral, ValidityWindow
 from .config import TdxAttestationVariant, VmConfig
 from .dcap import QuoteVerdict, TcbPolicy, quote_fmspc, to_utc, verify_quote
 from .declarations import image_dir_hash
-from .diagnose import Evidence
 from .digest import replay
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event, runtime_event_digest
+from .evidence import Evidence
 from .image import Image, ovmf_variant_with_source
 from .measurement_doc import MeasurementDocument
 from .quote import TdxQuote
