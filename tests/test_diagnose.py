@@ -21,8 +21,9 @@ from vmlog import events_of, vm_event
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
 from dstack_mr.acpi_log import AcpiDigests, acpi_digests_from_log
+from dstack_mr.acpi_source import AcpiChoice, resolve_acpi
 from dstack_mr.attestation import parse_attestation
-from dstack_mr.diagnose import AcpiChoice, diagnose, resolve_acpi
+from dstack_mr.diagnose import diagnose
 from dstack_mr.errors import ConfigError, EvidenceError
 from dstack_mr.event_payload import describe_payload
 from dstack_mr.eventlog import FW_CFG_EVENT_PREFIX, Event, parse_json_event_log

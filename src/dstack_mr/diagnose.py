@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 
 from . import explain as _explain
-from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
-from .acpi_log import AcpiDigests, acpi_digests_from_log
+from .acpi import AcpiSource
+from .acpi_log import AcpiDigests
+from .acpi_source import AcpiChoice
 from .config import OvmfVariant, VmConfig
 from .dcap import QuoteVerdict
 from .declarations import (
@@ -32,7 +33,7 @@ from .declarations import (
     check_os_image_hash,
 )
 from .digest import DIGEST_LEN, replay
-from .errors import ConfigError, DumperNotFoundError, EvidenceError
+from .errors import ConfigError, DumperNotFoundError
 from .event_identity import (
     EventIdentity,
     actual_identity,
@@ -50,127 +51,6 @@ from .machine import MeasuredEvent, MeasurementDetails
 
 SCHEMA_VERSION = 2
 REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
-
-# --- where RTMR0's ACPI digests come from ------------------------------------------------------
-
-ACPI_MODES = ("auto", "dumper", "file", "builtin", "log")
-
-
-@attrs.frozen
-class AcpiChoice:
-    """Where the expected ACPI digests come from, and whether they can be trusted.
-
-    ``kind``: ``dumper`` / ``file`` / ``builtin`` (tables predicted for this configuration:
-    verified), ``log`` (the VM's own three digests: taken from the log, not verified) or
-    ``none`` (ACPI not judged: RTMR0 cannot be predicted). ``fallback`` is used when this
-    source cannot serve the configuration (``auto`` picking the built-in model for a QEMU
-    version it does not cover).
-    """
-
-    kind: str
-    description: str
-    source: AcpiSource | AcpiDigests | None = attrs.field(default=None, repr=False)
-    #: False when the digests are the VM's own claim (or unknown).
-    verified: bool = True
-    fallback: AcpiChoice | None = attrs.field(default=None, repr=False)
-
-    @property
-    def judged(self) -> bool:
-        return self.kind != "none"
-
-    @classmethod
-    def from_source(cls, source: AcpiSource) -> AcpiChoice:
-        if isinstance(source, AcpiTablesFile):
-            return cls("file", f"ACPI tables from {source.path}", source)
-        if isinstance(source, AcpiDumper):
-            return cls("dumper", "ACPI tables from the dumper", source)
-        name = getattr(source, "source_name", type(source).__name__)
-        if name == "builtin":
-            return cls("builtin", "ACPI tables from the built-in model of dstack's QEMU", source)
-        return cls(str(name), f"ACPI tables from {name}", source)
-
-    @classmethod
-    def from_log(cls, events: Sequence[Event]) -> AcpiChoice:
-        return cls(
-            "log",
-            "ACPI digests taken from the event log, not verified",
-            acpi_digests_from_log(events),
-            verified=False,
-        )
-
-    @classmethod
-    def none(cls, why: str) -> AcpiChoice:
-        return cls("none", f"ACPI not judged: {why}", verified=False)
-
-
-def _log_or_none(events: Sequence[Event] | None, why: str) -> AcpiChoice:
-    if events is not None:
-        try:
-            return AcpiChoice.from_log(events)
-        except EvidenceError as exc:
-            return AcpiChoice.none(f"{why}, and {exc}")
-    return AcpiChoice.none(f"{why}, and no event log was given")
-
-
-def _builtin() -> AcpiChoice:
-    from .acpi_model import QemuAcpiModel  # the model's modules load only when used
-
-    return AcpiChoice.from_source(QemuAcpiModel())
-
-
-def resolve_acpi(
-    mode: str,
-    *,
-    tables: str | os.PathLike[str] | None = None,
-    dumper: str | None = None,
-    timeout: float | None = None,
-    events: Sequence[Event] | None = None,
-) -> AcpiChoice:
-    """Pick the ACPI source for a diagnosis.
-
-    ``auto``: an explicitly given tables file or dumper program; else the dumper when it is
-    found (``$DSTACK_MR_ACPI_DUMPER`` or PATH); else the built-in model of dstack's QEMU for
-    the QEMU versions it covers; else the event log's three ACPI digests (not verified); else
-    nothing (RTMR0 is then not judged, everything else still is). The other modes insist on
-    their source and raise when it is unavailable.
-    """
-    if mode not in ACPI_MODES:
-        raise ConfigError(f"unknown ACPI source {mode!r} (expected one of {', '.join(ACPI_MODES)})")
-    if tables is not None and dumper is not None:
-        raise ConfigError("give either an ACPI tables file or a dumper program, not both")
-    dumper_source = (
-        AcpiDumper(program=dumper) if timeout is None else AcpiDumper(dumper, timeout=timeout)
-    )
-    if mode == "file" or (mode == "auto" and tables is not None):
-        if tables is None:
-            raise ConfigError("--acpi-source file needs --acpi-tables FILE")
-        return AcpiChoice.from_source(AcpiTablesFile(tables))
-    if mode == "dumper" or (mode == "auto" and dumper is not None):
-        found = dumper_source.resolve()
-        return attrs.evolve(
-            AcpiChoice.from_source(dumper_source),
-            description=f"ACPI tables from the dumper {found}",
-        )
-    if mode == "builtin":
-        return _builtin()
-    if mode == "log":
-        if events is None:
-            raise EvidenceError("--acpi-source log needs an event log (--attestation, --event-log)")
-        return AcpiChoice.from_log(events)
-    try:
-        found = dumper_source.resolve()
-    except DumperNotFoundError:
-        return attrs.evolve(
-            _builtin(),
-            fallback=_log_or_none(
-                events, "no dumper was found, no --acpi-tables file, the built-in model does "
-                "not cover this QEMU version"
-            ),
-        )  # fmt: skip
-    return attrs.evolve(
-        AcpiChoice.from_source(dumper_source), description=f"ACPI tables from the dumper {found}"
-    )
-
 
 #: Placeholder digests when ACPI is not judged; never reported (RTMR0 is then not judged).
 _UNJUDGED_ACPI = AcpiDigests(bytes(DIGEST_LEN), bytes(DIGEST_LEN), bytes(DIGEST_LEN))
@@ -690,7 +570,7 @@ def diagnose(
     except DumperNotFoundError:
         if acpi is not None:
             raise
-        choice = _log_or_none(evidence.events, "no dumper was found")
+        choice = AcpiChoice.log_or_none(evidence.events, "no dumper was found")
         expected = _measure(image, vm, variant, choice)
     except ConfigError:
         # The built-in model refuses QEMU versions no real CVM proves it for.
@@ -805,8 +685,6 @@ def _acpi_choice(
 
 
 __all__ = [
-    "ACPI_MODES",
-    "AcpiChoice",
     "DiagnoseReport",
     "EventCheck",
     "Finding",
@@ -815,5 +693,4 @@ __all__ = [
     "align",
     "diagnose",
     "replay_checks",
-    "resolve_acpi",
 ]

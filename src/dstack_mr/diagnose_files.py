@@ -60,6 +60,7 @@ def diagnose_evidence(
         # auto keeps upstream's lite semantics (the log); builtin verifies the tables.
         report = diagnose_lite(vm, evidence, "builtin" if acpi_mode == "builtin" else "log")
     else:
+        from .acpi_source import resolve_acpi
         from .image import Image, ImageFiles, image_dir_for
 
         if image_dir is not None:
@@ -71,7 +72,7 @@ def diagnose_evidence(
                 "either --image-dir or --image-base-dir must be given (or a vm_config "
                 "carrying tdx_measurement, for lite mode)"
             )
-        choice = dg.resolve_acpi(
+        choice = resolve_acpi(
             acpi_mode,
             tables=acpi_tables,
             dumper=acpi_dumper,

@@ -41,9 +41,10 @@ from .smbios_search import SmbiosSearch, search
 from .tdvf import SectionType
 
 if TYPE_CHECKING:
+    from .acpi_source import AcpiChoice
     from .config import VmConfig
     from .declarations import DeclaredMeasurement, ImageHashCheck
-    from .diagnose import AcpiChoice, EventCheck, RegisterCheck, ReplayCheck
+    from .diagnose import EventCheck, RegisterCheck, ReplayCheck
     from .evidence import Evidence
     from .image import Image
     from .machine import MeasurementDetails

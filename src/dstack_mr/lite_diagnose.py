@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .acpi_log import acpi_digests_from_log
+from .acpi_source import AcpiChoice
 from .config import VmConfig
 from .diagnose import (
     REGISTERS,
-    AcpiChoice,
     DiagnoseReport,
     EventCheck,
     RegisterCheck,
