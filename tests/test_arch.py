@@ -191,3 +191,20 @@ def test_image_kernel_digest_is_public_and_cached(example: Path) -> None:
         image.kernel, image.initrd_size, 2 * GIB
     )
     assert "1/64 kernel digests" in repr(image)  # the measure's entry was reused
+
+
+def test_cursor_reads_declared_layouts() -> None:
+    import struct
+
+    from dstack_mr._binary import Cursor
+    from dstack_mr.errors import ScaleError
+
+    cur = Cursor(bytes([1, 0, 2, 0, 0, 0, 9]), ScaleError)
+    head = struct.Struct("<HI")
+    assert cur.peek(head, "head") == (1, 2) and cur.offset == 0  # peek does not move
+    assert cur.unpack(head, "head") == (1, 2) and cur.offset == head.size
+    with pytest.raises(ScaleError, match="second head: need 6 bytes at offset 0x6"):
+        cur.unpack(head, "second head")
+    assert cur.offset == 6  # a failed read consumes nothing
+    assert "(at offset 0x2)" in str(cur.fail("bad value", at=2))
+    assert "(at offset 0x6)" in str(cur.fail("bad value"))
