@@ -18,11 +18,15 @@ Buffer = bytes | bytearray | memoryview
 _FORMATS = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
 
 
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
+
+
 def take(data: Buffer, offset: int, length: int, what: str, error: type[DstackMrError]) -> bytes:
     """Return exactly ``length`` bytes at ``offset`` or raise ``error``."""
     if offset < 0 or length < 0 or offset + length > len(data):
         raise error(
-            f"{what}: need {length} bytes at offset {offset:#x}, "
+            f"{what}: need {_bytes(length)} at offset {offset:#x}, "
             f"but the data is only {len(data)} bytes long (truncated or corrupt)"
         )
     return bytes(data[offset : offset + length])
@@ -45,7 +49,7 @@ def unpack(
     """The fields of a declared layout at ``offset``, or ``error`` if the data is too short."""
     if offset < 0 or offset + layout.size > len(data):
         raise error(
-            f"{what}: need {layout.size} bytes at offset {offset:#x}, "
+            f"{what}: need {_bytes(layout.size)} at offset {offset:#x}, "
             f"but the data is only {len(data)} bytes long (truncated or corrupt)"
         )
     return layout.unpack_from(data, offset)

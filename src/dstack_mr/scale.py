@@ -127,9 +127,10 @@ class ScaleReader:
         start = self.cur.offset
         count = self.compact_u32(f"{what} count")
         if count * min_size > self.cur.remaining:
+            # Counted from where the Vec starts, like the offset the message names.
+            left = self.cur.remaining + self.cur.offset - start
             raise self.cur.fail(
-                f"{what}: announces {count} items but only {self.cur.remaining} bytes remain",
-                at=start,
+                f"{what}: announces {count} items but only {left} bytes remain", at=start
             )
         return tuple(item(self, f"{what}[{i}]") for i in range(count))
 
