@@ -154,6 +154,7 @@ def test_binary_layouts_have_their_specified_sizes() -> None:
     # algorithm table, one algorithm entry, TCG_PCR_EVENT2 up to its digests.
     assert ccel.PCR_EVENT_HEADER.size == 32 and ccel.SPEC_ID_EVENT.size == 28
     assert (ccel.SPEC_ID_ALGORITHM.size, ccel.PCR_EVENT2_HEADER.size) == (4, 12)
+    assert (ccel.DIGEST_HEADER.size, ccel.EVENT_SIZE.size, ccel.VENDOR_INFO_SIZE.size) == (2, 4, 1)
     # PFP event data: UEFI_VARIABLE_DATA and UEFI_IMAGE_LOAD_EVENT headers, a firmware blob,
     # EFI_CONFIGURATION_TABLE, a tagged-event header, EFI_LOAD_OPTION, a device-path node.
     layouts = (ep.VARIABLE_DATA, ep.IMAGE_LOAD_EVENT, ep.FIRMWARE_BLOB, ep.CONFIGURATION_TABLE)

@@ -99,14 +99,15 @@ def test_ccel_odd_but_valid_algorithm_size() -> None:
 @pytest.mark.parametrize(
     ("cut", "what"),
     [
-        # The TCG_PCR_EVENT2 header is read as one declared layout; its error names all three.
+        # Each part is read as a declared layout: the TCG_PCR_EVENT2 header names its three
+        # fields, a TPMT_HA header its algorithm, then the event size.
         (2, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
         (6, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
         (10, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
-        (13, "digest 0 algorithm: need a 2-byte integer"),
+        (13, "digest 0 algorithm: need 2 bytes at offset 0x"),
         (20, "digest 0: need 20 bytes"),
-        (35, "digest 1 algorithm: need a 2-byte integer"),
-        (86, "event size: need a 4-byte integer"),
+        (35, "digest 1 algorithm: need 2 bytes at offset 0x"),
+        (86, "event size: need 4 bytes at offset 0x"),
         (90, "event data: need 3 bytes"),
     ],
 )

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import struct
 
-from ._binary import take, u16, u32, uint, unpack
+from ._binary import take, unpack
 from .errors import EventLogError
 from .eventlog import EV_NO_ACTION, RTMR_COUNT, Event, event_type_name
 from .registry import U32_MAX
 
 __all__ = [
+    "DIGEST_HEADER",
+    "EVENT_SIZE",
     "PCR_EVENT2_HEADER",
     "PCR_EVENT_HEADER",
     "SPEC_ID_ALGORITHM",
     "SPEC_ID_EVENT",
     "SPEC_ID_SIGNATURE",
+    "VENDOR_INFO_SIZE",
     "parse_ccel",
 ]
 
@@ -35,9 +38,15 @@ PCR_EVENT_HEADER = struct.Struct("<II20sI")
 SPEC_ID_EVENT = struct.Struct("<16sIBBBBI")
 #: TCG_EfiSpecIdEventAlgorithmSize: algorithmId, digestSize.
 SPEC_ID_ALGORITHM = struct.Struct("<HH")
-#: TCG_PCR_EVENT2 up to its digests: pcrIndex, eventType, TPML_DIGEST_VALUES.count. Each
-#: digest is a TPMT_HA (a u16 hashAlg, then the digest); then a u32 eventSize and the data.
+#: TCG_EfiSpecIdEvent after its algorithm table: vendorInfoSize; then the vendor info.
+VENDOR_INFO_SIZE = struct.Struct("<B")
+#: TCG_PCR_EVENT2 up to its digests: pcrIndex, eventType, TPML_DIGEST_VALUES.count.
 PCR_EVENT2_HEADER = struct.Struct("<III")
+#: TPMT_HA up to its digest: hashAlg (the digest's size is the spec-ID event's for it). The
+#: record's TPML_DIGEST_VALUES is ``count`` of these, each followed by its digest.
+DIGEST_HEADER = struct.Struct("<H")
+#: TCG_PCR_EVENT2 after its digests: eventSize; then the event data.
+EVENT_SIZE = struct.Struct("<I")
 #: The start of every record (pcrIndex, eventType): all it takes to recognise the end.
 _RECORD_KEY = struct.Struct("<II")
 
@@ -76,7 +85,7 @@ def _spec_id_algorithms(data: bytes) -> tuple[dict[int, int], int]:
             raise EventLogError(f"{what}: algorithm {alg:#06x} has digest size {dsize}")
         algs[alg] = dsize
     vendor_at = SPEC_ID_EVENT.size + SPEC_ID_ALGORITHM.size * count
-    vendor = uint(body, vendor_at, 1, f"{what} vendorInfoSize", EventLogError)
+    (vendor,) = unpack(VENDOR_INFO_SIZE, body, vendor_at, f"{what} vendorInfoSize", EventLogError)
     take(body, vendor_at + 1, vendor, f"{what} vendorInfo", EventLogError)
     if _ALG_SHA384 not in algs:
         raise EventLogError(f"{what}: the log carries no SHA-384 digests (algorithms {algs})")
@@ -120,20 +129,22 @@ def parse_ccel(data: bytes) -> tuple[Event, ...]:
         sha384_digest: bytes | None = None
         seen: set[int] = set()
         for k in range(count):
-            alg = u16(data, p, f"{where} digest {k} algorithm", EventLogError)
+            (alg,) = unpack(DIGEST_HEADER, data, p, f"{where} digest {k} algorithm", EventLogError)
             if alg not in algs or alg in seen:
                 raise EventLogError(
                     f"{where}: digest {k} algorithm {alg:#06x} is "
                     + ("repeated" if alg in seen else "not in the spec-ID algorithm table")
                 )
             seen.add(alg)
-            digest = take(data, p + 2, algs[alg], f"{where} digest {k}", EventLogError)
+            p += DIGEST_HEADER.size
+            digest = take(data, p, algs[alg], f"{where} digest {k}", EventLogError)
             if alg == _ALG_SHA384:
                 sha384_digest = digest
-            p += 2 + algs[alg]
-        size = u32(data, p, f"{where} event size", EventLogError)
-        payload = take(data, p + 4, size, f"{where} event data", EventLogError)
-        off = p + 4 + size
+            p += algs[alg]
+        (size,) = unpack(EVENT_SIZE, data, p, f"{where} event size", EventLogError)
+        p += EVENT_SIZE.size
+        payload = take(data, p, size, f"{where} event data", EventLogError)
+        off = p + size
         n += 1
         if event_type == EV_NO_ACTION:
             continue
