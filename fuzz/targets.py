@@ -36,6 +36,7 @@ from dstack_mr import (
     DstackMrError,
     VmConfig,
     acpi,
+    ccel,
     eventlog,
     kernel,
     quote,
@@ -97,7 +98,7 @@ def _check_events(events: tuple[eventlog.Event, ...]) -> None:
 
 
 def fuzz_ccel(data: bytes, _variant: int) -> None:
-    _check_events(eventlog.parse_ccel(data))
+    _check_events(ccel.parse_ccel(data))
 
 
 def fuzz_json_event_log(data: bytes, _variant: int) -> None:

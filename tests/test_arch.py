@@ -145,10 +145,14 @@ def test_one_wording_for_attrs_and_json() -> None:
 
 
 def test_binary_layouts_have_their_specified_sizes() -> None:
-    from dstack_mr import quote, tdvf
+    from dstack_mr import ccel, quote, tdvf
 
     # Sizes the specifications give (TDVF design guide, UEFI PI HOBs, DCAP quote format).
     assert (tdvf.TDVF_DESCRIPTOR.size, tdvf.TDVF_SECTION.size) == (16, 32)
+    # TCG PC Client PFP: TCG_PCClientPCREvent (SHA-1 digest), TCG_EfiSpecIdEvent up to its
+    # algorithm table, one algorithm entry, TCG_PCR_EVENT2 up to its digests.
+    assert ccel.PCR_EVENT_HEADER.size == 32 and ccel.SPEC_ID_EVENT.size == 28
+    assert (ccel.SPEC_ID_ALGORITHM.size, ccel.PCR_EVENT2_HEADER.size) == (4, 12)
     assert (tdvf.HOB_HANDOFF.size, tdvf.HOB_RESOURCE.size) == (56, 48)
     assert quote.QUOTE_HEADER.size == 48 and quote.V5_BODY_DESCRIPTOR.size == 6
     assert (quote.TD10_BODY.size, quote.TD15_BODY.size) == (584, 648)

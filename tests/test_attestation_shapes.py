@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from test_scale import encode
 
 from dstack_mr import DstackMrError, VmConfig, scale
+from dstack_mr.attestation import parse_attestation
 from dstack_mr.errors import EvidenceError, ScaleError
-from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, parse_attestation, parse_json_event_log
+from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, parse_json_event_log
 from dstack_mr.lite import measure_lite
 
 

@@ -21,6 +21,7 @@ from vmlog import events_of, vm_event
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
 from dstack_mr.acpi_log import AcpiDigests, acpi_digests_from_log
+from dstack_mr.attestation import parse_attestation
 from dstack_mr.diagnose import (
     AcpiChoice,
     Evidence,
@@ -30,16 +31,11 @@ from dstack_mr.diagnose import (
     resolve_acpi,
 )
 from dstack_mr.errors import ConfigError, EvidenceError
-from dstack_mr.eventlog import (
-    FW_CFG_EVENT_PREFIX,
-    SMBIOS3_TABLE_GUID,
-    Event,
-    describe_payload,
-    parse_attestation,
-    parse_json_event_log,
-)
+from dstack_mr.event_payload import describe_payload
+from dstack_mr.eventlog import FW_CFG_EVENT_PREFIX, Event, parse_json_event_log
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
+from dstack_mr.registry import SMBIOS3_TABLE
 from dstack_mr.uefi import STABLE202505_VARIABLE_AUTHORITY_DIGEST, cmdline_digest
 from dstack_mr_cli.main import app
 from dstack_mr_cli.report import render
@@ -213,9 +209,7 @@ def _stable_vm_log(example: Image, smbios_digest: bytes) -> tuple[Event, ...]:
     """A 17-event stable202505 log whose SMBIOS event carries a real payload shape."""
     vm = attrs.evolve(VM, ovmf_variant=OvmfVariant.STABLE202505)
     details = example.measure(vm)
-    table = (
-        (1).to_bytes(8, "little") + SMBIOS3_TABLE_GUID.bytes_le + (0x7F6A3000).to_bytes(8, "little")
-    )
+    table = (1).to_bytes(8, "little") + SMBIOS3_TABLE.bytes_le + (0x7F6A3000).to_bytes(8, "little")
     events = []
     for log in details.rtmr_logs:
         for e in log.events:
@@ -875,7 +869,7 @@ def test_report_names_match_identity_kinds() -> None:
     for rtmr, layout in ((1, RTMR1_LAYOUT), (2, RTMR2_LAYOUT)):
         for spec in layout:
             assert not expected_identity(rtmr, spec.label).kind.startswith("label:"), spec.label
-    assert uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394") == SMBIOS3_TABLE_GUID
+    assert uuid.UUID("f2fd1544-9794-4a2c-992e-e5bbcf20e394") == SMBIOS3_TABLE
 
 
 def test_acpi_search_names_the_claimed_value_of_a_machine_only_input(

@@ -378,8 +378,8 @@ def test_troubleshooting_quote_only_is_current(tmp_path: Path) -> None:
 
 def test_real_capture_report_in_python_matches_page(tmp_path: Path) -> None:
     """The library and the page agree on the headline: which events differ."""
+    from dstack_mr.attestation import parse_attestation
     from dstack_mr.diagnose import Evidence, diagnose
-    from dstack_mr.eventlog import parse_attestation
 
     diagnose_capture(tmp_path)  # builds tmp_path/work/dstack-0.6.0
     image = Image.load(

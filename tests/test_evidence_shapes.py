@@ -13,9 +13,10 @@ import typer
 from typer.testing import CliRunner
 
 from dstack_mr import AcpiDumper, AcpiTablesFile
+from dstack_mr.attestation import parse_attestation
+from dstack_mr.ccel import parse_ccel
 from dstack_mr.diagnose import Evidence
 from dstack_mr.errors import EventLogError, EvidenceError
-from dstack_mr.eventlog import parse_attestation, parse_ccel
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import parse_quote
 from dstack_mr_cli import main as cli
@@ -98,9 +99,10 @@ def test_ccel_odd_but_valid_algorithm_size() -> None:
 @pytest.mark.parametrize(
     ("cut", "what"),
     [
-        (2, "MR index: need a 4-byte integer at offset 0x"),
-        (6, "event type: need a 4-byte integer at offset 0x"),
-        (10, "digest count: need a 4-byte integer"),
+        # The TCG_PCR_EVENT2 header is read as one declared layout; its error names all three.
+        (2, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
+        (6, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
+        (10, "header (MR index, event type, digest count): need 12 bytes at offset 0x"),
         (13, "digest 0 algorithm: need a 2-byte integer"),
         (20, "digest 0: need 20 bytes"),
         (35, "digest 1 algorithm: need a 2-byte integer"),

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from dstack_mr import AcpiTablesFile, ConfigError, Machine, VmConfig, cbor
 from dstack_mr.acpi import build_tables
+from dstack_mr.attestation import parse_attestation
 from dstack_mr.config import OvmfVariant, TdxMeasurementMaterial
 from dstack_mr.errors import EvidenceError, MeasurementDocumentError
-from dstack_mr.eventlog import Event, parse_attestation
+from dstack_mr.eventlog import Event
 from dstack_mr.lite import (
     lite_acpi_digests_from_log,
     lite_memory_supported,

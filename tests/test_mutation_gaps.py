@@ -11,9 +11,11 @@ import pytest
 from test_evidence_shapes import SHA384, ccel, record, spec_id_event
 
 from dstack_mr import acpi, example, kernel, tdvf
+from dstack_mr.attestation import parse_attestation
+from dstack_mr.ccel import parse_ccel
 from dstack_mr.diagnose import Evidence
 from dstack_mr.errors import AcpiError, EventLogError, EvidenceError, KernelError, QuoteError
-from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
+from dstack_mr.eventlog import parse_json_event_log
 from dstack_mr.quote import parse_quote
 
 GIB = 1 << 30

@@ -237,3 +237,17 @@ def test_real_tdx_getquote_as_scale(real: Path) -> None:
         cap["vm_config"],
     )
     assert scale.decode_versioned_attestation(encode(a)) == a
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # The offset is where the bad value starts, not where reading it stopped.
+        (b"\x00\x00\x05\x00", r"quote \(dstack-tdx\)\.quote length: .* \(at offset 0x2\)"),
+        (b"\x00\x05", r"unknown variant index 5 .* \(at offset 0x1\)"),
+        (b"\x00\x00\x00\xfe\xff\xff\xff", r"announces .* \(at offset 0x3\)"),
+    ],
+)
+def test_errors_name_where_the_value_starts(data: bytes, message: str) -> None:
+    with pytest.raises(ScaleError, match=message):
+        scale.decode_versioned_attestation(data)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from dstack_mr import smbios
 from dstack_mr.errors import ConfigError, SmbiosError
+from dstack_mr.registry import SMBIOS3_TABLE
 from dstack_mr.smbios import EntryPoint, SmbiosInputs
 from dstack_mr.uefi import STABLE202505_VARIABLE_AUTHORITY_DIGEST
 
@@ -30,7 +31,7 @@ def test_seed_constant_is_the_2g_qemu_8_2_2_table_for_any_vcpu_count(cpus: int) 
     event = smbios.build_event(SmbiosInputs("8.2.2", 2 * GIB, cpu_count=cpus))
     assert event.digest == SEED
     assert event.entry_point is EntryPoint.V3
-    assert event.table_guid == smbios.SMBIOS3_TABLE_GUID
+    assert event.table_guid == SMBIOS3_TABLE
 
 
 def test_seed_constant_needs_every_assumed_input() -> None:

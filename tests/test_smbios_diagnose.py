@@ -16,10 +16,11 @@ from vmlog import vm_event
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig, smbios
 from dstack_mr.diagnose import Evidence, diagnose
 from dstack_mr.digest import replay
-from dstack_mr.eventlog import SMBIOS3_TABLE_GUID, Event
+from dstack_mr.eventlog import Event
 from dstack_mr.events import SMBIOS_HANDOFF
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
+from dstack_mr.registry import SMBIOS3_TABLE
 from dstack_mr.smbios import SmbiosInputs
 from dstack_mr_cli.main import app
 from dstack_mr_cli.report import render
@@ -32,7 +33,7 @@ VM16 = VmConfig(
 #: What the host really was: a Sapphire Rapids stepping 8 machine, dstack's strings.
 TRUTH = SmbiosInputs("8.2.2", 16 * GIB, cpuid_eax=0x806F8)
 HANDOFF_PAYLOAD = (
-    (1).to_bytes(8, "little") + SMBIOS3_TABLE_GUID.bytes_le + bytes.fromhex("0030a67f00000000")
+    (1).to_bytes(8, "little") + SMBIOS3_TABLE.bytes_le + bytes.fromhex("0030a67f00000000")
 )
 
 

@@ -24,11 +24,12 @@ from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, Image, VmConfig
 from dstack_mr.appinfo import app_info
+from dstack_mr.attestation import parse_attestation
 from dstack_mr.collateral import Collateral, parse_collateral, pem_certificates
 from dstack_mr.dcap import TcbPolicy, normalize_tcb_status, verify_quote
 from dstack_mr.diagnose import Evidence
 from dstack_mr.errors import CollateralError, ConfigError, MissingExtraError
-from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event, parse_attestation
+from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import TdxQuote, parse_quote, parse_quote_signature
 from dstack_mr.verify import FAILED, NOT_CHECKED, PASSED, verify

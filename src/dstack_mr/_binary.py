@@ -87,14 +87,25 @@ class Cursor:
     def remaining(self) -> int:
         return len(self._data) - self.offset
 
-    def fail(self, message: str) -> DstackMrError:
-        """The caller's error type for a problem found at the current offset."""
-        return self._error(f"{message} (at offset {self.offset:#x})")
+    def fail(self, message: str, at: int | None = None) -> DstackMrError:
+        """The caller's error type for a problem found at ``at`` (default: the current offset;
+        a reader that has already consumed the bad value names where the value started)."""
+        return self._error(f"{message} (at offset {self.offset if at is None else at:#x})")
 
     def take(self, length: int, what: str) -> bytes:
         out = take(self._data, self.offset, length, what, self._error)
         self.offset += length
         return out
+
+    def unpack(self, layout: struct.Struct, what: str) -> tuple[Any, ...]:
+        """The fields of a declared layout at the current offset, which then moves past it."""
+        out = self.peek(layout, what)
+        self.offset += layout.size
+        return out
+
+    def peek(self, layout: struct.Struct, what: str) -> tuple[Any, ...]:
+        """The fields of a declared layout at the current offset, without moving."""
+        return unpack(layout, self._data, self.offset, what, self._error)
 
     def uint(self, size: int, what: str) -> int:
         """A little-endian unsigned integer of ``size`` bytes (1, 2, 4 or 8)."""

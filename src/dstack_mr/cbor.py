@@ -99,11 +99,9 @@ def _item(cur: Cursor, depth: int, max_depth: int) -> CborValue:
         key_at = cur.offset
         key = _item(cur, depth + 1, max_depth)
         if not isinstance(key, str):
-            cur.offset = key_at
-            raise cur.fail(f"CBOR: map key must be a text string, got {_kind(key)}")
+            raise cur.fail(f"CBOR: map key must be a text string, got {_kind(key)}", at=key_at)
         if key in out:
-            cur.offset = key_at
-            raise cur.fail(f"CBOR: duplicate map key {key!r}")
+            raise cur.fail(f"CBOR: duplicate map key {key!r}", at=key_at)
         out[key] = _item(cur, depth + 1, max_depth)
     return out
 

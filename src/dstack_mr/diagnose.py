@@ -24,6 +24,7 @@ from . import explain as _explain
 from ._binary import from_hex
 from .acpi import AcpiDumper, AcpiSource, AcpiTablesFile
 from .acpi_log import AcpiDigests, acpi_digests_from_log
+from .attestation import Attestation
 from .config import OvmfVariant, VmConfig, parse_json
 from .dcap import QuoteVerdict
 from .declarations import (
@@ -42,7 +43,8 @@ from .event_identity import (
     same_event,
     tag_positional,
 )
-from .eventlog import Attestation, Event, describe_payload, event_type_name
+from .event_payload import describe_payload
+from .eventlog import Event, event_type_name
 from .explain import Finding
 from .image import Image, ovmf_variant_with_source
 from .machine import MeasuredEvent, MeasurementDetails
@@ -446,7 +448,9 @@ class EventCheck:
         return "match" if self.expected == self.actual else "mismatch"
 
 
-def _replay_checks(evidence: Evidence) -> list[ReplayCheck]:
+def replay_checks(evidence: Evidence) -> list[ReplayCheck]:
+    """For each RTMR with a reference value (the quote's, else the stated tcb_info's): does
+    the evidence's event log replay to it? Empty without an event log."""
     if evidence.events is None:
         return []
     checks = []
@@ -880,7 +884,7 @@ def diagnose(
             )
         )
 
-    replay_checks = _replay_checks(evidence)
+    replayed = replay_checks(evidence)
     events: list[EventCheck] = []
     if evidence.events is not None:
         for log in expected.rtmr_logs:
@@ -908,7 +912,7 @@ def diagnose(
             expected=expected,
             registers=registers,
             events=events,
-            replay=replay_checks,
+            replay=replayed,
             acpi=choice,
             image_hash=image_hash,
             declared=document,
@@ -923,7 +927,7 @@ def diagnose(
         variant_source=variant_source,
         expected=expected,
         registers=tuple(registers),
-        replay=tuple(replay_checks),
+        replay=tuple(replayed),
         events=tuple(events),
         findings=tuple(findings),
         evidence_sources=evidence.sources,
@@ -986,5 +990,6 @@ __all__ = [
     "load_vm_config",
     "parse_register_hex",
     "reject_attestation",
+    "replay_checks",
     "resolve_acpi",
 ]

@@ -33,7 +33,9 @@ def utf16le(text: str) -> bytes:
     return text.encode("utf-16-le")
 
 
-def short_hex(digest: bytes) -> str:
-    """``abcd1234…89ef``: enough to tell digests apart in a repr."""
+def short_hex(digest: bytes | None) -> str:
+    """``abcd1234…89ef``: enough to tell digests apart in a repr (``None`` when absent)."""
+    if digest is None:
+        return "None"
     h = digest.hex()
     return f"{h[:8]}…{h[-4:]}"

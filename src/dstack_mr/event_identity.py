@@ -23,6 +23,7 @@ import attrs
 from . import events
 from ._binary import take, u32, u64
 from .errors import EventLogError
+from .event_payload import describe_payload
 from .eventlog import (
     EV_EFI_ACTION,
     EV_EFI_BOOT_SERVICES_APPLICATION,
@@ -38,11 +39,9 @@ from .eventlog import (
     EV_PLATFORM_CONFIG_FLAGS,
     EV_SEPARATOR,
     FW_CFG_EVENT_PREFIX,
-    SMBIOS3_TABLE_GUID,
-    SMBIOS_TABLE_GUID,
     Event,
-    describe_payload,
 )
+from .registry import SMBIOS3_TABLE, SMBIOS_TABLE
 from .uefi import BOOT_ATTEMPT_ACTION, EXIT_BOOT_SERVICES_ACTION, EXIT_BOOT_SERVICES_OK_ACTION
 
 if TYPE_CHECKING:
@@ -231,7 +230,7 @@ def actual_identity(event: Event) -> EventIdentity:
         return EventIdentity("cfv", None, "OVMF variable store (CFV)")
     if t == EV_EFI_HANDOFF_TABLES:
         guids = _handoff_guids(p)
-        if not guids or guids[0] in (SMBIOS3_TABLE_GUID, SMBIOS_TABLE_GUID):
+        if not guids or guids[0] in (SMBIOS3_TABLE, SMBIOS_TABLE):
             return EventIdentity("smbios", None, "SMBIOS handoff tables")
         return EventIdentity("handoff-tables", str(guids[0]), f"handoff table {{{guids[0]}}}")
     if t in (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY):

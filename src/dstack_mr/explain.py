@@ -836,7 +836,7 @@ class _Explainer:
             register,
             events.KERNEL_AUTHENTICODE,
             candidates,
-            lambda mem: img._kernel_digest(img.kernel, img.initrd_size, mem),
+            img.kernel_digest,
             reproduces,
             "; QEMU places the initrd by memory size",
             otherwise=None,

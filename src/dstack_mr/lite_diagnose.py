@@ -25,8 +25,8 @@ from .diagnose import (
     EventCheck,
     Evidence,
     RegisterCheck,
-    _replay_checks,
     align,
+    replay_checks,
 )
 from .errors import ConfigError, DstackMrError, EvidenceError
 from .eventlog import Event
@@ -180,7 +180,7 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence, acpi: str = "log") -> Diagno
 
     notes = list(evidence.notes)
     lite_log = evidence.events is not None and is_lite_event_log(evidence.events)
-    replay = _replay_checks(evidence)
+    replay = replay_checks(evidence)
     events: list[EventCheck] = []
     if evidence.events is None:
         pass  # registers only (possible with builtin ACPI): nothing to line up

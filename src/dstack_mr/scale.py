@@ -19,8 +19,9 @@ UTF-8, a non-canonical compact integer or an unknown enum index is a
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
@@ -52,43 +53,54 @@ MAX_ATTESTATION_BYTES = 10 * 1024 * 1024
 _T = TypeVar("_T")
 
 
+#: The fixed-size SCALE encodings this format uses, declared once (SCALE integers are
+#: little-endian and unpadded; ``[u8; N]`` arrays are their N bytes).
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+#: A compact integer's four modes, picked by the low two bits of its first byte: the layout
+#: it occupies and the smallest value that needs it (anything smaller has a shorter form).
+#: Mode 3 is a length byte (here only ``0b000000_11``: four bytes follow) and a u32.
+_COMPACT_MODES: dict[int, tuple[struct.Struct, int]] = {
+    0: (_U8, 0),
+    1: (struct.Struct("<H"), 1 << 6),
+    2: (_U32, 1 << 14),
+    3: (struct.Struct("<BI"), 1 << 30),
+}
+
+
 class ScaleReader:
     """SCALE primitives over a bounds-checked :class:`~dstack_mr._binary.Cursor`."""
 
     def __init__(self, data: Buffer) -> None:
         self.cur = Cursor(data, ScaleError)
 
+    def fields(self, layout: struct.Struct, what: str) -> tuple[Any, ...]:
+        """The fixed-size fields of a declared layout, in order."""
+        return self.cur.unpack(layout, what)
+
     def u8(self, what: str) -> int:
-        return self.cur.uint(1, what)
+        value: int = self.cur.unpack(_U8, what)[0]
+        return value
 
     def u32(self, what: str) -> int:
-        return self.cur.uint(4, what)
+        value: int = self.cur.unpack(_U32, what)[0]
+        return value
 
     def compact_u32(self, what: str) -> int:
         """A compact integer that must fit u32 and use its shortest mode, as Rust's
         ``Compact<u32>`` (used for every length) insists."""
         start = self.cur.offset
-        first = self.cur.uint(1, what)
+        (first,) = self.cur.peek(_U8, what)
         mode = first & 0b11
-        if mode == 0:
-            return first >> 2
-        if mode == 1:
-            self.cur.offset = start
-            value = self.cur.uint(2, what) >> 2
-            lower = 1 << 6
-        elif mode == 2:
-            self.cur.offset = start
-            value = self.cur.uint(4, what) >> 2
-            lower = 1 << 14
-        else:
-            if first >> 2 != 0:
-                self.cur.offset = start
-                raise self.cur.fail(f"{what}: compact integer wider than 32 bits")
-            value = self.cur.uint(4, what)
-            lower = 1 << 30
+        if mode == 3 and first >> 2 != 0:
+            raise self.cur.fail(f"{what}: compact integer wider than 32 bits")
+        layout, lower = _COMPACT_MODES[mode]
+        encoded: int = self.cur.unpack(layout, what)[-1]
+        value = encoded if mode == 3 else encoded >> 2
         if value < lower:
-            self.cur.offset = start
-            raise self.cur.fail(f"{what}: compact integer {value} not in its shortest form")
+            raise self.cur.fail(
+                f"{what}: compact integer {value} not in its shortest form", at=start
+            )
         return value
 
     def byte_vec(self, what: str) -> bytes:
@@ -101,11 +113,12 @@ class ScaleReader:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            self.cur.offset = start
-            raise self.cur.fail(f"{what}: not valid UTF-8 ({e.reason})") from None
+            raise self.cur.fail(f"{what}: not valid UTF-8 ({e.reason})", at=start) from None
 
-    def array(self, length: int, what: str) -> bytes:
-        return self.cur.take(length, what)
+    def array(self, layout: struct.Struct, what: str) -> bytes:
+        """A ``[u8; N]`` declared as ``struct.Struct("<Ns")``."""
+        value: bytes = self.cur.unpack(layout, what)[0]
+        return value
 
     def seq(
         self, item: Callable[[ScaleReader, str], _T], min_size: int, what: str
@@ -114,9 +127,9 @@ class ScaleReader:
         start = self.cur.offset
         count = self.compact_u32(f"{what} count")
         if count * min_size > self.cur.remaining:
-            self.cur.offset = start
             raise self.cur.fail(
-                f"{what}: announces {count} items but only {self.cur.remaining} bytes remain"
+                f"{what}: announces {count} items but only {self.cur.remaining} bytes remain",
+                at=start,
             )
         return tuple(item(self, f"{what}[{i}]") for i in range(count))
 
@@ -124,11 +137,11 @@ class ScaleReader:
         start = self.cur.offset
         index = self.u8(what)
         if index >= len(names):
-            self.cur.offset = start
             raise self.cur.fail(
                 f"{what}: unknown variant index {index} (known: "
                 + ", ".join(f"{i} {n}" for i, n in enumerate(names))
-                + ")"
+                + ")",
+                at=start,
             )
         return index
 
@@ -234,16 +247,23 @@ _QUOTE_VARIANTS = (
     "dstack-aws-nitro-tpm",
 )
 _TPM_PLATFORMS = ("dstack", "gcp", "nitro-enclave", "aws-ec2")
-# Smallest encodings, so a count can be checked against the bytes left before looping.
-_MIN_TDX_EVENT = 4 + 4 + 1 + 1 + 1
-_MIN_PCR_VALUE = 4 + 1 + 1
-_MIN_TPM_EVENT = 4 + 1
+#: TdxEvent's fixed-size head: imr, event_type (then digest, event and payload, each a
+#: compact length and its bytes).
+_TDX_EVENT_HEAD = struct.Struct("<II")
+#: The attestation's ``report_data: [u8; 64]``.
+_REPORT_DATA = struct.Struct("<64s")
+# Smallest encodings, so a count can be checked against the bytes left before looping: the
+# fixed fields, plus one byte for each empty Vec/String (a compact length of 0).
+_MIN_TDX_EVENT = _TDX_EVENT_HEAD.size + 3
+_MIN_PCR_VALUE = _U32.size + 2
+_MIN_TPM_EVENT = _U32.size + 1
 
 
 def _tdx_event(r: ScaleReader, what: str) -> TdxEvent:
+    imr, event_type = r.fields(_TDX_EVENT_HEAD, f"{what} (imr, event_type)")
     return TdxEvent(
-        imr=r.u32(f"{what}.imr"),
-        event_type=r.u32(f"{what}.event_type"),
+        imr=imr,
+        event_type=event_type,
         digest=r.byte_vec(f"{what}.digest"),
         event=r.string(f"{what}.event"),
         event_payload=r.byte_vec(f"{what}.event_payload"),
@@ -334,7 +354,7 @@ def decode_versioned_attestation(data: Buffer) -> Attestation:
     index = r.variant(_QUOTE_VARIANTS, "quote variant")
     quote = _quote(r, index)
     runtime_events = r.seq(_runtime_event, 2, "runtime_events")
-    report_data = r.array(64, "report_data")
+    report_data = r.array(_REPORT_DATA, "report_data")
     config = r.string("config")
     # The verified-report slot is `()` in an unverified attestation: zero bytes.
     r.cur.expect_end("attestation")

@@ -39,10 +39,6 @@ MIB = 1 << 20
 GIB = 1 << 30
 TIB = 1 << 40
 
-#: EFI_HANDOFF_TABLE_POINTERS names one of these (edk2 MdePkg/Include/Guid/SmBios.h).
-SMBIOS_TABLE_GUID = SMBIOS_TABLE
-SMBIOS3_TABLE_GUID = SMBIOS3_TABLE
-
 #: dstack's VMM passes ``-smbios type=1,manufacturer=dstack,product=dstack`` by default.
 DSTACK_MANUFACTURER = "dstack"
 DSTACK_PRODUCT = "dstack"
@@ -65,7 +61,8 @@ class EntryPoint(str, enum.Enum):
 
     @property
     def guid(self) -> uuid.UUID:
-        return SMBIOS3_TABLE_GUID if self is EntryPoint.V3 else SMBIOS_TABLE_GUID
+        """The configuration-table GUID EFI_HANDOFF_TABLE_POINTERS names for this entry point."""
+        return SMBIOS3_TABLE if self is EntryPoint.V3 else SMBIOS_TABLE
 
     def __str__(self) -> str:
         return self.value

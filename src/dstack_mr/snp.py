@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from . import registry
+from . import registry, validate
 from ._binary import Buffer, take, u16, u32
 from .config import RUST_WHITESPACE, rust_split_whitespace
 from .digest import short_hex
@@ -96,6 +96,8 @@ class SectionType(enum.IntEnum):
     SVSM_CAA = 0x04
     SNP_KERNEL_HASHES = 0x10
 
+
+_SECTION_TYPES = frozenset(t.value for t in SectionType)
 
 # --- the launch digest -----------------------------------------------------------------------
 
@@ -295,11 +297,7 @@ def vmsa_page(eip: int, vcpu_sig: int, sev_features: int) -> bytes:
 
 
 def _int_field(name: str, lo: int, hi: int) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise SnpError(f"{name} must be an integer in {lo}..={hi}, got {value!r}")
-
-    return check
+    return validate.attrs_validator(validate.int_range(lo, hi), name, SnpError)
 
 
 def _bytes_field(name: str, length: int) -> Any:
@@ -328,7 +326,7 @@ class OvmfSection:
     section_type: int = attrs.field(validator=_int_field("ovmf section type", 0, U32_MAX))
 
     def __attrs_post_init__(self) -> None:
-        if self.section_type not in SectionType._value2member_map_:
+        if self.section_type not in _SECTION_TYPES:
             raise SnpError(f"unknown ovmf section type {self.section_type:#x}")
         if self.gpa + self.size > U64_MAX + 1:
             raise SnpError(f"ovmf section at {self.gpa:#x} + {self.size:#x} ends past 2^64")

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from .digest import short_hex
 from .errors import SnpError, SnpEvidenceError
 from .snp import (
     MAX_VCPUS,
@@ -35,7 +36,6 @@ from .snp_document import (
     MrConfigV3,
     SnpMeasurementDocument,
     SnpVmConfig,
-    _short,
     snp_host_data,
 )
 from .snp_image import SnpImage
@@ -60,8 +60,8 @@ class SnpCheck:
     """One compared value of the report."""
 
     name: str
-    expected: bytes | None = attrs.field(repr=_short)
-    actual: bytes = attrs.field(repr=_short)
+    expected: bytes | None = attrs.field(repr=short_hex)
+    actual: bytes = attrs.field(repr=short_hex)
     source: str = ""
 
     @property

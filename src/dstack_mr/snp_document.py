@@ -54,10 +54,6 @@ MR_CONFIG_V3_DOMAIN = b"dstack-mr-config-v3:"
 MAX_DOCUMENT_SIZE = 1 << 20
 
 
-def _short(b: bytes | None) -> str:
-    return "None" if b is None else short_hex(b)
-
-
 # --- measurement.snp.cbor --------------------------------------------------------------------
 
 _CBOR_FIELDS = (
@@ -94,9 +90,9 @@ class SnpImageMeasurement:
     """
 
     cmdline: str
-    ovmf_hash: bytes = attrs.field(repr=_short)
-    kernel_hash: bytes = attrs.field(repr=_short)
-    initrd_hash: bytes = attrs.field(repr=_short)
+    ovmf_hash: bytes = attrs.field(repr=short_hex)
+    kernel_hash: bytes = attrs.field(repr=short_hex)
+    initrd_hash: bytes = attrs.field(repr=short_hex)
     hashes_table_gpa: int
     reset_eip: int
     ovmf_sections: tuple[OvmfSection, ...] = attrs.field(repr=False)
@@ -186,8 +182,8 @@ class IntegrityCheck:
 
     name: str
     ok: bool
-    expected: bytes | None = attrs.field(repr=_short)
-    actual: bytes | None = attrs.field(repr=_short)
+    expected: bytes | None = attrs.field(repr=short_hex)
+    actual: bytes | None = attrs.field(repr=short_hex)
     message: str = attrs.field(repr=False)
 
     @property
@@ -369,11 +365,11 @@ class MrConfigV3:
     """
 
     document: str = attrs.field(repr=False)
-    app_id: bytes | None = attrs.field(repr=_short)
-    compose_hash: bytes = attrs.field(repr=_short)
+    app_id: bytes | None = attrs.field(repr=short_hex)
+    compose_hash: bytes = attrs.field(repr=short_hex)
     key_provider: str
     key_provider_id: bytes | None = attrs.field(repr=False)
-    instance_id: bytes | None = attrs.field(repr=_short)
+    instance_id: bytes | None = attrs.field(repr=short_hex)
     gpu_policy_hash: bytes | None = attrs.field(repr=False)
     init_script_hashes: tuple[bytes, ...] | None = attrs.field(repr=False)
 

@@ -2,7 +2,8 @@
 
 Each check returns what is wrong with a value, or None. :func:`attrs_validator` turns one
 into an attrs validator raising ConfigError; :func:`cattrs_hook` into a cattrs structure hook
-raising ValueError (which the JSON loaders turn into their own error with the field's path).
+raising ValueError (which the JSON loaders turn into their own error with the field's path);
+:func:`require` raises a parser's own error type (the JSON event log's fields).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._binary import from_hex
-from .errors import ConfigError
+from .errors import ConfigError, DstackMrError
 from .registry import U32_MAX, U64_MAX
 
 #: A check: the problem with a value ("must be ..."), or None when it is fine.
@@ -23,15 +24,22 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def integer(limit: int, rust: str) -> Check:
-    """An integer in 0..=limit (bool, which Python counts as an int, is not one)."""
+def int_range(low: int, high: int, kind: str = "") -> Check:
+    """An integer in low..=high (bool, which Python counts as an int, is not one: JSON
+    ``true`` must not pass as 1); ``kind`` names the type in the message (``u32``)."""
+    named = f" ({kind})" if kind else ""
 
     def check(value: object) -> str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
             return None
-        return f"must be an integer in 0..={limit} ({rust}), got {_shown(value)}"
+        return f"must be an integer in {low}..={high}{named}, got {_shown(value)}"
 
     return check
+
+
+def integer(limit: int, rust: str) -> Check:
+    """An integer in 0..=limit, named after its Rust type."""
+    return int_range(0, limit, rust)
 
 
 u32 = integer(U32_MAX, "u32")
@@ -58,13 +66,19 @@ def optional(check: Check) -> Check:
     return lambda value: None if value is None else check(value)
 
 
-def attrs_validator(check: Check, name: str) -> Any:
-    """An attrs validator: ConfigError("<name> <problem>")."""
+def require(check: Check, value: object, name: str, error: type[DstackMrError]) -> None:
+    """Raise ``error("<name> <problem>")`` when ``check`` finds a problem with ``value``."""
+    problem = check(value)
+    if problem is not None:
+        raise error(f"{name} {problem}")
+
+
+def attrs_validator(check: Check, name: str, error: type[DstackMrError] = ConfigError) -> Any:
+    """An attrs validator: ``error("<name> <problem>")`` (ConfigError unless a module's
+    values have their own error type, as SNP's have SnpError)."""
 
     def validate(_inst: object, _attr: object, value: object) -> None:
-        problem = check(value)
-        if problem is not None:
-            raise ConfigError(f"{name} {problem}")
+        require(check, value, name, error)
 
     return validate
 

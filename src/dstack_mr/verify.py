@@ -36,6 +36,7 @@ import attrs
 
 from .acpi import AcpiSource
 from .appinfo import AppInfo, KeyProvider, app_info, runtime_events
+from .attestation import Attestation
 from .collateral import Collateral, ValidityWindow
 from .config import TdxAttestationVariant, VmConfig
 from .dcap import QuoteVerdict, TcbPolicy, quote_fmspc, to_utc, verify_quote
@@ -43,7 +44,7 @@ from .declarations import image_dir_hash
 from .diagnose import Evidence
 from .digest import replay
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
-from .eventlog import Attestation, Event, runtime_event_digest
+from .eventlog import Event, runtime_event_digest
 from .image import Image, ovmf_variant_with_source
 from .measurement_doc import MeasurementDocument
 from .quote import TdxQuote

@@ -194,9 +194,11 @@ def diagnose(
     mismatch, 2 on bad input.
     """
     from dstack_mr import diagnose as dg
+    from dstack_mr.attestation import parse_attestation
+    from dstack_mr.ccel import parse_ccel
     from dstack_mr.config import parse_json
     from dstack_mr.errors import ConfigError
-    from dstack_mr.eventlog import parse_attestation, parse_ccel, parse_json_event_log
+    from dstack_mr.eventlog import parse_json_event_log
     from dstack_mr.image import Image, ImageFiles, image_dir_for
     from dstack_mr.quote import parse_quote
 

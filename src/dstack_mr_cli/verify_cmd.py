@@ -28,8 +28,8 @@ from .main import (
 )
 
 if TYPE_CHECKING:
+    from dstack_mr.attestation import Attestation
     from dstack_mr.collateral import Collateral
-    from dstack_mr.eventlog import Attestation
     from dstack_mr.verify import VerificationResult
 
 EPILOG = (
@@ -88,9 +88,9 @@ def _json_file(path: Path, what: str) -> Any:
 def _read_attestation(path: Path) -> Attestation:
     """GetQuote/Info/tcb_info responses, dstack's SCALE attestation (raw or as
     ``{"attestation": hex}``), or NEAR-style public data around a quote and tcb_info."""
+    from dstack_mr.attestation import parse_attestation
     from dstack_mr.config import parse_json
     from dstack_mr.errors import EvidenceError
-    from dstack_mr.eventlog import parse_attestation
 
     data = _read(path, "attestation")
     if data[:1] == b"\0":  # a SCALE VersionedAttestation V0; JSON never starts with NUL
