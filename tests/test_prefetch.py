@@ -222,13 +222,19 @@ def test_no_guess_for_other_commands_or_unusable_metadata(tmp_path: Path) -> Non
             {"initrd": "/etc/passwd"},
             {"initrd": "../other/initrd"},
             {"initrd": "a/../../initrd"},
+            {"initrd": "nul\u0000byte"},
+            {"initrd": "escape"},  # a symlink out of the directory
         ]
     ):
         bad = str(write_metadata(tmp_path / f"bad{i}", obj))
+        (tmp_path / f"bad{i}" / "escape").symlink_to(tmp_path / "img" / "initrd.img")
         assert entry.measure_initrd(["measure", bad]) is None, obj
     for name, content in [("text", b"not json"), ("deep", b"[" * 100_000), ("bin", b"\xff\xfe")]:
         (tmp_path / name).write_bytes(content)
         assert entry.measure_initrd(["measure", str(tmp_path / name)]) is None, name
+    # a lone surrogate is a valid (surrogate-escaped) file name: guessed, then not found
+    odd = str(write_metadata(tmp_path / "odd", {"initrd": "lone\udc80surrogate"}))
+    assert not files.prefetch(entry.measure_initrd(["measure", odd]) or "")
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"initrd": "i", "pad": "x" * (1 << 20)}))
     assert entry.measure_initrd(["measure", str(big)]) is None
