@@ -128,6 +128,26 @@ def test_a_file_changed_while_it_is_prefetched_gives_no_digest(
     assert chunk_reads == [str(path)]
 
 
+def test_a_file_changed_while_hash_file_waits_is_hashed_again(
+    tmp_path: Path, chunk_reads: list[str]
+) -> None:
+    path = settled(tmp_path / "initrd", b"a" * 100_000)
+    assert files.prefetch(str(path))
+    [entry_] = wait_for_prefetches()
+
+    class WriteOnWait:
+        """The prefetch finishing while the file is rewritten in place (same size)."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            with open(path, "r+b") as f:
+                f.write(b"b")
+            return True
+
+    entry_.done = WriteOnWait()  # type: ignore[assignment]
+    assert files.hash_file(str(path), "initrd") == digest(b"b" + b"a" * 99_999)
+    assert chunk_reads == [str(path)]
+
+
 def test_another_file_is_not_served_from_the_memo(tmp_path: Path, chunk_reads: list[str]) -> None:
     data = os.urandom(100_000)
     guessed = settled(tmp_path / "guessed", data)
