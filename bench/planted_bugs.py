@@ -32,6 +32,7 @@ TESTS = [
 
 CLI, DIAG = "src/dstack_mr_cli/main.py", "src/dstack_mr/diagnose.py"
 DCMD = "src/dstack_mr_cli/diagnose_cmd.py"
+EVF, IMAGE = "src/dstack_mr/evidence_files.py", "src/dstack_mr/image.py"
 EXPLAIN = "src/dstack_mr/explain.py"
 
 #: (file, original text, planted text): one bug each.
@@ -67,12 +68,12 @@ BUGS: list[tuple[str, str, str]] = [
     (CLI, "root_verity=parse_bool(root_verity),", "root_verity=True,"),
     (CLI, "qemu_version=qemu_version,", "qemu_version=None,"),
     (CLI, "host_share_mode=host_share_mode,", 'host_share_mode="",'),
-    (CLI, "        if ovmf_variant is not None:\n            variant = ovmf_variant\n        elif dstack_os_version is not None:", "        if dstack_os_version is not None:\n            variant = ovmf_variant_for_version(dstack_os_version)\n        elif ovmf_variant is not None:"),
+    (IMAGE, "    if forced is not None:\n        return VariantResolution(forced,", "    if forced is not None and os_version is None:\n        return VariantResolution(forced,"),
     (DCMD, '("mrtd", actual_mrtd),', '("mrtd", actual_rtmr0),'),
     (DCMD, '("rtmr0", actual_rtmr0),', '("rtmr0", actual_mrtd),'),
     (DCMD, '("rtmr1", actual_rtmr1),', '("rtmr1", actual_rtmr2),'),
     (DCMD, "    raise typer.Exit(report.exit_code)", "    raise typer.Exit(0)"),
-    (DCMD, "evidence = evidence.merge(dg.Evidence(events=evs, sources=(f\"event log {event_log}\",)))", "pass"),
+    (EVF, "evidence = evidence.merge(Evidence(events=events, sources=(f\"event log {where}\",)))", "pass"),
     # import-time code (RTMR layouts, typer options): mutmut's forked runs never execute it
     ("src/dstack_mr/uefi.py", 'len(name).to_bytes(8, "little")', 'len(utf16le(name)).to_bytes(8, "little")'),
     ("src/dstack_mr/uefi.py", "(4 + len(data)).to_bytes(2", "(len(data)).to_bytes(2"),

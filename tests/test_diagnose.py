@@ -36,9 +36,9 @@ from dstack_mr.eventlog import FW_CFG_EVENT_PREFIX, Event, parse_json_event_log
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr.registry import SMBIOS3_TABLE
+from dstack_mr.report_text import render_diagnose as render
 from dstack_mr.uefi import STABLE202505_VARIABLE_AUTHORITY_DIGEST, cmdline_digest
 from dstack_mr_cli.main import app
-from dstack_mr_cli.report import render
 
 SCHEMA = json.loads((ROOT / "docs" / "diagnose.schema.json").read_text())
 GIB = 1 << 30

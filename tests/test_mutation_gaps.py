@@ -102,18 +102,16 @@ def test_tcb_register_hex_prefix() -> None:
     assert evidence.vm_config is None and evidence.sources == ("tcb_info",)
 
 
-def test_cli_reads_evidence_up_to_the_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dstack_mr_cli import main as cli
+def test_evidence_is_read_up_to_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dstack_mr import evidence_files
 
-    monkeypatch.setattr(cli, "MAX_EVIDENCE_SIZE", 10)
+    monkeypatch.setattr(evidence_files, "MAX_EVIDENCE_SIZE", 10)
     exact, over = tmp_path / "exact", tmp_path / "over"
     exact.write_bytes(b"0123456789")
     over.write_bytes(b"0123456789A")
-    assert cli._read(exact, "quote") == b"0123456789"
+    assert evidence_files.read_evidence(exact, "quote") == b"0123456789"
     with pytest.raises(EvidenceError, match=re.escape(f"quote {over} is larger than 10 bytes")):
-        cli._read(over, "quote")
+        evidence_files.read_evidence(over, "quote")
 
 
 # --- CLI helpers (second mutation run, docs/testing.md) ----------------------------------------

@@ -21,9 +21,9 @@ from dstack_mr.events import SMBIOS_HANDOFF
 from dstack_mr.example import write_example_image
 from dstack_mr.image import Image, ImageFiles
 from dstack_mr.registry import SMBIOS3_TABLE
+from dstack_mr.report_text import render_diagnose as render
 from dstack_mr.smbios import SmbiosInputs
 from dstack_mr_cli.main import app
-from dstack_mr_cli.report import render
 
 SCHEMA = json.loads((ROOT / "docs" / "diagnose.schema.json").read_text())
 GIB = 1 << 30

@@ -162,6 +162,19 @@ class VariantResolution:
     variant: OvmfVariant
     rule: str
     upstream_disagrees: bool = False
+    #: The dstack OS version a version rule decided by.
+    version: str | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What to tell the operator when the two version rules disagree, else None."""
+        if not self.upstream_disagrees:
+            return None
+        return (
+            f"OVMF layout stable202505 from version {self.version} (the reference's rule); "
+            "upstream dstack uses pre202505 for every version. Pass --ovmf-variant to choose; "
+            "a real event log shows which one the VM has."
+        )
 
     @property
     def description(self) -> str:
@@ -189,6 +202,7 @@ def variant_resolution(vm: VmConfig, info: ImageInfo) -> VariantResolution:
                 variant,
                 f"metadata.json version {info.version}",
                 version_rules_disagree(info.version),
+                info.version,
             )
     version = extract_version_from_image_name(vm.image) if vm.image else None
     if version is not None:
@@ -196,6 +210,35 @@ def variant_resolution(vm: VmConfig, info: ImageInfo) -> VariantResolution:
             ovmf_variant_for_image(vm.image),
             f"image name {vm.image!r}",
             version_rules_disagree(version),
+            version,
+        )
+    return VariantResolution(OvmfVariant.PRE202505, "default")
+
+
+def image_variant(
+    info: ImageInfo, *, forced: OvmfVariant | None = None, os_version: str | None = None
+) -> VariantResolution:
+    """The OVMF layout to measure an image with, outside any VmConfig (``measure``): the
+    ``forced`` variant > the given dstack ``os_version`` > metadata.json's ovmf_variant >
+    its version > pre202505. A version that is not ``X.Y.Z[.SUFFIX]`` raises ConfigError
+    here (an operator typed it, or the image's own metadata is wrong)."""
+    if forced is not None:
+        return VariantResolution(forced, "--ovmf-variant")
+    if os_version is not None:
+        return VariantResolution(
+            ovmf_variant_for_version(os_version),
+            f"--dstack-os-version {os_version}",
+            version_rules_disagree(os_version),
+            os_version,
+        )
+    if info.ovmf_variant is not None:
+        return VariantResolution(info.ovmf_variant, "metadata.json ovmf_variant")
+    if info.version:
+        return VariantResolution(
+            ovmf_variant_for_version(info.version),
+            f"metadata.json version {info.version}",
+            version_rules_disagree(info.version),
+            info.version,
         )
     return VariantResolution(OvmfVariant.PRE202505, "default")
 

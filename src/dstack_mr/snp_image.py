@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .config import parse_json
-from .errors import ImageError, SnpError
+from .errors import ConfigError, ImageError, SnpError
 from .files import MAX_FIRMWARE_SIZE, read_file, reading
 from .image import MAX_METADATA_SIZE, METADATA, resolve_inside
 from .snp import SnpOvmf, measured_cmdline, rootfs_hash_from_cmdline
@@ -28,7 +28,18 @@ from .snp_document import (
     integrity_checks,
 )
 
-__all__ = ["SnpImage", "build_snp_document", "load_snp_image"]
+if TYPE_CHECKING:
+    from .snp import SnpMeasurement
+    from .snp_document import SnpVmConfig
+
+__all__ = [
+    "SnpImage",
+    "SnpImageLaunch",
+    "build_snp_document",
+    "load_snp_image",
+    "measure_snp_image",
+    "snp_image_dir",
+]
 
 #: measurement.snp.cbor and sha256sum.txt are small; refuse to slurp anything else.
 MAX_SMALL_FILE = 1 << 20
@@ -176,3 +187,57 @@ def build_snp_document(directory: str | os.PathLike[str]) -> SnpImageMeasurement
     if not isinstance(meta, Mapping):
         raise ImageError(f"{meta_path}: expected a JSON object")
     return _compute(base, meta, meta_path)[0]
+
+
+def snp_image_dir(
+    vm_config: SnpVmConfig | None,
+    image_dir: str | os.PathLike[str] | None = None,
+    image_base_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The image directory to judge an SNP attestation by: ``image_dir``, else the one
+    ``vm_config.image`` names inside ``image_base_dir`` (as for TDX); None without either."""
+    if image_dir is not None:
+        return os.fspath(image_dir)
+    if image_base_dir is None:
+        return None
+    name = None if vm_config is None else vm_config.fields.get("image")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("vm_config.image is empty; pass the image directory with --image-dir")
+    return resolve_inside(image_base_dir, name, "vm_config.image")
+
+
+@attrs.frozen
+class SnpImageLaunch:
+    """The expected SNP MEASUREMENT of an image for one deployment, what it was computed from
+    (``basis``), the image's ``os_image_hash`` and what is odd about the image (``notes``)."""
+
+    measurement: SnpMeasurement
+    vcpus: int
+    vcpu_type: str
+    guest_features: int
+    basis: str
+    os_image_hash: bytes | None
+    notes: tuple[str, ...]
+
+
+def measure_snp_image(
+    image: str | os.PathLike[str], vcpus: int, vcpu_type: str, guest_features: int
+) -> SnpImageLaunch:
+    """Measure an image directory (or the directory of its ``metadata.json``) for SEV-SNP:
+    from its shipped ``measurement.snp.cbor``, else from its files."""
+    path = os.fspath(image)
+    if not os.path.exists(path):
+        raise ImageError(f"{path} does not exist (give the image directory or its metadata.json)")
+    # The TDX form names metadata.json; an image directory is accepted too.
+    snp = load_snp_image(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+    m = snp.material.launch_inputs(vcpus, vcpu_type, guest_features).measure()
+    basis = SNP_MEASUREMENT_FILENAME if snp.document is not None else f"files ({snp.firmware}, ...)"
+    notes = [f"image directory: {c.message}" for c in snp.integrity() if not c.ok]
+    if snp.differences():
+        notes.append(
+            f"{SNP_MEASUREMENT_FILENAME} and the image files disagree on "
+            + ", ".join(snp.differences())
+        )
+    return SnpImageLaunch(
+        m, vcpus, vcpu_type, guest_features, basis, snp.os_image_hash, tuple(notes)
+    )

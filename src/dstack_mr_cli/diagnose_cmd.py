@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -17,13 +17,8 @@ from .main import (
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
-    _read,
     app,
 )
-
-if TYPE_CHECKING:
-    from dstack_mr import diagnose as dg
-    from dstack_mr.quote import TdxQuote
 
 
 class AcpiSourceMode(str, enum.Enum):
@@ -32,24 +27,6 @@ class AcpiSourceMode(str, enum.Enum):
     file = "file"
     builtin = "builtin"
     log = "log"
-
-
-def _with_signature(
-    report: "dg.DiagnoseReport", quote: "TdxQuote | None", collateral: Path, at: str | None
-) -> "dg.DiagnoseReport":
-    """The report with the quote's signature checked exactly as ``verify`` checks it."""
-    import attrs
-
-    from dstack_mr.collateral import parse_collateral
-    from dstack_mr.dcap import verify_quote
-    from dstack_mr.errors import ConfigError
-
-    from .verify_cmd import _json_file, _parse_at
-
-    if quote is None:
-        raise ConfigError("--collateral checks a quote's signature: give --quote or --attestation")
-    coll = parse_collateral(_json_file(collateral, "collateral"))
-    return attrs.evolve(report, quote_signature=verify_quote(quote, coll, _parse_at(at)))
 
 
 class Color(str, enum.Enum):
@@ -193,131 +170,55 @@ def diagnose(
     Exit status: 0 when nothing compared differs (also when nothing was compared), 1 on a
     mismatch, 2 on bad input.
     """
-    from dstack_mr import diagnose as dg
-    from dstack_mr.attestation import parse_attestation
-    from dstack_mr.ccel import parse_ccel
-    from dstack_mr.config import parse_json
-    from dstack_mr.errors import ConfigError
-    from dstack_mr.eventlog import parse_json_event_log
-    from dstack_mr.image import Image, ImageFiles, image_dir_for
-    from dstack_mr.quote import parse_quote
+    from dstack_mr.diagnose_files import diagnose_evidence
+    from dstack_mr.evidence_files import EvidenceFiles
+    from dstack_mr.snp_diagnose import SnpDiagnoseReport
 
-    from .report import render
+    from .verify_cmd import parse_at
 
+    use_color = color is Color.always or (
+        color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    )
     with library_errors():
-        evidence = dg.Evidence()
-        if attestation is not None:
-            raw = _read(attestation, "attestation")
-            # An AMD SEV-SNP attestation is judged by its own module; anything else is TDX.
-            from . import snp as snp_cli
-
-            code = snp_cli.diagnose_attestation(
-                raw,
-                f"attestation {attestation}",
-                vm_config_text=None if vm_config is None else _read(vm_config, "vm_config"),
-                image_dir=image_dir,
-                image_base_dir=image_base_dir,
-                explain=explain,
-                json_out=json_out,
-                color=color.value,
-                tdx_evidence=[
-                    name
-                    for name, value in (
-                        ("--quote", quote),
-                        ("--event-log", event_log),
-                        ("--ccel", ccel),
-                        ("--actual-mrtd", actual_mrtd),
-                        ("--actual-rtmr0", actual_rtmr0),
-                        ("--actual-rtmr1", actual_rtmr1),
-                        ("--actual-rtmr2", actual_rtmr2),
-                    )
-                    if value is not None
-                ],
-            )
-            if code is not None:
-                raise typer.Exit(code)
-            att = parse_attestation(raw)
-            evidence = evidence.merge(dg.Evidence.from_attestation(att))
-        if quote is not None:
-            data = _read(quote, "quote")
-            dg.reject_attestation(data, f"--quote {quote}")
-            evidence = evidence.merge(
-                dg.Evidence(quote=parse_quote(data), sources=(f"quote {quote}",))
-            )
-        if event_log is not None:
-            data = _read(event_log, "event log")
-            dg.reject_attestation(data, f"--event-log {event_log}")
-            evs = parse_json_event_log(data)
-            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"event log {event_log}",)))
-        if ccel is not None:
-            evs = parse_ccel(_read(ccel, "CCEL event log"))
-            evidence = evidence.merge(dg.Evidence(events=evs, sources=(f"CCEL {ccel}",)))
-        typed = {
-            name: dg.parse_register_hex(value, f"--actual-{name}")
-            for name, value in (
-                ("mrtd", actual_mrtd),
-                ("rtmr0", actual_rtmr0),
-                ("rtmr1", actual_rtmr1),
-                ("rtmr2", actual_rtmr2),
-            )
-            if value is not None
-        }
-        if typed:
-            evidence = evidence.merge(dg.Evidence(registers=typed, sources=("command line",)))
-
-        if vm_config is not None:
-            data = _read(vm_config, "VmConfig")
-            dg.reject_attestation(data, f"--vm-config {vm_config}")
-            vm, warnings = dg.load_vm_config(
-                parse_json(data, f"VmConfig {vm_config}", ConfigError), f"--vm-config {vm_config}"
-            )
-            evidence = evidence.merge(dg.Evidence(warnings=tuple(warnings)))
-        elif evidence.vm_config is not None:
-            vm = evidence.vm_config
-        else:
-            raise ConfigError("no VmConfig: pass --vm-config, or an --attestation carrying one")
-
-        if image_dir is None and image_base_dir is None and vm.tdx_measurement is not None:
-            # Lite mode: the VM's own measurement document instead of the image.
-            from dstack_mr.lite_diagnose import diagnose_lite
-
-            mode = acpi_source_mode.value
-            if acpi_tables is not None or acpi_dumper is not None or mode in ("dumper", "file"):
-                raise ConfigError(
-                    "an ACPI tables file or dumper needs the image directory (--image-dir); "
-                    "without one, lite mode takes the ACPI digests from the event log, or "
-                    "computes the tables with --acpi-source builtin"
+        loaded = EvidenceFiles(
+            attestation=attestation,
+            quote=quote,
+            event_log=event_log,
+            ccel=ccel,
+            vm_config=vm_config,
+            actual={
+                name: value
+                for name, value in (
+                    ("mrtd", actual_mrtd),
+                    ("rtmr0", actual_rtmr0),
+                    ("rtmr1", actual_rtmr1),
+                    ("rtmr2", actual_rtmr2),
                 )
-            # auto keeps upstream's lite semantics (the log); builtin verifies the tables.
-            report = diagnose_lite(vm, evidence, "builtin" if mode == "builtin" else "log")
-        else:
-            if image_dir is not None:
-                files = ImageFiles.from_dir(image_dir)
-            elif image_base_dir is not None:
-                files = ImageFiles.from_dir(image_dir_for(vm, image_base_dir))
-            else:
-                raise ConfigError(
-                    "either --image-dir or --image-base-dir must be given (or a vm_config "
-                    "carrying tdx_measurement, for lite mode)"
-                )
-            choice = dg.resolve_acpi(
-                acpi_source_mode.value,
-                tables=acpi_tables,
-                dumper=acpi_dumper,
-                timeout=acpi_timeout,
-                events=evidence.events,
-            )
-            image = Image(files)
-            report = dg.diagnose(vm, image, evidence, choice, explain=explain)
-        if collateral is not None:
-            report = _with_signature(report, evidence.quote, collateral, at)
+                if value is not None
+            },
+        ).load()
+        report = diagnose_evidence(
+            loaded,
+            image_dir=image_dir,
+            image_base_dir=image_base_dir,
+            acpi_mode=acpi_source_mode.value,
+            acpi_tables=acpi_tables,
+            acpi_dumper=acpi_dumper,
+            acpi_timeout=acpi_timeout,
+            explain=explain,
+            collateral=collateral,
+            at=parse_at(at) if collateral is not None else None,
+        )
 
     if json_out:
         typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        use_color = color is Color.always or (
-            color is Color.auto and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        )
+    elif isinstance(report, SnpDiagnoseReport):
+        from dstack_mr.snp_text import render_snp
+
         # click strips colour codes from non-terminal output unless told otherwise.
-        typer.echo(render(report, use_color, verbose), color=use_color)
+        typer.echo(render_snp(report, use_color), color=use_color)
+    else:
+        from dstack_mr.report_text import render_diagnose
+
+        typer.echo(render_diagnose(report, use_color, verbose), color=use_color)
     raise typer.Exit(report.exit_code)

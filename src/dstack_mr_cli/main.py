@@ -16,14 +16,8 @@ import typer
 
 # Only what every command's options need at start-up; the rest is imported where it runs.
 from dstack_mr import __version__
-from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiDumper, AcpiSource, AcpiTablesFile
-from dstack_mr.config import (
-    OvmfVariant,
-    ovmf_variant_for_version,
-    parse_memory_size,
-    parse_rust_u32,
-    version_rules_disagree,
-)
+from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiSource
+from dstack_mr.config import OvmfVariant, parse_memory_size, parse_rust_u32
 from dstack_mr.errors import ConfigError
 
 # EXIT_* and library_errors live in .base; re-exported for command modules importing them here.
@@ -61,9 +55,6 @@ app = App(
         "verify": "dstack_mr_cli.verify_cmd",
     },
 )
-
-#: Quotes, logs and configs are kilobytes; refuse to slurp anything huge.
-MAX_EVIDENCE_SIZE = 16 << 20
 
 
 def _print_version(value: bool) -> None:
@@ -130,24 +121,13 @@ def acpi_source(
     tables: Path | None, dumper: str | None, timeout: float, source: object = None
 ) -> AcpiSource:
     """The tables' source: --acpi-source if given, else --acpi-tables FILE, else the dumper."""
-    kind = getattr(source, "value", source)
-    if tables is not None and dumper is not None:
-        raise typer.BadParameter("give either --acpi-tables or --acpi-dumper, not both")
-    if kind in ("builtin", "auto"):
-        if tables is not None:
-            raise typer.BadParameter(f"--acpi-source {kind} does not read --acpi-tables")
-        from dstack_mr.acpi_model import QemuAcpiModel, auto_source
+    from dstack_mr.acpi_source import acpi_source_for
 
-        if kind == "builtin":
-            return QemuAcpiModel()
-        return auto_source(AcpiDumper(program=dumper, timeout=timeout))
-    if kind == "file" and tables is None:
-        raise typer.BadParameter("--acpi-source file needs --acpi-tables FILE")
-    if kind == "dumper" and tables is not None:
-        raise typer.BadParameter("--acpi-source dumper does not read --acpi-tables")
-    if tables is not None:
-        return AcpiTablesFile(tables)
-    return AcpiDumper(program=dumper, timeout=timeout)
+    kind = getattr(source, "value", source)
+    try:
+        return acpi_source_for(None if kind is None else str(kind), tables, dumper, timeout)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 class AcpiSourceKind(str, enum.Enum):
@@ -327,37 +307,16 @@ def measure(
                 json_out,
             )
         return
-    from dstack_mr.image import ImageFiles
+    from dstack_mr.image import ImageFiles, image_variant
     from dstack_mr.machine import Machine
+    from dstack_mr.measurement_text import measurement_json, measurement_text
 
     with library_errors():
         files = ImageFiles.from_metadata(metadata)
-        info = files.info
-        decided_by_version: str | None = None
-        if ovmf_variant is not None:
-            variant = ovmf_variant
-        elif dstack_os_version is not None:
-            variant = ovmf_variant_for_version(dstack_os_version)
-            decided_by_version = dstack_os_version
-        elif info.ovmf_variant is not None:
-            variant = info.ovmf_variant
-        elif info.version:
-            variant = ovmf_variant_for_version(info.version)
-            decided_by_version = info.version
-        else:
-            variant = OvmfVariant.PRE202505
+        resolved = image_variant(files.info, forced=ovmf_variant, os_version=dstack_os_version)
         # Text mode only: JSON output stays exactly the reference's, with nothing beside it.
-        if (
-            not json_out
-            and decided_by_version is not None
-            and version_rules_disagree(decided_by_version)
-        ):
-            typer.echo(
-                f"note: OVMF layout stable202505 from version {decided_by_version} (the "
-                "reference's rule); upstream dstack uses pre202505 for every version. Pass "
-                "--ovmf-variant to choose; a real event log shows which one the VM has.",
-                err=True,
-            )
+        if not json_out and resolved.note is not None:
+            typer.echo(f"note: {resolved.note}", err=True)
         machine = Machine(
             cpu_count=_u32(cpu, "--cpu"),
             memory_size=_memory(memory),
@@ -379,7 +338,7 @@ def measure(
             root_verity=parse_bool(root_verity),
             qemu_version=qemu_version,
             host_share_mode=host_share_mode,
-            ovmf_variant=variant,
+            ovmf_variant=resolved.variant,
             smbios=_smbios_options(smbios_computed, host_cpu, smbios_product),
         )
         details = machine.measure_with_logs(
@@ -390,41 +349,10 @@ def measure(
         typer.echo(f"note: {note}", err=True)
     for warning in details.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    m = details.measurements
     if json_out:
-        out: dict[str, object] = dict(m.to_dict())
-        if events:
-            out["acpi_source"] = details.acpi_tables.source
-            out["rtmr_logs"] = [
-                [{"index": e.index, "label": e.label, "digest": e.digest.hex()} for e in log.events]
-                for log in details.rtmr_logs
-            ]
-        typer.echo(json.dumps(out, indent=2))
-        return
-    typer.echo("Machine measurements:")
-    typer.echo(f"MRTD: {m.mrtd.hex()}")
-    typer.echo(f"RTMR0: {m.rtmr0.hex()}")
-    typer.echo(f"RTMR1: {m.rtmr1.hex()}")
-    typer.echo(f"RTMR2: {m.rtmr2.hex()}")
-    if events:
-        typer.echo(f"ACPI tables from: {details.acpi_tables.source}")
-        for log in details.rtmr_logs:
-            typer.echo(f"\nRTMR{log.rtmr} events ({len(log.events)}):")
-            for e in log.events:
-                typer.echo(f"  [{e.index:>2}] {e.label:<22} {e.digest.hex()}")
-
-
-def _read(path: Path, what: str) -> bytes:
-    from dstack_mr.errors import EvidenceError
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_EVIDENCE_SIZE + 1)
-    except OSError as exc:
-        raise EvidenceError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_EVIDENCE_SIZE:
-        raise EvidenceError(f"{what} {path} is larger than {MAX_EVIDENCE_SIZE} bytes")
-    return data
+        typer.echo(json.dumps(measurement_json(details, events), indent=2))
+    else:
+        typer.echo(measurement_text(details, events))
 
 
 def run() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .base import EXIT_BAD_INPUT, library_errors
-from .main import _read, app
+from .main import app
 
 
 @app.command(
@@ -41,19 +41,14 @@ def measurement_doc(
     bios-sev, else bios), kernel, initrd and cmdline.
     """
     from dstack_mr.measurement_doc import build_document
-
-    from . import snp as snp_cli
+    from dstack_mr.snp_image import build_snp_document
 
     with library_errors():
-        if snp:
-            data = snp_cli.document_cbor(image_dir, json_out)
-        else:
-            doc = build_document(str(image_dir))
-            if json_out:
-                typer.echo(json.dumps(doc.to_dict(), indent=2))
-            data = None if json_out else doc.to_cbor()
-    if data is None:
-        return
+        doc = build_snp_document(image_dir) if snp else build_document(str(image_dir))
+        if json_out:
+            typer.echo(json.dumps(doc.to_dict(), indent=2))
+            return
+        data = doc.to_cbor()
     if output is not None:
         try:
             output.write_bytes(data)
@@ -89,24 +84,9 @@ def inspect_measurement(
     sha256sum.txt and os_image_hash, as lite verification does. A measurement.snp.cbor, or
     a VmConfig carrying sev_snp_measurement, is decoded the same way (AMD SEV-SNP).
     """
-    from dstack_mr.config import VmConfig
-    from dstack_mr.errors import ConfigError
-    from dstack_mr.measurement_doc import MeasurementDocument, verify_material
-
-    from . import snp as snp_cli
+    from dstack_mr.evidence_files import read_evidence
+    from dstack_mr.inspect_doc import inspect_measurement
 
     with library_errors():
-        data = _read(file, "measurement document")
-        snp_out = snp_cli.inspect_document(data)
-        if snp_out is not None:
-            typer.echo(json.dumps(snp_out, indent=2))
-            return
-        if data.lstrip()[:1] == b"{":
-            vm = VmConfig.from_json(data)
-            if vm.tdx_measurement is None:
-                raise ConfigError(f"{file}: the VmConfig has no tdx_measurement")
-            doc = verify_material(vm.tdx_measurement, vm.os_image_hash)
-            out = {"integrity": "sha256sum.txt and os_image_hash check out", **doc.to_dict()}
-        else:
-            out = MeasurementDocument.from_cbor(data).to_dict()
+        out = inspect_measurement(read_evidence(file, "measurement document"), file)
     typer.echo(json.dumps(out, indent=2))

@@ -1,16 +1,22 @@
-"""Plain-text rendering of a diagnose report for terminals (colour only on a TTY).
+"""Plain-text reports for terminals, beside :mod:`dstack_mr.render` (HTML): diagnose's and
+verify's. Strings only: the caller prints them; ``color`` adds ANSI colours to statuses.
 
-The verdict and its proven cause come first, then one short block per differing register,
-then what the evidence was and what it lacked. ``verbose`` appends the inputs, the expected
-measurements and every event lined up with the VM's.
+The diagnose report puts the verdict and its proven cause first, then one short block per
+differing register, then what the evidence was and what it lacked. ``verbose`` appends the
+inputs, the expected measurements and every event lined up with the VM's.
 """
 
 from __future__ import annotations
 
-from dstack_mr.config import VmConfig
-from dstack_mr.diagnose import DiagnoseReport, EventCheck, RegisterCheck
-from dstack_mr.event_identity import is_acpi_label
-from dstack_mr.explain import Finding
+from typing import TYPE_CHECKING
+
+from .event_identity import is_acpi_label
+
+if TYPE_CHECKING:
+    from .config import VmConfig
+    from .diagnose import DiagnoseReport, EventCheck, RegisterCheck
+    from .explain import Finding
+    from .verify import VerificationResult
 
 _COLORS = {
     "match": "32",
@@ -127,7 +133,8 @@ def _register_block(
     return out
 
 
-def render(report: DiagnoseReport, color: bool = False, verbose: bool = False) -> str:
+def render_diagnose(report: DiagnoseReport, color: bool = False, verbose: bool = False) -> str:
+    """The diagnose report as text (``verbose``: also inputs, expectations, every event)."""
     st = Style(color)
     result = report.result
     verdict = report.headline()
@@ -338,3 +345,45 @@ def _verbose_lines(report: DiagnoseReport, st: Style) -> list[str]:
             if e.status == "mismatch" and e.varies_with:
                 out.append(f"      {e.varies_with}")
     return out
+
+
+_MARK = {"passed": "ok  ", "failed": "FAIL", "not_checked": "--  "}
+
+
+def render_verification(result: VerificationResult, at_given: bool) -> str:
+    """``verify``'s report: the verdict, the time and collateral used, TCB, every check, and
+    the app identity. ``at_given`` says the time was chosen (``--at``), not now."""
+    d = result.details
+    out = []
+    if result.is_valid:
+        skipped = [c.name for c in d.checks if c.status == "not_checked"]
+        extra = f" (not checked: {', '.join(skipped)})" if skipped else ""
+        out.append(f"VALID: every check passed{extra}")
+    else:
+        out.append(f"INVALID: {result.reason}")
+    when = d.verified_at.isoformat().replace("+00:00", "Z")
+    out.append(f"time used: {when} ({'--at' if at_given else 'now'})")
+    w = d.collateral_window
+    if w is not None:
+        start = w.not_before.isoformat().replace("+00:00", "Z")
+        end = w.not_after.isoformat().replace("+00:00", "Z")
+        out.append(f"collateral valid: {start} .. {end}")
+    else:
+        out.append("collateral: none given")
+    out.append(f"platform FMSPC: {d.fmspc or 'unknown'}")
+    status = d.tcb_status or "unknown"
+    verdict = "accepted" if d.tcb_accepted else "not accepted"
+    out.append(f"TCB status: {status} ({verdict}; accepted: {', '.join(d.accepted_tcb)})")
+    out.append(f"advisories: {', '.join(d.advisory_ids) if d.advisory_ids else 'none'}")
+    out.append("checks:")
+    out += [f"  {_MARK.get(c.status, c.status)} {c.name}: {c.message}" for c in d.checks]
+    if d.report_data is not None:
+        out.append(f"report_data: {d.report_data.hex()}")
+    if d.app_info is not None:
+        out.append("app_info:")
+        for key, value in d.app_info.to_dict().items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            out.append(f"  {key}: {shown if shown else '(none)'}")
+        if d.key_provider is not None:
+            out.append(f"  key_provider: {d.key_provider.name} {d.key_provider.id}")
+    return "\n".join(out)
