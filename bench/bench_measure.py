@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import ssl
 import statistics
@@ -285,13 +286,22 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
     runs: dict[str, list[float]] = {key: [] for key in variants}
     ratios: dict[str, list[float]] = {key: [] for key in variants}
     over_floor: dict[str, list[float]] = {key: [] for key in variants}
+    # CPU time (user + sys, all threads) of each CLI run and of its floor run: when the wall
+    # ratio comes close to the CPU ratio, the CLI's two threads had no core to spare.
+    cpu_ratios: dict[str, list[float]] = {key: [] for key in variants}
     for _ in range(args.cli_repeat):
         for key, (cmd, env) in variants.items():
+            floor_cpu = time.process_time()
             pair_floor = timings(lambda: [hashlib.sha384(d).digest() for d in data], 1)
+            floor_cpu = time.process_time() - floor_cpu
             floor += pair_floor
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(cmd, capture_output=True, check=True, env=env)
             runs[key].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cli_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            cpu_ratios[key].append(cli_cpu / floor_cpu)
             over_floor[key].append(runs[key][-1] - pair_floor[0])
             ratios[key].append(runs[key][-1] / pair_floor[0])
     cli, cli_ratios, cli_over_floor = runs["cli"], ratios["cli"], over_floor["cli"]
@@ -415,6 +425,11 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
                 f"  {key}: CLI / the floor just before it: best {min(ratios[key]):.2f}x, "
                 f"median {statistics.median(ratios[key]):.2f}x"
             )
+    print(
+        "CPU time (user+sys, all threads) of a CLI run / of its floor run, median: "
+        + ", ".join(f"{key} {statistics.median(r):.2f}x" for key, r in cpu_ratios.items())
+        + " (a wall ratio near these means the run had no core to spare)"
+    )
     print(
         f"Python heap (tracemalloc): cold measurement peak {cold_peak / MIB:.1f} MiB; "
         f"Image.load() peak {image_peak / MIB:.1f} MiB, then holds {image_held / MIB:.1f} MiB"
