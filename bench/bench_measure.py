@@ -1,7 +1,7 @@
 """How close dstack-mr gets to the physical floor: one SHA-384 pass over the image's bytes.
 
     python bench/bench_measure.py [--repeat N] [--warm-repeat N] [--cli-repeat N]
-                                  [--shared DIR] [--keep DIR]
+                                  [--shared DIR] [--keep DIR] [--baseline SRC]
 
 Builds a large image in a temporary directory -- 4 MiB OVMF, ~12 MiB kernel, 64 MiB
 deterministic initrd, the example's ACPI tables -- and measures, in the same run:
@@ -11,7 +11,11 @@ deterministic initrd, the example's ACPI tables -- and measures, in the same run
 (3) a warm ``Image.measure()`` with a VmConfig it has not seen (new cpu count and memory
     size, so new ACPI invocation and TD HOB; the kernel digest is per initrd address);
 (4) the whole ``python -m dstack_mr_cli measure --json`` process, each run paired with a floor
-    run just before it; the target is on the median of those ratios.
+    run just before it; the target is on the median of those ratios. The CLI's entry point
+    starts hashing the initrd before it imports typer (``dstack_mr.files.prefetch``), so the
+    hashing overlaps the start-up; the row "... without the prefetch" is the same command run
+    as ``python -c 'from dstack_mr_cli.main import app; app()'`` (no early start), paired the
+    same way.
 
 Firmware and kernel are the real Debian builds from ../shared/inputs when present (or
 ``--shared`` / ``$DSTACK_MR_SHARED``); otherwise the bundled example's, scaled up. Every
@@ -24,6 +28,9 @@ asserted about time: the table shows the figures and the targets, and the exit s
   --cli-repeat N   runs of (4) (default 7)
   --shared DIR     the shared test-data directory (default $DSTACK_MR_SHARED or ../shared)
   --keep DIR       write the image to DIR (kept) instead of a temporary directory
+  --baseline SRC   also time (4) with the packages under SRC first on PYTHONPATH (e.g. an
+                   older commit: git archive COMMIT src | tar -x -C /tmp/old), interleaved
+                   and paired like (4), to compare two versions in the same conditions
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import ssl
 import statistics
@@ -179,6 +187,9 @@ def main() -> int:
     parser.add_argument("--cli-repeat", type=int, default=7, help="runs of (4)")
     parser.add_argument("--shared", type=Path, default=None, help="shared test data directory")
     parser.add_argument("--keep", type=Path, default=None, help="write the image here, keep it")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="also time (4) with the packages in SRC"
+    )
     args = parser.parse_args()
 
     shared = args.shared
@@ -246,22 +257,54 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
 
     for pkg in (dstack_mr, dstack_mr_cli):
         compileall.compile_dir(str(Path(pkg.__file__).parent), quiet=1)
-    cmd = [
-        sys.executable, "-m", "dstack_mr_cli", "measure", "--json", "-c", "2", "-m", "2G",
+    argv = [
+        "measure", "--json", "-c", "2", "-m", "2G",
         "--acpi-tables", str(directory / "acpi-tables.bin"), files.directory + "/metadata.json",
     ]  # fmt: skip
-    cli_out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    # The prefetch skips files changed in the last few seconds (see dstack_mr.files); an
+    # installed image is older than that, so let this freshly written one age first.
+    from dstack_mr.files import PREFETCH_MIN_AGE_NS
+
+    newest = max(os.stat(p).st_ctime_ns for p in [*paths, directory / "metadata.json"])
+    time.sleep(max(0, newest + PREFETCH_MIN_AGE_NS - time.time_ns()) / 1e9 + 0.1)
+    no_prefetch = "import sys; from dstack_mr_cli.main import app; app(sys.argv[1:])"
+    variants = {
+        "cli": ([sys.executable, "-m", "dstack_mr_cli", *argv], None),
+        "no-prefetch": ([sys.executable, "-c", no_prefetch, *argv], None),
+    }
+    if args.baseline is not None:
+        src = args.baseline.resolve()
+        compileall.compile_dir(str(src), quiet=1)
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        variants["baseline"] = ([sys.executable, "-m", "dstack_mr_cli", *argv], env)
+    cli_outs = {
+        key: subprocess.run(cmd, capture_output=True, check=True, text=True, env=env).stdout
+        for key, (cmd, env) in variants.items()
+    }
     # Interleaved with floor runs, like (1)/(2): on a machine whose speed drifts, each CLI run
     # gets a floor measured right beside it, and (4) is also judged on those pairs.
-    cli: list[float] = []
-    cli_over_floor: list[float] = []
-    cli_ratios: list[float] = []
+    runs: dict[str, list[float]] = {key: [] for key in variants}
+    ratios: dict[str, list[float]] = {key: [] for key in variants}
+    over_floor: dict[str, list[float]] = {key: [] for key in variants}
+    # CPU time (user + sys, all threads) of each CLI run and of its floor run: when the wall
+    # ratio comes close to the CPU ratio, the CLI's two threads had no core to spare.
+    cpu_ratios: dict[str, list[float]] = {key: [] for key in variants}
     for _ in range(args.cli_repeat):
-        pair_floor = timings(lambda: [hashlib.sha384(d).digest() for d in data], 1)
-        floor += pair_floor
-        cli += timings(lambda: subprocess.run(cmd, capture_output=True, check=True), 1)
-        cli_over_floor.append(cli[-1] - pair_floor[0])
-        cli_ratios.append(cli[-1] / pair_floor[0])
+        for key, (cmd, env) in variants.items():
+            floor_cpu = time.process_time()
+            pair_floor = timings(lambda: [hashlib.sha384(d).digest() for d in data], 1)
+            floor_cpu = time.process_time() - floor_cpu
+            floor += pair_floor
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True, env=env)
+            runs[key].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cli_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            cpu_ratios[key].append(cli_cpu / floor_cpu)
+            over_floor[key].append(runs[key][-1] - pair_floor[0])
+            ratios[key].append(runs[key][-1] / pair_floor[0])
+    cli, cli_ratios, cli_over_floor = runs["cli"], ratios["cli"], over_floor["cli"]
     cli_ratio = statistics.median(cli_ratios)
     help_cmd = [sys.executable, "-m", "dstack_mr_cli", "--help"]
     cli_help = timings(lambda: subprocess.run(help_cmd, capture_output=True), args.cli_repeat)
@@ -284,7 +327,7 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
     # the same measurement, three ways
     same = (
         cold_result == warm_result == machine_for(vm, files).measure_with_logs(acpi)
-        and json.loads(cli_out) == cold_result.measurements.to_dict()
+        and all(json.loads(out) == cold_result.measurements.to_dict() for out in cli_outs.values())
         and all(image.measure(v) == image.machine(v).measure_with_logs(acpi) for v in vms[:3])
     )
 
@@ -313,6 +356,24 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
             cli,
             f"{cli_ratio:.2f}x",
             f"<= {TARGET_CLI_RATIO:.2f}x paired floor (median)",
+        ),
+        (
+            "    ... without the prefetch",
+            runs["no-prefetch"],
+            f"{statistics.median(ratios['no-prefetch']):.2f}x",
+            "",
+        ),
+        *(
+            [
+                (
+                    "    ... --baseline's code",
+                    runs["baseline"],
+                    f"{statistics.median(ratios['baseline']):.2f}x",
+                    "",
+                )
+            ]
+            if "baseline" in runs
+            else []
         ),
         ("    CLI process: dstack-mr --help", cli_help, None, ""),
         ("    python -c pass", python_bare, None, ""),
@@ -357,6 +418,17 @@ def run(args: argparse.Namespace, directory: Path, shared: Path | None) -> int:
         f"CLI minus the floor run just before it (paired): best {paired[0] * 1e3:.1f} ms, "
         f"median {statistics.median(paired) * 1e3:.1f} ms; CLI / that floor: best "
         f"{min(cli_ratios):.2f}x, median {cli_ratio:.2f}x (target <= {TARGET_CLI_RATIO:.2f}x)"
+    )
+    for key in runs:
+        if key != "cli":
+            print(
+                f"  {key}: CLI / the floor just before it: best {min(ratios[key]):.2f}x, "
+                f"median {statistics.median(ratios[key]):.2f}x"
+            )
+    print(
+        "CPU time (user+sys, all threads) of a CLI run / of its floor run, median: "
+        + ", ".join(f"{key} {statistics.median(r):.2f}x" for key, r in cpu_ratios.items())
+        + " (a wall ratio near these means the run had no core to spare)"
     )
     print(
         f"Python heap (tracemalloc): cold measurement peak {cold_peak / MIB:.1f} MiB; "

@@ -1,5 +1,5 @@
-"""What `dstack-mr measure` loads: the lazy package, the lazily built commands, and the
-cattrs-free metadata.json path give the same answers as the eager ones."""
+"""What `dstack-mr measure` loads: the lazy package, the lazily imported and built commands,
+and the cattrs-free metadata.json path give the same answers as the eager ones."""
 
 from __future__ import annotations
 
@@ -21,17 +21,31 @@ from dstack_mr.example import write_example_image
 #: Modules the measure command has no use for (each costs start-up time).
 NOT_ON_MEASURE_PATH = {
     "cattrs",
+    "concurrent.futures",
     "dstack_mr.acpi_model",
+    "dstack_mr.attestation",
     "dstack_mr.cbor",
+    "dstack_mr.ccel",
     "dstack_mr.diagnose",
+    "dstack_mr.diagnose_files",
+    "dstack_mr.event_payload",
     "dstack_mr.eventlog",
+    "dstack_mr.evidence_files",
+    "dstack_mr.inspect_doc",
     "dstack_mr.lite",
     "dstack_mr.measurement_doc",
     "dstack_mr.quote",
+    "dstack_mr.report_text",
     "dstack_mr.scale",
     "dstack_mr.smbios",
     "dstack_mr.snp",
+    "dstack_mr.snp_text",
     "dstack_mr.verify",
+    "dstack_mr_cli.diagnose_cmd",
+    "dstack_mr_cli.example_cmd",
+    "dstack_mr_cli.measurement_cmd",
+    "dstack_mr_cli.snp",
+    "dstack_mr_cli.verify_cmd",
 }
 
 _LOADED = """
@@ -93,6 +107,42 @@ def test_commands_are_built_on_lookup_only() -> None:
     assert set(group._built) == {"measure"}  # type: ignore[attr-defined]
     assert list(group.commands) == names
     assert group.get_command(None, "no-such-command") is None  # type: ignore[arg-type]
+
+
+def test_command_modules_name_every_command_they_declare() -> None:
+    import importlib
+
+    from dstack_mr_cli.main import app
+
+    for module in set(app.command_modules.values()):
+        importlib.import_module(module)
+    declared = {
+        info.name or info.callback.__name__.replace("_", "-"): info.callback.__module__
+        for info in app.deferred
+        if info.callback is not None
+    }
+    assert declared == {"measure": "dstack_mr_cli.main", **app.command_modules}
+
+
+_HELP_ORDER = """
+import sys, typer.main
+from dstack_mr_cli.main import app
+names = typer.main.get_command(app).list_commands(None)
+print(" ".join(names), any(m.endswith("_cmd") for m in sys.modules))
+"""
+
+
+def test_help_lists_every_command_in_order_before_importing_any() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _HELP_ORDER], capture_output=True, text=True, check=True
+    ).stdout.split()
+    order = ["measure", "diagnose", "example", "measurement-doc", "inspect-measurement", "verify"]
+    assert out == [*order, "False"]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "dstack_mr_cli", "--help"], capture_output=True, text=True
+    ).stdout
+    listed = [line.split()[0] for line in help_text.split("Commands:")[1].splitlines()[1:7]]
+    assert listed == order
 
 
 _text = st.text(max_size=8) | st.sampled_from(["a\x00b", "\udc80", "ok"])

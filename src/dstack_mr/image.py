@@ -28,7 +28,7 @@ from .config import (
     version_rules_disagree,
 )
 from .errors import ConfigError, ImageError, KernelError, PathEscapeError
-from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, hash_file, read_file, reading
+from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, BackgroundHash, read_file, reading
 from .machine import Machine, MeasurementDetails, checked_cmdline_digest, compute
 
 METADATA = "metadata.json"
@@ -334,12 +334,8 @@ class Image:
         if kernel_cache_size < 1 or acpi_cache_size < 1:
             raise ConfigError("Image cache sizes must be at least 1")
         self.files = files
-        from concurrent.futures import ThreadPoolExecutor
-
-        # The initrd hashes on a second thread while the firmware and kernel load (hashlib
-        # and file reads release the GIL).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dstack-mr-initrd") as pool:
-            pending = pool.submit(hash_file, files.initrd, "initrd")
+        # The initrd hashes on a second thread while the firmware and kernel load.
+        with BackgroundHash(files.initrd, "initrd") as pending:
             self.tdvf = tdvf_mod.parse(read_file(files.firmware, "firmware", MAX_FIRMWARE_SIZE))
             self.kernel = read_file(files.kernel, "kernel", MAX_KERNEL_SIZE)
             self.cmdline_digest = checked_cmdline_digest(files.cmdline)

@@ -28,6 +28,7 @@ from .events import RtmrLog as RtmrLog  # re-exported: part of this API
 # The file readers live in .files; re-exported for modules that imported them from here.
 from .files import MAX_FIRMWARE_SIZE as MAX_FIRMWARE_SIZE
 from .files import MAX_KERNEL_SIZE as MAX_KERNEL_SIZE
+from .files import BackgroundHash
 from .files import file_size as file_size
 from .files import hash_file as hash_file
 from .files import read_file as read_file
@@ -233,14 +234,11 @@ class Machine:
 
         ``acpi`` supplies the ACPI tables; by default the ``dstack-acpi-tables`` dumper runs.
         """
-        # The initrd is usually most of the bytes: hash it on a second thread (hashlib and
-        # file reads release the GIL) while this one does firmware, kernel and ACPI. The
-        # kernel patch needs only the initrd's size, which stat gives up front.
-        from concurrent.futures import ThreadPoolExecutor  # not needed at CLI start-up
-
+        # The initrd is usually most of the bytes: hash it on a second thread while this one
+        # does firmware, kernel and ACPI. The kernel patch needs only the initrd's size,
+        # which stat gives up front.
         initrd_size = file_size(self.initrd, "initrd")
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dstack-mr-initrd") as pool:
-            pending = pool.submit(hash_file, self.initrd, "initrd")
+        with BackgroundHash(self.initrd, "initrd") as pending:
 
             def initrd_digest() -> bytes:
                 size, digest = pending.result()

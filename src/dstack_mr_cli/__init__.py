@@ -1,11 +1,9 @@
 """Command-line interface of dstack-mr.
 
 ``main`` holds the app, its shared options and ``measure``; every other command lives in its
-own module, which imports ``main`` and registers itself. Importing the package imports them all
-here, so ``main`` never imports its command modules (no import cycle). ``--help`` lists
-``measure`` first, then the others in the order imported (alphabetical, as sorted here).
+own module, which imports ``main`` and registers itself. ``main`` names those modules
+(``command_modules``) and imports one only when its command is looked up, so ``dstack-mr
+measure`` loads none of them (and there is no import cycle). The console script is
+:func:`dstack_mr_cli.entry.run`, which may start hashing a ``measure`` command's initrd before
+it imports anything heavy. Importing this package imports nothing.
 """
-
-from . import diagnose_cmd, example_cmd, main, measurement_cmd, verify_cmd  # noqa: F401
-
-__all__ = ["main"]

@@ -7,9 +7,10 @@ one line on stderr and exit code 2; ``--debug`` adds the traceback, never anothe
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -107,51 +108,67 @@ def _command_name(info: typer.models.CommandInfo) -> str:
 
 
 class Group(typer.core.TyperGroup):
-    """A typer group that turns a command's declaration into click parameters only when the
-    command is looked up, so that ``dstack-mr measure`` does not build ``diagnose``'s and
-    ``verify``'s dozens of options (~15 ms of start-up). ``commands`` builds them all."""
+    """A typer group that loads a command only when it is looked up: the module declaring it
+    is imported then (``App(command_modules=...)``), and its declaration becomes click
+    parameters then, so that ``dstack-mr measure`` neither imports nor builds ``diagnose``'s
+    and ``verify``'s modules and dozens of options. ``commands`` loads them all."""
 
     app: App  # set on the per-app subclass App makes
 
     @property  # type: ignore[override]
     def commands(self) -> dict[str, click.Command]:
-        for info in self.app.deferred:
-            self._build(_command_name(info))
+        for name in self.list_commands(None):  # type: ignore[arg-type]
+            self._build(name)
         return self._built
 
     @commands.setter
     def commands(self, value: Any) -> None:
         self._built: dict[str, click.Command] = dict(value)
 
+    def _declaration(self, name: str) -> typer.models.CommandInfo | None:
+        return next((i for i in self.app.deferred if _command_name(i) == name), None)
+
     def _build(self, name: str) -> click.Command | None:
         if name not in self._built:
-            for info in self.app.deferred:
-                if _command_name(info) == name:
-                    self._built[name] = typer.main.get_command_from_info(
-                        info,
-                        pretty_exceptions_short=self.app.pretty_exceptions_short,
-                        rich_markup_mode=self.app.rich_markup_mode,
-                    )
+            info = self._declaration(name)
+            if info is None and name in self.app.command_modules:
+                importlib.import_module(self.app.command_modules[name])
+                info = self._declaration(name)
+            if info is not None:
+                self._built[name] = typer.main.get_command_from_info(
+                    info,
+                    pretty_exceptions_short=self.app.pretty_exceptions_short,
+                    rich_markup_mode=self.app.rich_markup_mode,
+                )
         return self._built.get(name)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._build(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = [_command_name(info) for info in self.app.deferred]
-        return names + [name for name in self._built if name not in names]
+        """Commands declared in the app's own module first (``measure``), then those of
+        ``command_modules`` in its order, imported or not, then any other."""
+        lazy = self.app.command_modules
+        declared = [_command_name(info) for info in self.app.deferred]
+        names = [name for name in declared if name not in lazy] + list(lazy)
+        return names + [name for name in [*declared, *self._built] if name not in names]
 
 
 class App(typer.Typer):
     """``typer.Typer`` whose commands are :class:`Command` unless a command says otherwise,
-    built lazily by :class:`Group` (the app needs a callback, so that typer makes a group)."""
+    built lazily by :class:`Group` (the app needs a callback, so that typer makes a group).
 
-    def __init__(self, **kwargs: Any) -> None:
+    ``command_modules`` maps a command's name to the module that declares it (with
+    ``@app.command``); the module is imported when the command is first looked up.
+    """
+
+    def __init__(self, *, command_modules: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         group: type[Group] = type("AppGroup", (Group,), {})
         super().__init__(cls=group, **kwargs)
         group.app = self
         #: The commands' declarations, in registration order; typer's list stays empty.
         self.deferred: list[typer.models.CommandInfo] = []
+        self.command_modules: dict[str, str] = dict(command_modules or {})
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         kwargs.setdefault("cls", Command)

@@ -45,6 +45,15 @@ app = App(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # Every other command lives in its own module, imported when the command is looked up
+    # (measure needs none of them); --help lists measure, then these in this order.
+    command_modules={
+        "diagnose": "dstack_mr_cli.diagnose_cmd",
+        "example": "dstack_mr_cli.example_cmd",
+        "measurement-doc": "dstack_mr_cli.measurement_cmd",
+        "inspect-measurement": "dstack_mr_cli.measurement_cmd",
+        "verify": "dstack_mr_cli.verify_cmd",
+    },
 )
 
 
@@ -348,7 +357,8 @@ def measure(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Run the app; Ctrl-C exits 130. The console script, :func:`dstack_mr_cli.entry.run`,
+    calls this after it may have started hashing ``measure``'s initrd."""
     try:
         app()
     except KeyboardInterrupt:
