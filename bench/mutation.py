@@ -91,13 +91,14 @@ MODULES: dict[str, tuple[str, ...]] = {
             "xǁ_Explainerǁ_by_memory",
         )
     )
-    # The memory-size search moved to explain.py after the measured run (docs/testing.md), and
-    # its candidates and first-reproducing loop from there to reproduce.py.
+    # The memory-size search moved to explain.py after the measured run (docs/testing.md),
+    # its candidates and first-reproducing loop from there to reproduce.py, and the rest to
+    # explain/memory.py when explain.py was split by concept (issue 11).
     + tuple(
         f"dstack_mr.explain.*{f}__mutmut_*"
         for f in ("_memory_candidates", "_search", "_reproduces", "_differs", "_td_hob")
     )
-    + ("dstack_mr.reproduce.*",)
+    + ("dstack_mr.explain.memory.*", "dstack_mr.reproduce.*")
     # Evidence and its part checks moved from diagnose.py to evidence.py.
     + tuple(
         f"dstack_mr.evidence.{f}__mutmut_*"
