@@ -28,7 +28,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -49,10 +49,12 @@ __all__ = [
     "OvmfSection",
     "PageType",
     "SectionType",
+    "SnpImageInputs",
     "SnpLaunchInputs",
     "SnpMeasurement",
     "SnpOvmf",
     "SnpStep",
+    "image_inputs_dict",
     "measured_cmdline",
     "rootfs_hash_from_cmdline",
     "sev_hashes_page",
@@ -365,6 +367,38 @@ class SnpStep:
     varies_with: str = attrs.field(repr=False)
 
 
+class SnpImageInputs(Protocol):
+    """The image part of the launch inputs: what ``measurement.snp.cbor`` carries."""
+
+    @property
+    def cmdline(self) -> str: ...
+    @property
+    def ovmf_hash(self) -> bytes: ...
+    @property
+    def kernel_hash(self) -> bytes: ...
+    @property
+    def initrd_hash(self) -> bytes: ...
+    @property
+    def hashes_table_gpa(self) -> int: ...
+    @property
+    def reset_eip(self) -> int: ...
+    @property
+    def ovmf_sections(self) -> tuple[OvmfSection, ...]: ...
+
+
+def image_inputs_dict(inputs: SnpImageInputs) -> dict[str, Any]:
+    """The image part of the launch inputs as JSON (digests in hex), in the document's order."""
+    return {
+        "cmdline": inputs.cmdline,
+        "ovmf_hash": inputs.ovmf_hash.hex(),
+        "kernel_hash": inputs.kernel_hash.hex(),
+        "initrd_hash": inputs.initrd_hash.hex(),
+        "hashes_table_gpa": inputs.hashes_table_gpa,
+        "reset_eip": inputs.reset_eip,
+        "ovmf_sections": [s.to_dict() for s in inputs.ovmf_sections],
+    }
+
+
 @attrs.frozen
 class SnpLaunchInputs:
     """Everything that determines a dstack SEV-SNP launch MEASUREMENT.
@@ -436,13 +470,7 @@ class SnpLaunchInputs:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "cmdline": self.cmdline,
-            "ovmf_hash": self.ovmf_hash.hex(),
-            "kernel_hash": self.kernel_hash.hex(),
-            "initrd_hash": self.initrd_hash.hex(),
-            "hashes_table_gpa": self.hashes_table_gpa,
-            "reset_eip": self.reset_eip,
-            "ovmf_sections": [s.to_dict() for s in self.ovmf_sections],
+            **image_inputs_dict(self),
             "vcpus": self.vcpus,
             "vcpu_type": self.vcpu_type,
             "guest_features": self.guest_features,
