@@ -28,7 +28,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,6 +38,9 @@ from .config import RUST_WHITESPACE, rust_split_whitespace
 from .digest import short_hex
 from .errors import SnpError
 from .registry import U32_MAX, U64_MAX
+
+if TYPE_CHECKING:
+    from .snp_document import SnpImageMeasurement
 
 __all__ = [
     "BSP_EIP",
@@ -49,7 +52,6 @@ __all__ = [
     "OvmfSection",
     "PageType",
     "SectionType",
-    "SnpImageInputs",
     "SnpLaunchInputs",
     "SnpMeasurement",
     "SnpOvmf",
@@ -367,26 +369,7 @@ class SnpStep:
     varies_with: str = attrs.field(repr=False)
 
 
-class SnpImageInputs(Protocol):
-    """The image part of the launch inputs: what ``measurement.snp.cbor`` carries."""
-
-    @property
-    def cmdline(self) -> str: ...
-    @property
-    def ovmf_hash(self) -> bytes: ...
-    @property
-    def kernel_hash(self) -> bytes: ...
-    @property
-    def initrd_hash(self) -> bytes: ...
-    @property
-    def hashes_table_gpa(self) -> int: ...
-    @property
-    def reset_eip(self) -> int: ...
-    @property
-    def ovmf_sections(self) -> tuple[OvmfSection, ...]: ...
-
-
-def image_inputs_dict(inputs: SnpImageInputs) -> dict[str, Any]:
+def image_inputs_dict(inputs: SnpLaunchInputs | SnpImageMeasurement) -> dict[str, Any]:
     """The image part of the launch inputs as JSON (digests in hex), in the document's order."""
     return {
         "cmdline": inputs.cmdline,
