@@ -156,6 +156,28 @@ class EventCheck:
             return "unverified"
         return "match" if self.expected == self.actual else "mismatch"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rtmr": self.rtmr,
+            "index": self.index,
+            "actual_index": self.actual_index,
+            "label": self.label,
+            "identity": self.identity,
+            "actual_identity": self.actual_identity,
+            "status": self.status,
+            "expected": None if self.expected is None else self.expected.hex(),
+            "actual": None if self.actual is None else self.actual.hex(),
+            "actual_type": None if self.actual_type is None else event_type_name(self.actual_type),
+            "actual_description": self.actual_description,
+            "varies_with": self.varies_with,
+        }
+
+
+#: What the report's ``first_divergent`` entries keep of an event (in ``to_dict`` order).
+_DIVERGENT_KEYS = frozenset(
+    {"rtmr", "index", "actual_index", "label", "identity", "expected", "actual"}
+)
+
 
 def replay_checks(evidence: Evidence) -> list[ReplayCheck]:
     """For each RTMR with a reference value (the quote's, else the stated tcb_info's): does
@@ -478,15 +500,7 @@ class DiagnoseReport:
                 for r in self.registers
             ],
             "first_divergent": [
-                {
-                    "rtmr": rtmr,
-                    "index": e.index,
-                    "actual_index": e.actual_index,
-                    "label": e.label,
-                    "identity": e.identity,
-                    "expected": None if e.expected is None else e.expected.hex(),
-                    "actual": None if e.actual is None else e.actual.hex(),
-                }
+                {k: v for k, v in e.to_dict().items() if k in _DIVERGENT_KEYS}
                 for rtmr in range(3)
                 if (e := self.first_divergent(rtmr)) is not None
             ],
@@ -504,25 +518,7 @@ class DiagnoseReport:
                 }
                 for r in self.replay
             ],
-            "events": [
-                {
-                    "rtmr": e.rtmr,
-                    "index": e.index,
-                    "actual_index": e.actual_index,
-                    "label": e.label,
-                    "identity": e.identity,
-                    "actual_identity": e.actual_identity,
-                    "status": e.status,
-                    "expected": None if e.expected is None else e.expected.hex(),
-                    "actual": None if e.actual is None else e.actual.hex(),
-                    "actual_type": None
-                    if e.actual_type is None
-                    else event_type_name(e.actual_type),
-                    "actual_description": e.actual_description,
-                    "varies_with": e.varies_with,
-                }
-                for e in self.events
-            ],
+            "events": [e.to_dict() for e in self.events],
             "findings": [f.to_dict() for f in self.findings],
             "ok": self.ok if self.compared else None,
         }

@@ -32,7 +32,7 @@ from .digest import short_hex
 from .errors import CborError, MeasurementDocumentError, SnpError, SnpEvidenceError
 from .measurement_doc import sha256sum_entry
 from .registry import U32_MAX, U64_MAX
-from .snp import OvmfSection, SnpLaunchInputs
+from .snp import OvmfSection, SnpLaunchInputs, image_inputs_dict
 
 __all__ = [
     "MR_CONFIG_V3_DOMAIN",
@@ -163,13 +163,7 @@ class SnpImageMeasurement:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": SNP_CBOR_VERSION,
-            "cmdline": self.cmdline,
-            "ovmf_hash": self.ovmf_hash.hex(),
-            "kernel_hash": self.kernel_hash.hex(),
-            "initrd_hash": self.initrd_hash.hex(),
-            "hashes_table_gpa": self.hashes_table_gpa,
-            "reset_eip": self.reset_eip,
-            "ovmf_sections": [s.to_dict() for s in self.ovmf_sections],
+            **image_inputs_dict(self),
         }
 
 
