@@ -111,6 +111,10 @@ def run(index: int, file: str, old: str, new: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        print(f"\n{len(BUGS)} bugs planted in: {', '.join(sorted({f for f, _, _ in BUGS}))}")
+        return 0
     chosen = [int(a) for a in argv] or range(1, len(BUGS) + 1)
     survived = [i for i in chosen if not run(i, *BUGS[i - 1])]
     print(f"{len(chosen) - len(survived)} of {len(chosen)} planted bugs caught")
