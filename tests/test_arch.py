@@ -132,11 +132,12 @@ def test_one_wording_for_attrs_and_json() -> None:
     from dstack_mr import validate
 
     with pytest.raises(ConfigError) as direct:
-        Machine(**{**BASE, "memory_size": 2 << 30, "cpu_count": -1})  # type: ignore[arg-type]
+        Machine(**{**BASE, "memory_size": -1})  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as parsed:
-        VmConfig.from_json('{"cpu_count": -1}')
-    problem = validate.u32(-1)
-    assert problem == "must be an integer in 0..=4294967295 (u32), got -1"
+        VmConfig.from_json('{"memory_size": -1}')
+    problem = validate.u64(-1)
+    assert problem == "must be an integer in 0..=18446744073709551615 (u64), got -1"
+    assert validate.u32(-1) == "must be an integer in 0..=4294967295 (u32), got -1"
     assert problem in str(direct.value) and problem in str(parsed.value)
     assert validate.u32(True) is not None and validate.u64(1 << 64) is not None
     assert validate.boolean(0) == "must be true or false, got 0"
