@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dstack_mr import AcpiTablesFile, ConfigError, Machine, VmConfig, events, kernel
 from dstack_mr.config import ImageInfo
+from dstack_mr.diagnose import diagnose
 from dstack_mr.example import build_kernel, write_example_image
 from dstack_mr.image import Image, machine_for
 from dstack_mr_cli.main import app
@@ -92,6 +93,24 @@ def test_truncated_kernel_warns_on_stderr(example: Path) -> None:
     assert line.startswith("warning: kernel is") and f"({end - len(cut)} bytes missing)" in line
     whole = CliRunner().invoke(app, [*args, str(write_example_image(example.parent / "w"))])
     assert whole.exit_code == 0 and whole.stderr == ""
+
+
+def test_truncated_kernel_is_reported_by_diagnose(example: Path) -> None:
+    """diagnose shows the expected side's warnings (measure's), not only the evidence's."""
+    cut, _ = truncated_kernel(example)
+    warning = kernel.truncation_warning(cut)
+    acpi = example.parent / "acpi-tables.bin"
+    vm = VmConfig(cpu_count=2, memory_size=2 * GIB)
+    report = diagnose(vm, Image.load(example.parent, AcpiTablesFile(acpi)))
+    assert report.warnings == (warning,)
+    assert report.to_dict()["warnings"] == [warning]
+    (example.parent / "vm.json").write_text(json.dumps(vm.to_dict()))
+    args = ["diagnose", "--vm-config", str(example.parent / "vm.json"), "--image-dir",
+            str(example.parent), "--acpi-tables", str(acpi)]  # fmt: skip
+    text = CliRunner().invoke(app, args)
+    assert f"warning: {warning}" in text.stdout, text.output
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert doc["warnings"] == [warning]
 
 
 BASE = dict(firmware="f", kernel="k", initrd="i", kernel_cmdline="c", cpu_count=1)

@@ -628,7 +628,9 @@ def diagnose(
         )
     notes = list(evidence.notes)
     signed = evidence.quote is not None
-    warnings = list(evidence.warnings)
+    # The expected side's first (e.g. a truncated kernel, as measure reports it), then the
+    # evidence's.
+    warnings = [*expected.warnings, *evidence.warnings]
     return DiagnoseReport(
         vm_config=vm,
         image_dir=image.files.directory,
