@@ -66,11 +66,18 @@ def test_debug_keeps_the_exit_code(example: Path, where: str) -> None:
     assert "Traceback" not in RUN.invoke(app, bad).output
 
 
-def test_example_debug_on_unwritable_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["example", "measurement-doc"])
+def test_debug_on_unwritable_output(tmp_path: Path, example: Path, command: str) -> None:
+    """A file-write error: one line and exit 2; --debug adds the traceback, same exit code."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = RUN.invoke(app, ["example", "--debug", str(blocker / "sub")])
-    assert result.exit_code == 2 and "error: cannot write" in result.output
+    where = str(blocker / "sub")
+    args = [command, where] if command == "example" else [command, str(example.parent), "-o", where]
+    plain, debug = RUN.invoke(app, args), RUN.invoke(app, [*args, "--debug"])
+    assert plain.exit_code == debug.exit_code == 2
+    assert plain.stderr == f"error: cannot write {where}: Not a directory\n"
+    assert "Traceback" in debug.stderr and "NotADirectoryError" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
 def test_bool_aliases_expand_without_swallowing_arguments() -> None:
