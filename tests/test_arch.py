@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dstack_mr import AcpiTablesFile, ConfigError, Machine, VmConfig, events, kernel
+from dstack_mr import AcpiTablesFile, ConfigError, ImageError, Machine, VmConfig, events, kernel
 from dstack_mr.config import ImageInfo
 from dstack_mr.diagnose import diagnose
 from dstack_mr.example import build_kernel, write_example_image
@@ -32,6 +32,17 @@ def test_from_json_takes_a_parsed_object() -> None:
         VmConfig.from_json({"cpu_count": "2"})
     info = {"cmdline": "c", "kernel": "k", "initrd": "i", "bios": "b"}
     assert ImageInfo.from_json(info) == ImageInfo.from_json(json.dumps(info))
+
+
+@pytest.mark.parametrize("value", [[], [{"cpu_count": 2}], 42, None, 2.5])
+def test_from_json_refuses_what_is_no_object_nor_text(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"VmConfig: expected a JSON object .* or its text"):
+        VmConfig.from_json(value)  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match=r"image metadata: expected a JSON object"):
+        ImageInfo.from_json(value)  # type: ignore[arg-type]
+    # Text of a non-object is refused as before, naming what it got.
+    with pytest.raises(ConfigError, match="VmConfig: expected a JSON object, got list"):
+        VmConfig.from_json("[]")
 
 
 def test_reprs_say_what_matters(example: Path) -> None:
