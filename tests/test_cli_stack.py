@@ -148,3 +148,29 @@ def test_library_never_imports_the_cli_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["typer", "click"])
+def test_console_script_without_the_cli_extra(missing: str) -> None:
+    """typer/click not installed (the library without ``[cli]``): one line and exit 2."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] == {missing!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('typer', 'click')]:\n"
+        "    del sys.modules[name]\n"
+        "sys.argv = ['dstack-mr', 'measure', '--help']\n"
+        "from dstack_mr_cli.entry import run\n"
+        "run()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "dstack-mr: the command needs the cli extra (typer, click): pip install 'dstack-mr[cli]'\n"
+    )
