@@ -159,6 +159,11 @@ class EventCheck:
             return "unverified"
         return "match" if self.expected == self.actual else "mismatch"
 
+    def to_dict(self) -> dict[str, Any]:
+        """This event as the report's JSON shows it (``events``)."""
+        out: dict[str, Any] = _JSON.unstructure(self)
+        return out
+
 
 def replay_checks(evidence: Evidence) -> list[ReplayCheck]:
     """For each RTMR with a reference value (the quote's, else the stated tcb_info's): does
@@ -472,7 +477,7 @@ class DiagnoseReport:
             "warnings": list(self.warnings),
             "comparison": _JSON.unstructure(self.registers, list[RegisterCheck]),
             "first_divergent": [
-                {key: _JSON.unstructure(e)[key] for key in _FIRST_DIVERGENT_KEYS}
+                {key: e.to_dict()[key] for key in _FIRST_DIVERGENT_KEYS}
                 for rtmr in range(3)
                 if (e := self.first_divergent(rtmr)) is not None
             ],

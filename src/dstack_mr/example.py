@@ -22,6 +22,8 @@ import uuid
 import zlib
 from typing import NamedTuple
 
+from .registry import OVMF_TABLE_FOOTER, SEV_ES_RESET_BLOCK, SEV_HASH_TABLE_RV, TDVF_METADATA_OFFSET
+
 __all__ = [
     "METADATA",
     "build_acpi_tables",
@@ -75,13 +77,13 @@ _FLASH_BASE = 0x1_0000_0000 - FIRMWARE_SIZE
 #: Where Debian's OVMF 2022.11 keeps its descriptor, counted back from the end of the file.
 _DESCRIPTOR_BACK = 0x840
 
-_FOOTER_GUID = _guid("96b582de-1fb2-45f7-baea-a366c55a082d")
-_TDX_METADATA_OFFSET_GUID = _guid("e47a6535-984a-4798-865e-4685a7bf8ec2")
+_FOOTER_GUID = OVMF_TABLE_FOOTER.bytes_le
+_TDX_METADATA_OFFSET_GUID = TDVF_METADATA_OFFSET.bytes_le
 _TDX_METADATA_GUID = _guid("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")
 # Two of the SEV entries every OVMF table carries after the TDX one: the parser has to walk
 # past them (backwards) before it reaches the entry it wants.
-_SEV_HASH_TABLE_GUID = _guid("7255371f-3a3b-4b04-927b-1da6efa8d454")
-_SEV_ES_RESET_BLOCK_GUID = _guid("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
+_SEV_HASH_TABLE_GUID = SEV_HASH_TABLE_RV.bytes_le
+_SEV_ES_RESET_BLOCK_GUID = SEV_ES_RESET_BLOCK.bytes_le
 _NV_DATA_FV_GUID = _guid("fff12b8d-7696-4c8b-a985-2747075b4f50")
 _FFS2_FV_GUID = _guid("8c8ce578-8a3d-4f1c-9935-896185c32dd3")
 

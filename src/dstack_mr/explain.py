@@ -123,6 +123,19 @@ def _short(value: bytes) -> str:
     return value.hex()[:16] + "…"
 
 
+def _wrong_image(message: str, declared: bytes) -> Finding:
+    """A proof that the image directory is not the one whose os_image_hash is ``declared``."""
+    return Finding(
+        "image",
+        message,
+        "proven",
+        "image",
+        declared.hex(),
+        settle="diagnose against the image directory whose sha256sum.txt hashes to "
+        f"{declared.hex()}",
+    )
+
+
 class _Explainer:
     def __init__(
         self,
@@ -206,33 +219,23 @@ class _Explainer:
             )
         if check.status == "mismatch" and declared is not None and check.image_hash is not None:
             self._add(
-                Finding(
-                    "image",
+                _wrong_image(
                     f"image: your image directory is not the image {declares} "
-                    f"(vm_config os_image_hash {declared.hex()[:16]}…; {directory} has "
-                    f"{check.image_hash.hex()[:16]}…, the {check.image_hash_source}){booted}",
-                    "proven",
-                    "image",
-                    declared.hex(),
-                    settle="diagnose against the image directory whose sha256sum.txt hashes to "
-                    f"{declared.hex()}",
+                    f"(vm_config os_image_hash {_short(declared)}; {directory} has "
+                    f"{_short(check.image_hash)}, the {check.image_hash_source}){booted}",
+                    declared,
                 )
             )
             return
         if doc is not None and doc.error is None and doc.image_differ and declared is not None:
             parts = _and(list(doc.image_differ))
             self._add(
-                Finding(
-                    "image",
+                _wrong_image(
                     f"image: your image directory is not the image {declares} "
-                    f"(os_image_hash {declared.hex()[:16]}…): its {parts} "
+                    f"(os_image_hash {_short(declared)}): its {parts} "
                     f"{'differs' if len(doc.image_differ) == 1 else 'differ'} from that "
                     f"image's measurement document{booted}",
-                    "proven",
-                    "image",
-                    declared.hex(),
-                    settle="diagnose against the image directory whose sha256sum.txt hashes to "
-                    f"{declared.hex()}",
+                    declared,
                 )
             )
             return
@@ -241,7 +244,7 @@ class _Explainer:
                 Finding(
                     "image",
                     f"image: {directory} is the image {declares} (os_image_hash "
-                    f"{declared.hex()[:16]}…){booted}",
+                    f"{_short(declared)}){booted}",
                     "proven",
                     lead=False,
                 )

@@ -139,6 +139,8 @@ def parse_quote(data: bytes | bytearray | memoryview | str) -> TdxQuote:
     q = _to_bytes(data)
     if not q:
         raise QuoteError("quote: no data")
+    # The kind fields first, one by one: a short or foreign (SGX) quote is named by the first
+    # field that is wrong rather than by a header length it was never meant to have.
     version = u16(q, 0, "quote header version", QuoteError)
     att_key_type = u16(q, 2, "quote header attestation key type", QuoteError)
     tee_type = u32(q, 4, "quote header TEE type", QuoteError)

@@ -28,7 +28,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,6 +38,9 @@ from .config import RUST_WHITESPACE, rust_split_whitespace
 from .digest import short_hex
 from .errors import SnpError
 from .registry import U32_MAX, U64_MAX
+
+if TYPE_CHECKING:
+    from .snp_document import SnpImageMeasurement
 
 __all__ = [
     "BSP_EIP",
@@ -53,6 +56,7 @@ __all__ = [
     "SnpMeasurement",
     "SnpOvmf",
     "SnpStep",
+    "image_inputs_dict",
     "measured_cmdline",
     "rootfs_hash_from_cmdline",
     "sev_hashes_page",
@@ -365,6 +369,19 @@ class SnpStep:
     varies_with: str = attrs.field(repr=False)
 
 
+def image_inputs_dict(inputs: SnpLaunchInputs | SnpImageMeasurement) -> dict[str, Any]:
+    """The image part of the launch inputs as JSON (digests in hex), in the document's order."""
+    return {
+        "cmdline": inputs.cmdline,
+        "ovmf_hash": inputs.ovmf_hash.hex(),
+        "kernel_hash": inputs.kernel_hash.hex(),
+        "initrd_hash": inputs.initrd_hash.hex(),
+        "hashes_table_gpa": inputs.hashes_table_gpa,
+        "reset_eip": inputs.reset_eip,
+        "ovmf_sections": [s.to_dict() for s in inputs.ovmf_sections],
+    }
+
+
 @attrs.frozen
 class SnpLaunchInputs:
     """Everything that determines a dstack SEV-SNP launch MEASUREMENT.
@@ -436,13 +453,7 @@ class SnpLaunchInputs:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "cmdline": self.cmdline,
-            "ovmf_hash": self.ovmf_hash.hex(),
-            "kernel_hash": self.kernel_hash.hex(),
-            "initrd_hash": self.initrd_hash.hex(),
-            "hashes_table_gpa": self.hashes_table_gpa,
-            "reset_eip": self.reset_eip,
-            "ovmf_sections": [s.to_dict() for s in self.ovmf_sections],
+            **image_inputs_dict(self),
             "vcpus": self.vcpus,
             "vcpu_type": self.vcpu_type,
             "guest_features": self.guest_features,

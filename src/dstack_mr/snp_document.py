@@ -31,8 +31,9 @@ from .config import parse_json
 from .digest import short_hex
 from .errors import CborError, MeasurementDocumentError, SnpError, SnpEvidenceError
 from .measurement_doc import sha256sum_entry
-from .registry import U32_MAX, U64_MAX
-from .snp import OvmfSection, SnpLaunchInputs
+from .registry import U32_MAX
+from .snp import OvmfSection, SnpLaunchInputs, image_inputs_dict
+from .validate import Check, require, u32, u64
 
 __all__ = [
     "MR_CONFIG_V3_DOMAIN",
@@ -163,13 +164,7 @@ class SnpImageMeasurement:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": SNP_CBOR_VERSION,
-            "cmdline": self.cmdline,
-            "ovmf_hash": self.ovmf_hash.hex(),
-            "kernel_hash": self.kernel_hash.hex(),
-            "initrd_hash": self.initrd_hash.hex(),
-            "hashes_table_gpa": self.hashes_table_gpa,
-            "reset_eip": self.reset_eip,
-            "ovmf_sections": [s.to_dict() for s in self.ovmf_sections],
+            **image_inputs_dict(self),
         }
 
 
@@ -262,11 +257,10 @@ def _b64(value: object, where: str) -> bytes:
     return raw
 
 
-def _json_int(obj: Mapping[str, Any], key: str, where: str, hi: int) -> int:
+def _json_int(obj: Mapping[str, Any], key: str, where: str, check: Check) -> int:
     value = obj[key]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
-        raise SnpEvidenceError(f"{where}.{key}: expected an integer in 0..={hi}, got {value!r}")
-    return value
+    require(check, value, f"{where}.{key}", SnpEvidenceError)
+    return int(value)
 
 
 def _json_object(value: object, where: str, required: set[str], optional: set[str]) -> Any:
@@ -314,9 +308,9 @@ class SnpMeasurementDocument:
         return cls(
             checksum_file=_b64(obj["checksum_file"], f"{where}.checksum_file"),
             measurement=measurement,
-            vcpus=_json_int(obj, "vcpus", where, U32_MAX),
+            vcpus=_json_int(obj, "vcpus", where, u32),
             vcpu_type=vcpu_type,
-            guest_features=_json_int(obj, "guest_features", where, U64_MAX),
+            guest_features=_json_int(obj, "guest_features", where, u64),
             image=SnpImageMeasurement.from_cbor(measurement),
         )
 

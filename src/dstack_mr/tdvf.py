@@ -199,7 +199,7 @@ def parse(firmware: bytes) -> Tdvf:
     end = len(fw) - _BYTES_AFTER_FOOTER
     if fw[end - 16 : end] != _FOOTER_GUID:
         raise FirmwareError(
-            f"no OVMF table footer GUID 96b582de-1fb2-45f7-baea-a366c55a082d at offset "
+            f"no OVMF table footer GUID {OVMF_TABLE_FOOTER} at offset "
             f"{end - 16:#x}: not a TDX-capable OVMF (TDVF) image"
         )
     tables_len = u16(fw, end - 18, "OVMF GUID-ed table length", FirmwareError)
@@ -231,7 +231,7 @@ def parse(firmware: bytes) -> Tdvf:
     if entry is None:
         raise FirmwareError(
             "OVMF GUID-ed table has no TDX metadata offset entry "
-            "(GUID e47a6535-984a-4798-865e-4685a7bf8ec2): firmware is not built for TDX"
+            f"(GUID {TDVF_METADATA_OFFSET}): firmware is not built for TDX"
         )
     if len(entry) < 4:
         raise FirmwareError("TDX metadata offset entry is shorter than 4 bytes")

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ from .main import (
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
+    QuoteOpt,
     app,
 )
 
@@ -33,6 +34,14 @@ class Color(str, enum.Enum):
     auto = "auto"
     always = "always"
     never = "never"
+
+
+def _actual_option(register: str) -> Any:
+    return typer.Option(
+        f"--actual-{register}",
+        metavar="HEX",
+        help=f"Actual {register.upper()}: 96 hex digits (0x optional).",
+    )
 
 
 @app.command(
@@ -69,33 +78,11 @@ def diagnose(
             "--image-base-dir", help="Directory of images; the one named by vm_config.image."
         ),
     ] = None,
-    actual_mrtd: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-mrtd", metavar="HEX", help="Actual MRTD: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr0: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr0", metavar="HEX", help="Actual RTMR0: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr1: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr1", metavar="HEX", help="Actual RTMR1: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    actual_rtmr2: Annotated[
-        str | None,
-        typer.Option(
-            "--actual-rtmr2", metavar="HEX", help="Actual RTMR2: 96 hex digits (0x optional)."
-        ),
-    ] = None,
-    quote: Annotated[
-        Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
-    ] = None,
+    actual_mrtd: Annotated[str | None, _actual_option("mrtd")] = None,
+    actual_rtmr0: Annotated[str | None, _actual_option("rtmr0")] = None,
+    actual_rtmr1: Annotated[str | None, _actual_option("rtmr1")] = None,
+    actual_rtmr2: Annotated[str | None, _actual_option("rtmr2")] = None,
+    quote: QuoteOpt = None,
     event_log: Annotated[
         Path | None,
         typer.Option(

@@ -169,6 +169,7 @@ AcpiTimeoutOpt = Annotated[
     float, typer.Option("--acpi-timeout", help="Seconds before the dumper is killed.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+QuoteOpt = Annotated[Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")]
 
 
 @app.command(

@@ -22,6 +22,7 @@ from .main import (
     AcpiTablesOpt,
     AcpiTimeoutOpt,
     JsonOpt,
+    QuoteOpt,
     acpi_source,
     app,
 )
@@ -73,9 +74,7 @@ def _parse_report_data(text: str | None) -> bytes | None:
 
 @app.command(epilog=EPILOG)
 def verify(
-    quote: Annotated[
-        Path | None, typer.Option("--quote", help="TDX quote v4/v5, hex or binary.")
-    ] = None,
+    quote: QuoteOpt = None,
     attestation: Annotated[
         Path | None,
         typer.Option(

@@ -259,9 +259,7 @@ def aml_pci_pdsm() -> Aml:
     ifctx = aml.if_(aml.equal(func, zero))
     append(ifctx, aml.store(aml.buffer(b"\x00"), ret))
     append(ifctx, aml.store(zero, caps))
-    if1 = aml.if_(
-        aml.lnot(aml.equal(aml.arg(0), aml.touuid("E5C937D0-3553-4D7A-9117-EA4D19C3434D")))
-    )
+    if1 = aml.if_(aml.lnot(aml.equal(aml.arg(0), aml.touuid(PCI_DSM_UUID))))
     append(if1, aml.return_(ret))
     append(ifctx, if1)
     if1 = aml.if_(aml.lless(rev, aml.int_(2)))
