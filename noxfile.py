@@ -1,7 +1,8 @@
 """Developer sessions: `nox -s lint tests`, `nox -s docs` for the site, `nox -s bench`.
 
-Install nox with the `dev` extra (`pip install -e '.[dev]'`). `nox -s tests -p 3.13` runs the
-suite on another installed Python.
+Install nox with the `dev` extra (`pip install -e '.[dev]'`). `nox -s tests -P 3.13` runs the
+suite on another installed Python (`-P`/`--force-python`: the sessions name no Python of
+their own, so `-p` would select none).
 """
 
 from __future__ import annotations

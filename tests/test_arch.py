@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dstack_mr import AcpiTablesFile, ConfigError, Machine, VmConfig, events, kernel
+from dstack_mr import AcpiTablesFile, ConfigError, ImageError, Machine, VmConfig, events, kernel
 from dstack_mr.config import ImageInfo
+from dstack_mr.diagnose import diagnose
 from dstack_mr.example import build_kernel, write_example_image
 from dstack_mr.image import Image, machine_for
 from dstack_mr_cli.main import app
@@ -31,6 +32,17 @@ def test_from_json_takes_a_parsed_object() -> None:
         VmConfig.from_json({"cpu_count": "2"})
     info = {"cmdline": "c", "kernel": "k", "initrd": "i", "bios": "b"}
     assert ImageInfo.from_json(info) == ImageInfo.from_json(json.dumps(info))
+
+
+@pytest.mark.parametrize("value", [[], [{"cpu_count": 2}], 42, None, 2.5])
+def test_from_json_refuses_what_is_no_object_nor_text(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"VmConfig: expected a JSON object .* or its text"):
+        VmConfig.from_json(value)  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match=r"image metadata: expected a JSON object"):
+        ImageInfo.from_json(value)  # type: ignore[arg-type]
+    # Text of a non-object is refused as before, naming what it got.
+    with pytest.raises(ConfigError, match="VmConfig: expected a JSON object, got list"):
+        VmConfig.from_json("[]")
 
 
 def test_reprs_say_what_matters(example: Path) -> None:
@@ -94,6 +106,24 @@ def test_truncated_kernel_warns_on_stderr(example: Path) -> None:
     assert whole.exit_code == 0 and whole.stderr == ""
 
 
+def test_truncated_kernel_is_reported_by_diagnose(example: Path) -> None:
+    """diagnose shows the expected side's warnings (measure's), not only the evidence's."""
+    cut, _ = truncated_kernel(example)
+    warning = kernel.truncation_warning(cut)
+    acpi = example.parent / "acpi-tables.bin"
+    vm = VmConfig(cpu_count=2, memory_size=2 * GIB)
+    report = diagnose(vm, Image.load(example.parent, AcpiTablesFile(acpi)))
+    assert report.warnings == (warning,)
+    assert report.to_dict()["warnings"] == [warning]
+    (example.parent / "vm.json").write_text(json.dumps(vm.to_dict()))
+    args = ["diagnose", "--vm-config", str(example.parent / "vm.json"), "--image-dir",
+            str(example.parent), "--acpi-tables", str(acpi)]  # fmt: skip
+    text = CliRunner().invoke(app, args)
+    assert f"warning: {warning}" in text.stdout, text.output
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert doc["warnings"] == [warning]
+
+
 BASE = dict(firmware="f", kernel="k", initrd="i", kernel_cmdline="c", cpu_count=1)
 
 
@@ -132,11 +162,12 @@ def test_one_wording_for_attrs_and_json() -> None:
     from dstack_mr import validate
 
     with pytest.raises(ConfigError) as direct:
-        Machine(**{**BASE, "memory_size": 2 << 30, "cpu_count": -1})  # type: ignore[arg-type]
+        Machine(**{**BASE, "memory_size": -1})  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as parsed:
-        VmConfig.from_json('{"cpu_count": -1}')
-    problem = validate.u32(-1)
-    assert problem == "must be an integer in 0..=4294967295 (u32), got -1"
+        VmConfig.from_json('{"memory_size": -1}')
+    problem = validate.u64(-1)
+    assert problem == "must be an integer in 0..=18446744073709551615 (u64), got -1"
+    assert validate.u32(-1) == "must be an integer in 0..=4294967295 (u32), got -1"
     assert problem in str(direct.value) and problem in str(parsed.value)
     assert validate.u32(True) is not None and validate.u64(1 << 64) is not None
     assert validate.boolean(0) == "must be true or false, got 0"

@@ -265,8 +265,8 @@ def test_cli_pci_hole64_size_reaches_the_dumper(image_dir: Path, fake_dumper: Fa
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"cpu_count": 0}, "cpu_count must be greater than 0"),
-        ({"host_share_mode": "nfs"}, "invalid host_share_mode 'nfs'"),
+        ({"cpu_count": 0}, "cpu_count must be an integer in 1..=4294967295 (u32), got 0"),
+        ({"host_share_mode": "nfs"}, "host_share_mode must be one of '', '9p', 'vhd', 'vvfat'"),
         ({"num_gpus": 200, "num_nvswitches": 57}, "num_gpus + num_nvswitches is 257"),
         ({"qemu_version": "7.2.0"}, "unsupported QEMU version 7.2.0"),
         ({"qemu_version": "9.1"}, "expected exactly 3 parts"),
@@ -277,6 +277,50 @@ def test_invalid_machine_rejected_with_reason(kw: dict[str, Any], message: str) 
                                 initrd="i", kernel_cmdline="")  # fmt: skip
     with pytest.raises(ConfigError, match=re.escape(message)):
         Machine(**{**base, **kw}).dumper_invocation()
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"cpu_count": 0}, "cpu_count must be an integer in 1..=4294967295 (u32), got 0"),
+        ({"cpu_count": 1 << 32}, "cpu_count must be an integer in 1..=4294967295"),
+        ({"host_share_mode": "bogus"}, "host_share_mode must be one of '', '9p', 'vhd', 'vvfat'"),
+        ({"host_share_mode": "9P"}, "host_share_mode must be one of"),
+        ({"num_gpus": 300}, "num_gpus must be an integer in 0..=256 (PCIe root ports"),
+        ({"num_nvswitches": 257}, "num_nvswitches must be an integer in 0..=256"),
+        ({"num_gpus": 200, "num_nvswitches": 57}, "num_gpus + num_nvswitches is 257"),
+        ({"num_nics": 100000}, "num_nics must be an integer in 0..=256 (q35 PCI functions"),
+        ({"num_verity_volumes": 257}, "num_verity_volumes must be an integer in 0..=256"),
+        ({"num_nics": 200, "num_verity_volumes": 57}, "num_nics + num_verity_volumes is 257"),
+    ],
+)
+def test_invalid_machine_cannot_be_built(kw: dict[str, Any], message: str) -> None:
+    """Refused when the Machine is made, not first when it is measured."""
+    base: dict[str, Any] = dict(cpu_count=2, memory_size=2 * GIB, firmware="f", kernel="k",
+                                initrd="i", kernel_cmdline="")  # fmt: skip
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Machine(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"cpu_count": 1},  # the golden vector cpu-1
+        {"cpu_count": (1 << 32) - 1},  # the reference's u32
+        {"num_gpus": 256},
+        {"num_gpus": 128, "num_nvswitches": 128},
+        {"num_nics": 0},  # upstream allows a machine without a NIC
+        {"num_nics": 256},
+        {"num_nics": 1, "num_verity_volumes": 255},
+        *({"host_share_mode": mode} for mode in ("", "9p", "vhd", "vvfat")),
+    ],
+)
+def test_edge_machines_accepted(kw: dict[str, Any]) -> None:
+    base: dict[str, Any] = dict(cpu_count=2, memory_size=2 * GIB, firmware="f", kernel="k",
+                                initrd="i", kernel_cmdline="")  # fmt: skip
+    machine = Machine(**{**base, **kw})
+    argv = machine.dumper_invocation().argv
+    assert argv[argv.index("-smp") + 1] == str(machine.cpu_count)
 
 
 def test_256_passthrough_ports_accepted() -> None:
@@ -418,7 +462,7 @@ def test_cli_cpu_zero_rejected(image_dir: Path) -> None:
     acpi_file, meta = str(image_dir / "acpi-tables.bin"), str(image_dir / "metadata.json")
     result = CliRunner().invoke(app, ["measure", "--cpu", "0", "--acpi-tables", acpi_file, meta])
     assert result.exit_code == 2
-    assert "cpu_count must be greater than 0" in result.output
+    assert "cpu_count must be an integer in 1..=4294967295 (u32), got 0" in result.output
 
 
 def firmware_with_sections(size: int, sections: list[tuple[int, int, int, int, int, int]]) -> bytes:

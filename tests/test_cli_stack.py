@@ -66,11 +66,18 @@ def test_debug_keeps_the_exit_code(example: Path, where: str) -> None:
     assert "Traceback" not in RUN.invoke(app, bad).output
 
 
-def test_example_debug_on_unwritable_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["example", "measurement-doc"])
+def test_debug_on_unwritable_output(tmp_path: Path, example: Path, command: str) -> None:
+    """A file-write error: one line and exit 2; --debug adds the traceback, same exit code."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = RUN.invoke(app, ["example", "--debug", str(blocker / "sub")])
-    assert result.exit_code == 2 and "error: cannot write" in result.output
+    where = str(blocker / "sub")
+    args = [command, where] if command == "example" else [command, str(example.parent), "-o", where]
+    plain, debug = RUN.invoke(app, args), RUN.invoke(app, [*args, "--debug"])
+    assert plain.exit_code == debug.exit_code == 2
+    assert plain.stderr == f"error: cannot write {where}: Not a directory\n"
+    assert "Traceback" in debug.stderr and "NotADirectoryError" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == plain.stderr.strip()
 
 
 def test_bool_aliases_expand_without_swallowing_arguments() -> None:
@@ -141,3 +148,29 @@ def test_library_never_imports_the_cli_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["typer", "click"])
+def test_console_script_without_the_cli_extra(missing: str) -> None:
+    """typer/click not installed (the library without ``[cli]``): one line and exit 2."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] == {missing!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('typer', 'click')]:\n"
+        "    del sys.modules[name]\n"
+        "sys.argv = ['dstack-mr', 'measure', '--help']\n"
+        "from dstack_mr_cli.entry import run\n"
+        "run()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "dstack-mr: the command needs the cli extra (typer, click): pip install 'dstack-mr[cli]'\n"
+    )

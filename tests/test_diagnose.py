@@ -883,3 +883,41 @@ def test_acpi_search_names_the_claimed_value_of_a_machine_only_input(
         "the VM's ACPI tables are those of root_verity=False (config says root_verity=True)"
         in acpi.message
     )
+
+
+def test_json_records_keep_their_keys_and_order(capture_image: Image) -> None:
+    """The --json records (cattrs hooks in dstack_mr.diagnose): keys in a fixed order, bytes
+    as hex, event types by name, times in UTC with Z."""
+    import datetime as dt
+
+    from dstack_mr.collateral import ValidityWindow
+    from dstack_mr.dcap import QuoteVerdict
+
+    evidence = capture()
+    assert evidence.vm_config is not None
+    report = diagnose(evidence.vm_config, capture_image, evidence)
+    at = dt.datetime(2025, 9, 20, tzinfo=dt.timezone.utc)
+    window = ValidityWindow(at, at + dt.timedelta(days=30), ())
+    verdict = QuoteVerdict(True, at, "UpToDate", advisory_ids=("INTEL-SA-1",), window=window)
+    doc = attrs.evolve(report, quote_signature=verdict).to_dict()
+    assert list(doc["comparison"][0]) == ["register", "status", "expected", "actual", "source"]
+    assert doc["comparison"][0]["expected"] == report.registers[0].expected.hex()  # type: ignore[union-attr]
+    assert list(doc["replay"][0]) == [
+        "imr", "events", "replayed", "reference", "reference_source", "derived_digests",
+        "inconsistent_payloads", "matches", "message",
+    ]  # fmt: skip
+    assert list(doc["events"][0]) == [
+        "rtmr", "index", "actual_index", "label", "identity", "actual_identity", "status",
+        "expected", "actual", "actual_type", "actual_description", "varies_with",
+    ]  # fmt: skip
+    assert doc["events"][0]["actual_type"] == "EV_EFI_HANDOFF_TABLES2"
+    assert list(doc["first_divergent"][0]) == [
+        "rtmr", "index", "actual_index", "label", "identity", "expected", "actual",
+    ]  # fmt: skip
+    assert doc["quote_signature"] == {
+        "verified": True, "error": None, "tcb_status": "UpToDate",
+        "advisory_ids": ["INTEL-SA-1"], "fmspc": None, "verified_at": "2025-09-20T00:00:00Z",
+        "collateral_valid_until": "2025-10-20T00:00:00Z",
+    }  # fmt: skip
+    assert isinstance(doc["comparison"], list) and isinstance(doc["events"], list)
+    jsonschema.validate(doc, SCHEMA)

@@ -24,6 +24,7 @@ from dstack_mr.evidence_files import (
     read_evidence,
     read_json,
     verify_evidence,
+    verify_inputs,
 )
 from dstack_mr.quote import parse_quote
 
@@ -234,6 +235,45 @@ def test_verify_evidence_sources(tmp_path: Path, real: Path) -> None:
         verify_evidence()
     with pytest.raises(QuoteError):
         verify_evidence(quote=write(tmp_path, "q.hex", "00"))
+
+
+def test_verify_inputs_from_files(
+    tmp_path: Path, real: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstack_mr import dcap
+    from dstack_mr.acpi import AcpiTablesFile
+    from dstack_mr.example import write_example_image
+    from dstack_mr.measurement_doc import build_document
+
+    coll_path = real / COLLATERAL
+    # The collateral file, with the quote stored next to it as the evidence.
+    inputs = verify_inputs(collateral=coll_path)
+    assert inputs.collateral == read_collateral(coll_path)[0]
+    assert inputs.found.evidence.sources == (f"quote in {coll_path}",)
+    assert (inputs.vm_config, inputs.document, inputs.image) == (None, None, None)
+    with pytest.raises(ConfigError, match="either --collateral or --pccs-url, not both"):
+        verify_inputs(real / V054, collateral=coll_path, pccs_url="https://pccs.invalid")
+
+    # --pccs-url: fetched for the evidence's quote (no network here).
+    fetched: list[object] = []
+    monkeypatch.setattr(dcap, "fetch_collateral", lambda url, q: fetched.append((url, q)) or 7)
+    online = verify_inputs(real / V054, pccs_url="https://pccs.invalid")
+    assert online.collateral == 7
+    assert fetched == [("https://pccs.invalid", online.found.evidence.quote)]
+
+    # What the measurements are checked against: a VmConfig, a document, an image.
+    meta = write_example_image(tmp_path / "img")
+    vm = write(tmp_path, "vm.json", json.dumps({"cpu_count": 2, "memory_size": 2 << 30}))
+    doc = write(tmp_path, "m.cbor", build_document(str(meta.parent)).to_cbor())
+    acpi = AcpiTablesFile(meta.parent / "acpi-tables.bin")
+    full = verify_inputs(
+        real / V054, vm_config=vm, measurement_doc=doc, image_dir=meta.parent, acpi=acpi
+    )
+    assert full.vm_config == VmConfig(cpu_count=2, memory_size=2 << 30)
+    assert full.document is not None and full.document.to_cbor() == doc.read_bytes()
+    assert full.image is not None and full.image.files.directory == str(meta.parent)
+    with pytest.raises(ConfigError, match="VmConfig"):
+        verify_inputs(real / V054, vm_config=write(tmp_path, "bad.json", "[]"))
 
 
 # --- which diagnosis the evidence gets (dstack_mr.diagnose_files) -------------------------------

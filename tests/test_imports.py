@@ -133,3 +133,39 @@ def test_foundation_imports_nothing_above_it() -> None:
     for name in FOUNDATION:
         above = internal(GRAPH[name][0] | GRAPH[name][1], name) - FOUNDATION
         assert not above, f"{name} imports {sorted(above)}"
+
+
+def named_modules() -> list[str]:
+    """Every module and subpackage of both packages, as a reader of the map names it:
+    ``machine``, ``acpi_model/``, ``dstack_mr_cli.base`` (a subpackage's own modules are
+    covered by the subpackage)."""
+    names = []
+    for package in ("dstack_mr", "dstack_mr_cli"):
+        for path in sorted((SRC / package).iterdir()):
+            if path.name.startswith("__"):
+                continue
+            if path.is_dir() and (path / "__init__.py").exists():
+                names.append(f"{path.name}/")
+            elif path.suffix == ".py":
+                names.append(path.stem)
+    return names
+
+
+def test_every_module_is_in_the_module_maps() -> None:
+    """docs/architecture.md's module map and README's Layout name every module."""
+    import re
+
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    table = arch[arch.index("## Module map") : arch.index("\n## ", arch.index("## Module map"))]
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.find("\n## ", 1)] if "\n## " in layout[1:] else layout
+    names = named_modules()
+    assert {"machine", "acpi_model/", "base", "entry"} <= set(names)
+    for where, text in (("docs/architecture.md's module map", table), ("README's Layout", layout)):
+        missing = [
+            n
+            for n in names
+            if not re.search(rf"`(dstack_mr_cli\.)?{re.escape(n.rstrip('/'))}[`./ ]", text)
+        ]
+        assert missing == [], f"{where} does not name {missing}"

@@ -17,8 +17,8 @@ VECTORS = load_vectors()
 ERRORS = {
     "err-qemu-7": "unsupported QEMU version 7.2.0",
     "err-bad-qemu-version": "expected exactly 3 parts (MAJOR.MINOR.PATCH), got 2",
-    "err-cpu-0": "cpu_count must be greater than 0",
-    "err-share-mode": "invalid host_share_mode 'nfs'",
+    "err-cpu-0": "cpu_count must be an integer in 1..=4294967295 (u32), got 0",
+    "err-share-mode": "host_share_mode must be one of '', '9p', 'vhd', 'vvfat', got 'nfs'",
 }
 
 

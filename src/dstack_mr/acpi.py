@@ -111,6 +111,10 @@ def dumper_invocation(
 ) -> DumperInvocation:
     """The exact QEMU command line the reference gives the dumper for this machine.
 
+    The settings are a :class:`~dstack_mr.machine.Machine`'s, which checked their ranges
+    (``SHARE_MODES``, ``MAX_PASSTHROUGH_PORTS``, ``MAX_BLOCK_AND_NET_DEVICES``) when it
+    was made; only ``swtpm`` is refused here, where tables are measured.
+
     ``num_nics`` / ``num_verity_volumes`` follow upstream dstack (after e1003b63): at their
     defaults (1 and 0) the argv is the reference's, byte for byte.
     """
@@ -121,27 +125,6 @@ def dumper_invocation(
             "swtpm is true: the VM has a software TPM whose ACPI tables are not modelled, so "
             "RTMR0 cannot be computed from ACPI tables; verify it in lite mode instead "
             "(vm_config.tdx_measurement, ACPI digests taken from the event log)"
-        )
-    if cpu_count <= 0:
-        raise ConfigError("cpu_count must be greater than 0")
-    if host_share_mode not in SHARE_MODES:
-        raise ConfigError(
-            f"invalid host_share_mode {host_share_mode!r} (expected one of '', '9p', 'vhd', "
-            "'vvfat')"
-        )
-    if num_gpus + num_nvswitches > MAX_PASSTHROUGH_PORTS:
-        # QEMU's pcie-root-port `chassis` is a u8: it cannot start such a machine, and
-        # building ~4e9 argv entries for a u32 count would exhaust memory first.
-        raise ConfigError(
-            f"num_gpus + num_nvswitches is {num_gpus + num_nvswitches}; QEMU supports at most "
-            f"{MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
-        )
-    if num_nics + num_verity_volumes > MAX_BLOCK_AND_NET_DEVICES:
-        # Same reason as above: a u32 count would build billions of argv entries.
-        raise ConfigError(
-            f"num_nics + num_verity_volumes is {num_nics + num_verity_volumes}; a q35 PCI bus "
-            f"holds at most {MAX_BLOCK_AND_NET_DEVICES} functions (32 slots x 8), so QEMU "
-            "cannot start such a machine"
         )
     mem_mb = memory_size // (1024 * 1024)
     args = [

@@ -455,6 +455,13 @@ def _load_json(
     """Parse as strictly as serde_json; a field given twice is an error."""
     if isinstance(text, Mapping):
         return _structure(text, cls, error, what)
+    if isinstance(text, bytearray):
+        text = bytes(text)
+    if not isinstance(text, (str, bytes)):
+        raise error(
+            f"{what}: expected a JSON object (a dict) or its text (str or bytes), "
+            f"got {type(text).__name__}"
+        )
     return _structure(parse_json(text, what, error), cls, error, what)
 
 

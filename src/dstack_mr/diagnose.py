@@ -13,12 +13,15 @@ register otherwise. Everything else is a *hypothesis*, and says so (:mod:`dstack
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from . import explain as _explain
 from .acpi import AcpiSource
@@ -157,26 +160,9 @@ class EventCheck:
         return "match" if self.expected == self.actual else "mismatch"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rtmr": self.rtmr,
-            "index": self.index,
-            "actual_index": self.actual_index,
-            "label": self.label,
-            "identity": self.identity,
-            "actual_identity": self.actual_identity,
-            "status": self.status,
-            "expected": None if self.expected is None else self.expected.hex(),
-            "actual": None if self.actual is None else self.actual.hex(),
-            "actual_type": None if self.actual_type is None else event_type_name(self.actual_type),
-            "actual_description": self.actual_description,
-            "varies_with": self.varies_with,
-        }
-
-
-#: What the report's ``first_divergent`` entries keep of an event (in ``to_dict`` order).
-_DIVERGENT_KEYS = frozenset(
-    {"rtmr", "index", "actual_index", "label", "identity", "expected", "actual"}
-)
+        """This event as the report's JSON shows it (``events``)."""
+        out: dict[str, Any] = _JSON.unstructure(self)
+        return out
 
 
 def replay_checks(evidence: Evidence) -> list[ReplayCheck]:
@@ -487,38 +473,16 @@ class DiagnoseReport:
             "evidence": list(self.evidence_sources),
             "evidence_notes": list(self.evidence_notes),
             "signed": self.signed,
-            "quote_signature": _signature_dict(self.quote_signature),
+            "quote_signature": _JSON.unstructure(self.quote_signature, QuoteVerdict | None),
             "warnings": list(self.warnings),
-            "comparison": [
-                {
-                    "register": r.name,
-                    "status": r.status,
-                    "expected": None if r.expected is None else r.expected.hex(),
-                    "actual": None if r.actual is None else r.actual.hex(),
-                    "source": r.source,
-                }
-                for r in self.registers
-            ],
+            "comparison": _JSON.unstructure(self.registers, list[RegisterCheck]),
             "first_divergent": [
-                {k: v for k, v in e.to_dict().items() if k in _DIVERGENT_KEYS}
+                {key: e.to_dict()[key] for key in _FIRST_DIVERGENT_KEYS}
                 for rtmr in range(3)
                 if (e := self.first_divergent(rtmr)) is not None
             ],
-            "replay": [
-                {
-                    "imr": r.imr,
-                    "events": r.events,
-                    "replayed": r.replayed.hex(),
-                    "reference": r.reference.hex(),
-                    "reference_source": r.reference_source,
-                    "derived_digests": r.derived_digests,
-                    "inconsistent_payloads": r.inconsistent_payloads,
-                    "matches": r.matches,
-                    "message": r.message,
-                }
-                for r in self.replay
-            ],
-            "events": [e.to_dict() for e in self.events],
+            "replay": _JSON.unstructure(self.replay, list[ReplayCheck]),
+            "events": _JSON.unstructure(self.events, list[EventCheck]),
             "findings": [f.to_dict() for f in self.findings],
             "ok": self.ok if self.compared else None,
         }
@@ -624,7 +588,9 @@ def diagnose(
         )
     notes = list(evidence.notes)
     signed = evidence.quote is not None
-    warnings = list(evidence.warnings)
+    # The expected side's first (e.g. a truncated kernel, as measure reports it), then the
+    # evidence's.
+    warnings = [*expected.warnings, *evidence.warnings]
     return DiagnoseReport(
         vm_config=vm,
         image_dir=image.files.directory,
@@ -646,22 +612,60 @@ def diagnose(
     )
 
 
-def _signature_dict(v: QuoteVerdict | None) -> dict[str, Any] | None:
-    if v is None:
-        return None
+# --- the report's JSON ------------------------------------------------------------------------
 
-    def iso(t: Any) -> str:
-        return str(t.isoformat().replace("+00:00", "Z"))
+#: The records of the ``--json`` document. Each is one JSON object whose keys, in this order,
+#: are the record's attributes (through the converter: bytes as hex) or properties; the
+#: document itself is :meth:`DiagnoseReport.to_dict`.
+_JSON = cattrs.Converter()
+_JSON.register_unstructure_hook(bytes, bytes.hex)
+_JSON.register_unstructure_hook(dt.datetime, lambda t: t.isoformat().replace("+00:00", "Z"))
 
-    return {
-        "verified": v.verified,
-        "error": v.error,
-        "tcb_status": v.status,
-        "advisory_ids": list(v.advisory_ids),
-        "fmspc": v.fmspc,
-        "verified_at": iso(v.at),
-        "collateral_valid_until": None if v.window is None else iso(v.window.not_after),
-    }
+
+def _json_object(cls: type, keys: tuple[str, ...], **fields: Any) -> None:
+    """Unstructure ``cls`` to ``keys``: its attributes (``fields``: cattrs overrides, e.g.
+    a rename), else its properties."""
+    attributes: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(cls, _JSON, **fields)
+
+    def hook(obj: Any) -> dict[str, Any]:
+        known = attributes(obj)
+        return {k: known[k] if k in known else _JSON.unstructure(getattr(obj, k)) for k in keys}
+
+    _JSON.register_unstructure_hook(cls, hook)
+
+
+_json_object(
+    RegisterCheck,
+    ("register", "status", "expected", "actual", "source"),
+    name=override(rename="register"),
+)
+_json_object(
+    ReplayCheck,
+    ("imr", "events", "replayed", "reference", "reference_source", "derived_digests",
+     "inconsistent_payloads", "matches", "message"),
+)  # fmt: skip
+_json_object(
+    EventCheck,
+    ("rtmr", "index", "actual_index", "label", "identity", "actual_identity", "status",
+     "expected", "actual", "actual_type", "actual_description", "varies_with"),
+    actual_type=override(unstruct_hook=lambda t: None if t is None else event_type_name(t)),
+)  # fmt: skip
+#: ``first_divergent`` shows these keys of an event.
+_FIRST_DIVERGENT_KEYS = (
+    "rtmr", "index", "actual_index", "label", "identity", "expected", "actual",
+)  # fmt: skip
+_json_object(
+    QuoteVerdict,
+    ("verified", "error", "tcb_status", "advisory_ids", "fmspc", "verified_at",
+     "collateral_valid_until"),
+    status=override(rename="tcb_status"),
+    advisory_ids=override(unstruct_hook=list),
+    at=override(rename="verified_at"),
+    window=override(
+        rename="collateral_valid_until",
+        unstruct_hook=lambda w: None if w is None else _JSON.unstructure(w.not_after),
+    ),
+)  # fmt: skip
 
 
 def _acpi_choice(

@@ -4,9 +4,10 @@ An operator holds some mix of a guest-agent response, a quote, a JSON or CCEL ev
 VmConfig and register values typed by hand. :class:`EvidenceFiles` reads them once, tells an
 AMD SEV-SNP attestation from TDX evidence, refuses a whole attestation given where only one
 of its parts belongs, and merges the TDX parts into one :class:`~dstack_mr.evidence.Evidence`.
-:func:`verify_evidence` does the same for ``verify``'s inputs (a quote may also sit next to
-the collateral). Every error is an :class:`~dstack_mr.errors.EvidenceError` (or a
-:class:`~dstack_mr.errors.ConfigError` for the VmConfig) naming the file.
+:func:`verify_evidence` does the same for ``verify``'s evidence (a quote may also sit next to
+the collateral); :func:`verify_inputs` reads everything else ``verify`` is given. Every error
+is an :class:`~dstack_mr.errors.EvidenceError` (or a :class:`~dstack_mr.errors.ConfigError`
+for the VmConfig) naming the file.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from .errors import ConfigError, EvidenceError
 from .files import unusable_path_reason
 
 if TYPE_CHECKING:
+    from .acpi import AcpiSource
     from .attestation import Attestation
     from .collateral import Collateral
     from .config import VmConfig
     from .evidence import Evidence
+    from .image import Image
+    from .measurement_doc import MeasurementDocument
     from .snp_attestation import SnpAttestation
     from .snp_document import SnpVmConfig
 
@@ -274,3 +278,63 @@ def verify_evidence(
         )
     only = att if att is not None and quote is None and att.quote is not None else None
     return VerifyEvidence(evidence, only)
+
+
+@attrs.frozen
+class VerifyInputs:
+    """Everything :func:`dstack_mr.verify.verify` is given, read from files: the evidence,
+    the collateral (from a file or a PCCS), and what the measurements are checked against."""
+
+    found: VerifyEvidence
+    collateral: Collateral | None = None
+    vm_config: VmConfig | None = None
+    document: MeasurementDocument | None = None
+    image: Image | None = None
+
+
+def verify_inputs(
+    attestation: StrPath | None = None,
+    quote: StrPath | None = None,
+    *,
+    collateral: StrPath | None = None,
+    pccs_url: str | None = None,
+    vm_config: StrPath | None = None,
+    measurement_doc: StrPath | None = None,
+    image_dir: StrPath | None = None,
+    acpi: AcpiSource | None = None,
+) -> VerifyInputs:
+    """Read ``verify``'s inputs: the collateral from file ``collateral`` (a quote stored
+    next to it counts as evidence, see :func:`verify_evidence`) or fetched from
+    ``pccs_url`` for the evidence's quote (online; never both), a VmConfig JSON file, a
+    trusted measurement.tdx.cbor, and the image in ``image_dir`` (its ACPI tables from
+    ``acpi``, by default the dumper). Raises a ConfigError when both collateral sources are
+    given, else the error of the first input that cannot be read, naming it."""
+    if collateral is not None and pccs_url is not None:
+        raise ConfigError("give either --collateral or --pccs-url, not both")
+    coll, adjacent_quote = read_collateral(collateral) if collateral is not None else (None, None)
+    found = verify_evidence(
+        attestation, quote, adjacent_quote=adjacent_quote, collateral=collateral
+    )
+    if pccs_url is not None:
+        from .dcap import fetch_collateral
+
+        assert found.evidence.quote is not None  # verify_evidence raises without one
+        coll = fetch_collateral(pccs_url, found.evidence.quote)
+    vm = None
+    if vm_config is not None:
+        from .config import VmConfig
+
+        vm = VmConfig.from_json(read_evidence(vm_config, "VmConfig"))
+    document = None
+    if measurement_doc is not None:
+        from .measurement_doc import MeasurementDocument
+
+        document = MeasurementDocument.from_cbor(
+            read_evidence(measurement_doc, "measurement document")
+        )
+    image = None
+    if image_dir is not None:
+        from .image import Image
+
+        image = Image.load(image_dir, acpi)
+    return VerifyInputs(found, coll, vm, document, image)

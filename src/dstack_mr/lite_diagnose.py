@@ -224,6 +224,6 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence, acpi: str = "log") -> Diagno
         evidence_sources=evidence.sources,
         acpi=choice,
         evidence_notes=tuple(notes),
-        warnings=evidence.warnings,
+        warnings=(*expected.warnings, *evidence.warnings),
         signed=evidence.quote is not None,
     )

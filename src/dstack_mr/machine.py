@@ -33,6 +33,7 @@ from .files import file_size as file_size
 from .files import hash_file as hash_file
 from .files import read_file as read_file
 from .files import reading as reading
+from .registry import U32_MAX
 from .uefi import cmdline_digest
 
 if TYPE_CHECKING:  # the SMBIOS model loads only for a machine that computes the event
@@ -43,8 +44,34 @@ MIN_QEMU_VERSION = (8, 0, 0)
 MIB = 1024 * 1024
 
 
-def _u32(name: str) -> Any:
-    return validate.attrs_validator(validate.u32, name)
+def _ranged(name: str, low: int, high: int, why: str) -> Any:
+    return validate.attrs_validator(validate.int_range(low, high, why), name)
+
+
+# Each count is checked alone, then (on the second field, whose validator runs after the
+# first's) the pair's total: QEMU could not start such a machine, and building billions of
+# argv entries for a u32 count would exhaust memory first.
+_PORTS = "PCIe root ports, chassis 0-255"
+_FUNCTIONS = "q35 PCI functions, 32 slots x 8"
+
+
+def _total_ports(inst: Machine, _attr: object, value: int) -> None:
+    total = inst.num_gpus + value
+    if total > acpi_mod.MAX_PASSTHROUGH_PORTS:
+        raise ConfigError(
+            f"num_gpus + num_nvswitches is {total}; QEMU supports at most "
+            f"{acpi_mod.MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
+        )
+
+
+def _total_functions(inst: Machine, _attr: object, value: int) -> None:
+    total = inst.num_nics + value
+    if total > acpi_mod.MAX_BLOCK_AND_NET_DEVICES:
+        raise ConfigError(
+            f"num_nics + num_verity_volumes is {total}; a q35 PCI bus holds at most "
+            f"{acpi_mod.MAX_BLOCK_AND_NET_DEVICES} functions (32 slots x 8), so QEMU cannot "
+            "start such a machine"
+        )
 
 
 def _u64(name: str, optional: bool = False) -> Any:
@@ -120,7 +147,7 @@ class Machine:
     ``None`` means "not set": the value then follows from ``qemu_version`` (default 9.1.0).
     """
 
-    cpu_count: int = attrs.field(validator=_u32("cpu_count"))
+    cpu_count: int = attrs.field(validator=_ranged("cpu_count", 1, U32_MAX, "u32"))
     memory_size: int = attrs.field(validator=[_u64("memory_size"), _whole_mib])
     firmware: str = attrs.field(converter=_path)
     kernel: str = attrs.field(converter=_path)
@@ -134,16 +161,38 @@ class Machine:
     smm: bool = attrs.field(default=False, validator=_flag("smm"))
     pci_hole64_size: int | None = attrs.field(default=None, validator=_u64("pci_hole64_size", True))
     hugepages: bool = attrs.field(default=False, validator=_flag("hugepages"))
-    num_gpus: int = attrs.field(default=0, validator=_u32("num_gpus"))
-    num_nvswitches: int = attrs.field(default=0, validator=_u32("num_nvswitches"))
+    num_gpus: int = attrs.field(
+        default=0, validator=_ranged("num_gpus", 0, acpi_mod.MAX_PASSTHROUGH_PORTS, _PORTS)
+    )
+    num_nvswitches: int = attrs.field(
+        default=0,
+        validator=[
+            _ranged("num_nvswitches", 0, acpi_mod.MAX_PASSTHROUGH_PORTS, _PORTS),
+            _total_ports,
+        ],
+    )
     hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
     #: Upstream dstack's extra devices; the defaults reproduce the reference's argv exactly.
-    num_nics: int = attrs.field(default=1, validator=_u32("num_nics"))
-    num_verity_volumes: int = attrs.field(default=0, validator=_u32("num_verity_volumes"))
+    num_nics: int = attrs.field(
+        default=1, validator=_ranged("num_nics", 0, acpi_mod.MAX_BLOCK_AND_NET_DEVICES, _FUNCTIONS)
+    )
+    num_verity_volumes: int = attrs.field(
+        default=0,
+        validator=[
+            _ranged("num_verity_volumes", 0, acpi_mod.MAX_BLOCK_AND_NET_DEVICES, _FUNCTIONS),
+            _total_functions,
+        ],
+    )
     #: A software TPM: refused (ConfigError) wherever ACPI tables are measured.
     swtpm: bool = attrs.field(default=False, validator=_flag("swtpm"))
     root_verity: bool = attrs.field(default=True, validator=_flag("root_verity"))
-    host_share_mode: str = attrs.field(default="", validator=_text("host_share_mode"))
+    host_share_mode: str = attrs.field(
+        default="",
+        validator=[
+            _text("host_share_mode"),
+            validate.attrs_validator(validate.one_of(acpi_mod.SHARE_MODES), "host_share_mode"),
+        ],
+    )
     ovmf_variant: OvmfVariant = attrs.field(default=OvmfVariant.PRE202505, converter=_variant)
     #: stable202505 only: compute the SMBIOS event (RTMR0 event 13) with these assumptions
     #: instead of using the reference's constant (right for 2 GiB on QEMU 8.2.2 only).

@@ -1,4 +1,4 @@
-"""One vocabulary of value checks (u32, u64, bool, str, hex) for every place that takes input.
+"""One vocabulary of value checks (u32, u64, bool, str, hex, choices) for every input.
 
 Each check returns what is wrong with a value, or None. :func:`attrs_validator` turns one
 into an attrs validator raising ConfigError; :func:`cattrs_hook` into a cattrs structure hook
@@ -59,6 +59,16 @@ def hex_string(value: object) -> str | None:
     if isinstance(value, str) and from_hex(value) is not None:
         return None
     return f"must be an even-length hex string (no 0x, no spaces), got {_shown(value)}"
+
+
+def one_of(choices: tuple[str, ...]) -> Check:
+    """One of ``choices`` exactly (no case folding, no stripping)."""
+    allowed = ", ".join(repr(c) for c in choices)
+
+    def check(value: object) -> str | None:
+        return None if value in choices else f"must be one of {allowed}, got {_shown(value)}"
+
+    return check
 
 
 def optional(check: Check) -> Check:

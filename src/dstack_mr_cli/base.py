@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import typer
@@ -202,7 +202,22 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except DstackMrError as exc:
-        if State.debug:
-            traceback.print_exc(file=sys.stderr)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(str(exc))
+
+
+@contextmanager
+def write_errors(path: object) -> Iterator[None]:
+    """Turn an OSError writing ``path`` into one line on stderr and exit code 2, as
+    :func:`library_errors` does for the library's errors (``--debug``: the traceback too)."""
+    try:
+        yield
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}")
+
+
+def _fail(message: str) -> NoReturn:
+    """Called in an ``except`` block: the traceback when ``--debug``, then ``error: ...``."""
+    if State.debug:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT) from None

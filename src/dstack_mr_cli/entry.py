@@ -16,6 +16,10 @@ import os
 import stat
 import sys
 
+#: What the ``cli`` extra installs; without them the command cannot run.
+CLI_DEPENDENCIES = ("typer", "click")
+MISSING_CLI = "the command needs the cli extra (typer, click): pip install 'dstack-mr[cli]'"
+
 #: metadata.json is a few hundred bytes (the library refuses more than 1 MiB).
 _MAX_METADATA_SIZE = 1 << 20
 
@@ -90,6 +94,12 @@ def run() -> None:
     gc.disable()
     try:
         from .main import run as run_app
+    except ModuleNotFoundError as exc:
+        if exc.name not in CLI_DEPENDENCIES:
+            raise
+        # The library installed without the CLI's extra: say how to get it, not a traceback.
+        sys.stderr.write(f"dstack-mr: {MISSING_CLI}\n")
+        sys.exit(2)
     finally:
         gc.enable()
     run_app()

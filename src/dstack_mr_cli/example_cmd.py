@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from .base import EXIT_BAD_INPUT, library_errors
+from .base import library_errors, write_errors
 from .main import app
 
 
@@ -23,12 +23,8 @@ def example(
     metadata.json and an ACPI tables blob) to try the other commands on."""
     from dstack_mr.example import write_example_image
 
-    with library_errors():
-        try:
-            meta = write_example_image(directory)
-        except OSError as exc:
-            typer.echo(f"error: cannot write {directory}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+    with library_errors(), write_errors(directory):
+        meta = write_example_image(directory)
     typer.echo(f"wrote {meta}")
     typer.echo(
         f"try: dstack-mr measure -c 2 -m 2G --acpi-tables {meta.parent / 'acpi-tables.bin'} {meta}"

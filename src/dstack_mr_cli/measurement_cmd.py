@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .base import EXIT_BAD_INPUT, library_errors
+from .base import EXIT_BAD_INPUT, library_errors, write_errors
 from .main import app
 
 
@@ -50,11 +50,8 @@ def measurement_doc(
             return
         data = doc.to_cbor()
     if output is not None:
-        try:
+        with write_errors(output):
             output.write_bytes(data)
-        except OSError as exc:
-            typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
         return
     if sys.stdout.isatty():
         typer.echo("error: refusing to write binary CBOR to a terminal; use -o FILE", err=True)

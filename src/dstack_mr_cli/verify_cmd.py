@@ -144,47 +144,37 @@ def verify(
     Exit status: 0 when everything checked is valid and the TCB status is accepted, 1 when
     something is invalid or not accepted (the first line says what), 2 on bad input.
     """
-    from dstack_mr.config import VmConfig
-    from dstack_mr.dcap import TcbPolicy, fetch_collateral
-    from dstack_mr.evidence_files import read_collateral, read_evidence, verify_evidence
-    from dstack_mr.image import Image
+    from dstack_mr.dcap import TcbPolicy
+    from dstack_mr.evidence_files import verify_inputs
     from dstack_mr.report_text import render_verification
     from dstack_mr.verify import verify as run_verify
 
     when = parse_at(at)
     expected_rd = _parse_report_data(report_data)
+    if collateral is not None and pccs_url is not None:
+        raise typer.BadParameter("give either --collateral or --pccs-url, not both")
     with library_errors():
         policy = TcbPolicy.from_names(accept_tcb)
-        coll, adjacent_quote = read_collateral(collateral) if collateral else (None, None)
-        found = verify_evidence(
-            attestation, quote, adjacent_quote=adjacent_quote, collateral=collateral
+        inputs = verify_inputs(
+            attestation,
+            quote,
+            collateral=collateral,
+            pccs_url=pccs_url,
+            vm_config=vm_config,
+            measurement_doc=measurement_doc,
+            image_dir=image_dir,
+            acpi=None
+            if image_dir is None
+            else acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind),
         )
-        if pccs_url is not None:
-            if coll is not None:
-                raise typer.BadParameter("give either --collateral or --pccs-url, not both")
-            assert found.evidence.quote is not None
-            coll = fetch_collateral(pccs_url, found.evidence.quote)
-        vm = VmConfig.from_json(read_evidence(vm_config, "VmConfig")) if vm_config else None
-        document = None
-        if measurement_doc is not None:
-            from dstack_mr.measurement_doc import MeasurementDocument
-
-            document = MeasurementDocument.from_cbor(
-                read_evidence(measurement_doc, "measurement document")
-            )
-        image = None
-        if image_dir is not None:
-            image = Image.load(
-                image_dir, acpi_source(acpi_tables, acpi_dumper, acpi_timeout, acpi_source_kind)
-            )
         result = run_verify(
-            found.judged,
-            coll,
+            inputs.found.judged,
+            inputs.collateral,
             at=when,
             policy=policy,
-            image=image,
-            vm_config=vm,
-            document=document,
+            image=inputs.image,
+            vm_config=inputs.vm_config,
+            document=inputs.document,
             report_data=expected_rd,
         )
     if json_out:
