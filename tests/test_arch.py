@@ -13,6 +13,7 @@ from dstack_mr.config import ImageInfo
 from dstack_mr.diagnose import diagnose
 from dstack_mr.example import build_kernel, write_example_image
 from dstack_mr.image import Image, machine_for
+from dstack_mr.measurement_doc import build_document, build_document_with_warnings
 from dstack_mr_cli.main import app
 
 GIB = 1 << 30
@@ -104,6 +105,41 @@ def test_truncated_kernel_warns_on_stderr(example: Path) -> None:
     assert line.startswith("warning: kernel is") and f"({end - len(cut)} bytes missing)" in line
     whole = CliRunner().invoke(app, [*args, str(write_example_image(example.parent / "w"))])
     assert whole.exit_code == 0 and whole.stderr == ""
+
+
+def test_truncated_kernel_warning_is_in_measure_json(example: Path) -> None:
+    """A JSON reader never sees stderr: the warning is in the result, and only then."""
+    cut, _ = truncated_kernel(example)
+    warning = kernel.truncation_warning(cut)
+    args = ["measure", "-c", "2", "--acpi-tables", str(example.parent / "acpi-tables.bin")]
+    for extra in ([], ["--events"]):
+        result = CliRunner().invoke(app, [*args, *extra, "--json", str(example)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["warnings"] == [warning]
+    whole = write_example_image(example.parent / "w")
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json", str(whole)]).stdout)
+    assert list(doc) == ["mrtd", "rtmr0", "rtmr1", "rtmr2"]  # the reference's shape
+
+
+def test_truncated_kernel_is_reported_by_measurement_doc(example: Path) -> None:
+    """The warning goes to stderr; the document is what the image measures to, unchanged."""
+    cut, _ = truncated_kernel(example)
+    warning = kernel.truncation_warning(cut)
+    built = build_document_with_warnings(str(example.parent))
+    assert built.warnings == (warning,)
+    assert built.document == build_document(str(example.parent))
+    out = example.parent / "m.cbor"
+    result = CliRunner().invoke(app, ["measurement-doc", str(example.parent), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"warning: {warning}"]
+    assert out.read_bytes() == built.document.to_cbor()
+    result = CliRunner().invoke(app, ["measurement-doc", str(example.parent), "--json"])
+    assert json.loads(result.stdout) == built.document.to_dict()
+    assert result.stderr.splitlines() == [f"warning: {warning}"]
+    whole = write_example_image(example.parent / "w")
+    assert build_document_with_warnings(str(whole.parent)).warnings == ()
+    clean = CliRunner().invoke(app, ["measurement-doc", str(whole.parent), "--json"])
+    assert clean.exit_code == 0 and clean.stderr == ""
 
 
 def test_truncated_kernel_is_reported_by_diagnose(example: Path) -> None:

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dstack_mr import AcpiTablesFile, Image, VmConfig
+from dstack_mr import AcpiTablesFile, Image, VmConfig, kernel
 from dstack_mr.appinfo import app_info
 from dstack_mr.attestation import parse_attestation
 from dstack_mr.collateral import Collateral, parse_collateral, pem_certificates
@@ -44,6 +44,7 @@ PAIRS = [
 UP_TO_DATE = "phala-20a06f-quote-collateral.json"
 OUT_OF_DATE = "dstack-0.5.4-8cpu-64g-quote-tcbeval20-collateral.json"
 ADVISORIES = ["INTEL-SA-01192", "INTEL-SA-01245", "INTEL-SA-01312", "INTEL-SA-01313"]
+BOOT_REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
 BODY = 48  # the TD report body of a v4 quote starts after the 48-byte header
 SCHEMA = json.loads(
     (Path(__file__).resolve().parent.parent / "docs" / "verify.schema.json").read_text()
@@ -421,6 +422,46 @@ def test_legacy_measurements_against_an_image(tmp_path: Path) -> None:
     result = verify(quote, image=image, vm_config=bigger)
     assert result.reason is not None and result.reason.startswith("RTMR0 differ")
     assert not result.details.acpi_tables_verified
+
+
+def test_truncated_kernel_in_the_image_is_a_warning(tmp_path: Path) -> None:
+    """measure's warning reaches verify's result (text and JSON) without changing the verdict."""
+    meta = write_example_image(tmp_path / "img")
+    whole = (meta.parent / "bzImage").read_bytes()
+    cut = whole[: kernel.pe_layout(whole, len(whole)).data_end - 5000]
+    (meta.parent / "bzImage").write_bytes(cut)
+    warning = kernel.truncation_warning(cut)
+    assert warning is not None
+    acpi = meta.parent / "acpi-tables.bin"
+    image = Image.load(meta.parent, AcpiTablesFile(acpi))
+    vm = VmConfig(cpu_count=2, memory_size=2 << 30)
+    m = image.measure(vm).measurements
+    quote = _quote_with_registers(
+        parse_quote(pair(UP_TO_DATE)["quote"]), {r: getattr(m, r) for r in BOOT_REGISTERS}
+    )
+    d = verify(quote, image=image, vm_config=vm).details
+    assert d.warnings == (warning,)
+    assert d.check("measurements").status == PASSED  # type: ignore[union-attr]
+    args = ["--quote", write(tmp_path, "q.hex", quote.raw.hex()),
+            "--vm-config", write(tmp_path, "vm.json", vm.to_dict()),
+            "--image-dir", str(meta.parent), "--acpi-tables", str(acpi)]  # fmt: skip
+    code, lines = cli(*args)
+    assert code == 1 and f"warning: {warning}" in lines, lines
+    code, lines = cli(*args, "--json")
+    out = json.loads("\n".join(lines))
+    assert out["details"]["warnings"] == [warning]
+    jsonschema.validate(out, SCHEMA)
+    # A whole kernel: no warning, and no "warnings" key.
+    (meta.parent / "bzImage").write_bytes(whole)
+    m = Image.load(meta.parent, AcpiTablesFile(acpi)).measure(vm).measurements
+    quote = _quote_with_registers(quote, {r: getattr(m, r) for r in BOOT_REGISTERS})
+    args[1] = write(tmp_path, "q.hex", quote.raw.hex())
+    code, lines = cli(*args, "--json")
+    out = json.loads("\n".join(lines))
+    assert "warnings" not in out["details"], out["details"]
+    assert [c["status"] for c in out["details"]["checks"] if c["name"] == "measurements"] == [
+        PASSED
+    ]
 
 
 # --- collateral shapes -------------------------------------------------------------------------

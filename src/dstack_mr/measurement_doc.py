@@ -33,9 +33,11 @@ from .tdvf import PAGE_SIZE, SectionType, Tdvf, TdvfSection, build_td_hob
 __all__ = [
     "DOCUMENT_VERSION",
     "TDX_MEASUREMENT_FILENAME",
+    "BuiltDocument",
     "MeasurementDocument",
     "TdHobWitness",
     "build_document",
+    "build_document_with_warnings",
     "sha256sum_entry",
     "verify_material",
 ]
@@ -404,8 +406,26 @@ def verify_material(material: TdxMeasurementMaterial, os_image_hash: bytes) -> M
 # --- the build side -------------------------------------------------------------------------
 
 
+@attrs.frozen
+class BuiltDocument:
+    """A built document and the warnings about the image it came from (e.g. a truncated
+    kernel, which still gets the reference's digest); the document itself never carries
+    them."""
+
+    document: MeasurementDocument
+    warnings: tuple[str, ...] = ()
+
+
 def build_document(image_dir: str) -> MeasurementDocument:
     """Compute ``measurement.tdx.cbor`` for an image directory, as upstream's build does.
+
+    :func:`build_document_with_warnings` also says what is suspect in the image.
+    """
+    return build_document_with_warnings(image_dir).document
+
+
+def build_document_with_warnings(image_dir: str) -> BuiltDocument:
+    """The document of :func:`build_document`, with the warnings about the image.
 
     The kernel digest is for QEMU's high-memory placement (memory >= 0xB0000000, which the
     exact 2 GiB placement equals); the cmdline is the image's plus `` initrd=initrd``. The
@@ -429,7 +449,7 @@ def build_document(image_dir: str) -> MeasurementDocument:
 
         parse_os_version(files.info.version)  # upstream validates it, then ignores it
     image = Image(files)
-    return MeasurementDocument(
+    document = MeasurementDocument(
         cmdline_sha384=image.cmdline_digest,
         kernel_authenticode=kernel_mod.patched_kernel_digest(
             image.kernel, image.initrd_size, kernel_mod.STABLE_MIN_MEMORY
@@ -440,3 +460,5 @@ def build_document(image_dir: str) -> MeasurementDocument:
         mrtd_two_pass=image.mrtd(True),
         td_hob_witness=TdHobWitness.from_tdvf(image.tdvf).encode(),
     )
+    warning = kernel_mod.truncation_warning(image.kernel)
+    return BuiltDocument(document, (warning,) if warning else ())

@@ -2,7 +2,8 @@
 
 Without ``events`` both are exactly the reference CLI's output; ``events`` adds where the
 ACPI tables came from and every labelled event of RTMR0-2. Strings and JSON-ready dicts
-only: the caller prints them (notes and warnings go to stderr, beside this).
+only: the caller prints them (notes and warnings go to stderr, beside this; the JSON
+also carries any warnings, since a JSON reader never sees stderr).
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ def events_json(details: MeasurementDetails) -> list[list[dict[str, object]]]:
 
 def measurement_json(details: MeasurementDetails, events: bool = False) -> dict[str, object]:
     """``{"mrtd", "rtmr0", "rtmr1", "rtmr2"}`` in hex; with ``events`` also
-    ``acpi_source`` and ``rtmr_logs`` (:func:`events_json`)."""
+    ``acpi_source`` and ``rtmr_logs`` (:func:`events_json`). ``warnings`` (e.g. a truncated
+    kernel) is added only when there are some, so a normal result keeps the reference's
+    exact shape."""
     out: dict[str, object] = dict(details.measurements.to_dict())
     if events:
         out["acpi_source"] = details.acpi_tables.source
         out["rtmr_logs"] = events_json(details)
+    if details.warnings:
+        out["warnings"] = list(details.warnings)
     return out
 
 

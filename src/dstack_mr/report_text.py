@@ -377,6 +377,7 @@ def render_verification(result: VerificationResult, at_given: bool) -> str:
     out.append(f"advisories: {', '.join(d.advisory_ids) if d.advisory_ids else 'none'}")
     out.append("checks:")
     out += [f"  {_MARK.get(c.status, c.status)} {c.name}: {c.message}" for c in d.checks]
+    out += [f"warning: {w}" for w in d.warnings]
     if d.report_data is not None:
         out.append(f"report_data: {d.report_data.hex()}")
     if d.app_info is not None:

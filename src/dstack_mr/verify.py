@@ -23,7 +23,9 @@ plus every step's own outcome in ``details.checks``:
 
 ``is_valid`` is true when no check failed and the quote and TCB checks passed; a check that
 could not run (no event log, no image) is ``not_checked`` and named in the report, never
-silently counted as passed.
+silently counted as passed. ``details.warnings`` names what is suspect in inputs that
+still let every check run (a truncated kernel in the image, unknown VmConfig keys); it does
+not change the verdict, and the JSON carries it only when non-empty.
 """
 
 from __future__ import annotations
@@ -98,13 +100,16 @@ class VerificationDetails:
     fmspc: str | None
     accepted_tcb: tuple[str, ...]
     checks: tuple[Check, ...]
+    #: What is suspect in the inputs though every check could run (e.g. a truncated kernel
+    #: in the image, unknown VmConfig keys); in the JSON only when there are some.
+    warnings: tuple[str, ...] = ()
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         window = self.collateral_window
-        return {
+        out: dict[str, Any] = {
             "quote_verified": self.quote_verified,
             "event_log_verified": self.event_log_verified,
             "os_image_hash_verified": self.os_image_hash_verified,
@@ -124,6 +129,9 @@ class VerificationDetails:
             "fmspc": self.fmspc,
             "checks": [c.to_dict() for c in self.checks],
         }
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
 
 @attrs.frozen
@@ -229,9 +237,11 @@ def _event_log(quote: TdxQuote, events: tuple[Event, ...] | None, stripped: bool
 
 def _legacy_measurements(
     quote: TdxQuote, vm: VmConfig, image: Image, acpi: AcpiSource | None
-) -> tuple[Check, Check]:
+) -> tuple[Check, Check, tuple[str, ...]]:
+    """The measurements and os_image_hash checks, and the warnings measuring the image gave."""
     variant, _source = ovmf_variant_with_source(vm, image.info)
-    expected = image.measure(vm, acpi, variant).measurements
+    details = image.measure(vm, acpi, variant)
+    expected = details.measurements
     differ = [r.upper() for r in _REGISTERS if getattr(expected, r) != getattr(quote, r)]
     where = image.files.directory
     if differ:
@@ -270,7 +280,7 @@ def _legacy_measurements(
         hashed = Check(
             "os_image_hash", PASSED, f"os_image_hash {found[0].hex()} is image {where} ({found[1]})"
         )
-    return measured, hashed
+    return measured, hashed, details.warnings
 
 
 def _lite_measurements(
@@ -472,13 +482,15 @@ def verify(
     log = _event_log(quote, ev.events, stripped=stated is not None)
     checks.append(log)
     acpi_verified = False
+    warnings = list(ev.warnings)
     if vm is None:
         what = "no image given (--image-dir)" if image is None else "no VmConfig"
         checks.append(Check("measurements", NOT_CHECKED, f"{what}; the evidence has no VmConfig"))
         checks.append(Check("os_image_hash", NOT_CHECKED, "no VmConfig"))
     elif image is not None:
-        measured, hashed = _legacy_measurements(quote, vm, image, acpi)
+        measured, hashed, measure_warnings = _legacy_measurements(quote, vm, image, acpi)
         checks += [measured, hashed]
+        warnings += measure_warnings
         acpi_verified = measured.status == PASSED
     elif document is not None or vm.tdx_attestation_variant is TdxAttestationVariant.LITE:
         checks += _lite_measurements(quote, vm, ev.events, document)
@@ -519,5 +531,6 @@ def verify(
         fmspc=verdict.fmspc if verdict and verdict.fmspc else quote_fmspc(quote),
         accepted_tcb=tuple(policy.names()),
         checks=tuple(checks),
+        warnings=tuple(warnings),
     )
     return VerificationResult(reason is None, reason, details)

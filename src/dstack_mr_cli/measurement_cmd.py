@@ -40,15 +40,23 @@ def measurement_doc(
     With --snp: measurement.snp.cbor instead, from the SEV firmware (metadata.json's
     bios-sev, else bios), kernel, initrd and cmdline.
     """
-    from dstack_mr.measurement_doc import build_document
+    from dstack_mr.measurement_doc import build_document_with_warnings
     from dstack_mr.snp_image import build_snp_document
 
     with library_errors():
-        doc = build_snp_document(image_dir) if snp else build_document(str(image_dir))
+        if snp:
+            snp_doc = build_snp_document(image_dir)
+            to_dict, to_cbor = snp_doc.to_dict, snp_doc.to_cbor
+        else:
+            built = build_document_with_warnings(str(image_dir))
+            to_dict, to_cbor = built.document.to_dict, built.document.to_cbor
+            # stderr: the document on stdout stays exactly what the image measures to.
+            for warning in built.warnings:
+                typer.echo(f"warning: {warning}", err=True)
         if json_out:
-            typer.echo(json.dumps(doc.to_dict(), indent=2))
+            typer.echo(json.dumps(to_dict(), indent=2))
             return
-        data = doc.to_cbor()
+        data = to_cbor()
     if output is not None:
         with write_errors(output):
             output.write_bytes(data)
