@@ -27,9 +27,10 @@ from dstack_mr.appinfo import app_info
 from dstack_mr.attestation import parse_attestation
 from dstack_mr.collateral import Collateral, parse_collateral, pem_certificates
 from dstack_mr.dcap import TcbPolicy, normalize_tcb_status, verify_quote
-from dstack_mr.errors import CollateralError, ConfigError, MissingExtraError
+from dstack_mr.errors import CollateralError, ConfigError, EvidenceError, MissingExtraError
 from dstack_mr.eventlog import DSTACK_RUNTIME_EVENT_TYPE, Event
 from dstack_mr.evidence import Evidence
+from dstack_mr.evidence_files import verify_evidence
 from dstack_mr.example import write_example_image
 from dstack_mr.quote import TdxQuote, parse_quote, parse_quote_signature
 from dstack_mr.verify import FAILED, NOT_CHECKED, PASSED, verify
@@ -593,6 +594,21 @@ def test_no_quote_is_bad_input(tmp_path: Path) -> None:
     d = parse_collateral(pair(UP_TO_DATE)).to_dict()
     code, lines = cli("--collateral", write(tmp_path, "c.json", d))
     assert code == 2 and lines[-1].startswith("error: no quote")
+
+
+@pytest.mark.parametrize("option", ["--quote", "--vm-config"])
+def test_attestation_given_as_a_part_names_attestation(option: str) -> None:
+    """The guidance diagnose gives (issue 9), not "unsupported quote version 2683"."""
+    att = str(shared_path("real", "dstack-0.6.0-getquote.json"))
+    others = [] if option == "--quote" else ["--attestation", att]
+    result = RUN.invoke(app, ["verify", *others, option, att])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {option} {att} is an attestation response (it has 'quote', 'event_log'), not "
+        "a bare part of one; use --attestation FILE\n"
+    )
+    with pytest.raises(EvidenceError, match=r"^--quote .* use --attestation FILE$"):
+        verify_evidence(quote=att)
 
 
 # --- app_info ----------------------------------------------------------------------------------

@@ -254,8 +254,9 @@ def verify_evidence(
 ) -> VerifyEvidence:
     """The attestation and quote files merged; without a quote in them, ``adjacent_quote``
     (the hex quote found next to the collateral in file ``collateral``). Raises
-    :class:`EvidenceError` when no quote is found anywhere."""
-    from .evidence import Evidence
+    :class:`EvidenceError` when no quote is found anywhere, or when the quote file is a whole
+    attestation (naming ``--attestation``, as ``diagnose`` does)."""
+    from .evidence import Evidence, reject_attestation
     from .quote import parse_quote
 
     evidence = Evidence()
@@ -263,8 +264,10 @@ def verify_evidence(
     if att is not None:
         evidence = Evidence.from_attestation(att)
     if quote is not None:
-        parsed = parse_quote(read_evidence(quote, "quote"))
-        evidence = evidence.merge(Evidence(quote=parsed, sources=(f"quote {os.fspath(quote)}",)))
+        where = os.fspath(quote)
+        data = read_evidence(quote, "quote")
+        reject_attestation(data, f"--quote {where}")
+        evidence = evidence.merge(Evidence(quote=parse_quote(data), sources=(f"quote {where}",)))
     if evidence.quote is None and adjacent_quote is not None:
         where = "" if collateral is None else os.fspath(collateral)
         if not isinstance(adjacent_quote, str):
@@ -323,8 +326,11 @@ def verify_inputs(
     vm = None
     if vm_config is not None:
         from .config import VmConfig
+        from .evidence import reject_attestation
 
-        vm = VmConfig.from_json(read_evidence(vm_config, "VmConfig"))
+        data = read_evidence(vm_config, "VmConfig")
+        reject_attestation(data, f"--vm-config {os.fspath(vm_config)}")
+        vm = VmConfig.from_json(data)
     document = None
     if measurement_doc is not None:
         from .measurement_doc import MeasurementDocument
