@@ -397,3 +397,49 @@ def test_real_capture_report_in_python_matches_page(tmp_path: Path) -> None:
         f"In this report {sum(e.status == 'match' for e in report.events)} of 20 events match"
         in page
     )
+
+
+# --- names of code in the pages -----------------------------------------------------------------
+
+#: A backquoted dotted name: ``module.function``, ``module.Class.method``, a package path.
+_CODE_NAME = re.compile(r"`([a-z_][a-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)+)`")
+#: What a page says after a name that no longer exists: ``(now `new.name`)``, possibly after
+#: a first remark (``(`diagnose --collateral`; now the end of `new.name`)``).
+_NOW = re.compile(r"\s*\((?:[^()]*?;\s*)?now\b[^`()]*`([^`]+)`")
+
+
+def _resolves(name: str) -> bool:
+    """``name`` is an attribute path into a module of dstack_mr or dstack_mr_cli."""
+    parts = name.split(".")
+    bases = [""] if parts[0] in ("dstack_mr", "dstack_mr_cli") else ["dstack_mr.", "dstack_mr_cli."]
+    for base in bases:
+        for i in range(len(parts), 0, -1):
+            try:
+                obj: object = importlib.import_module(base + ".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                break
+            return True
+    return False
+
+
+def test_testing_page_names_code_that_exists() -> None:
+    """docs/testing.md records past mutation runs by function name: a name that has since
+    moved or gone says where it is now ("(now X)", X existing), or is marked as the old
+    name ("(then X)"), so a reader can find the code."""
+    text = (DOCS / "testing.md").read_text()
+    stale = []
+    for m in _CODE_NAME.finditer(text):
+        name = m.group(1)
+        if name.endswith(".py") or name.startswith("test_") or _resolves(name):
+            continue
+        if text[: m.start()].endswith("(then "):
+            continue
+        now = _NOW.match(text, m.end())
+        if now is None or not _resolves(now.group(1)):
+            stale.append(name)
+    assert stale == []
