@@ -443,3 +443,57 @@ def test_testing_page_names_code_that_exists() -> None:
         if now is None or not _resolves(now.group(1)):
             stale.append(name)
     assert stale == []
+
+
+# --- the docs extra ------------------------------------------------------------------------------
+
+
+def _extras() -> dict[str, list[str]]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: mypy (the test extra) brings tomli
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    return extras
+
+
+def _distributions(extra: str, extras: dict[str, list[str]]) -> set[str]:
+    """The distributions extra ``extra`` installs, through ``dstack-mr[...]`` references
+    (``dstack-mr`` itself stands for the package and its own dependencies)."""
+    out = set()
+    for requirement in extras[extra]:
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", requirement)
+        assert m is not None, requirement
+        name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+        out.add(name)
+        if name == "dstack-mr":
+            for inner in (m.group(2) or "").split(","):
+                if inner.strip():
+                    out |= _distributions(inner.strip(), extras) | {f"dstack-mr[{inner.strip()}]"}
+    return out
+
+
+def test_docs_extra_installs_what_the_site_build_imports() -> None:
+    """``pip install -e '.[docs]'`` alone must build the site: its hooks import the CLI
+    (dstack_mr_cli, hence the cli extra) and whatever else they name."""
+    import ast
+
+    extras = _extras()
+    installed = _distributions("docs", extras)
+    missing = []
+    for hook in sorted((DOCS / "hooks").glob("*.py")):
+        for node in ast.walk(ast.parse(hook.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names}:
+                if top in sys.stdlib_module_names or top in ("__future__", "dstack_mr"):
+                    continue
+                needed = "dstack-mr[cli]" if top == "dstack_mr_cli" else top.replace("_", "-")
+                if needed not in installed:
+                    missing.append(f"{hook.name}: {top} needs {needed}")
+    assert missing == []
