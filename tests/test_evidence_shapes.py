@@ -246,6 +246,22 @@ def test_option_value_parsers() -> None:
         cli._memory("0xzz")
 
 
+def test_cpu_message_names_the_range_it_accepts(tmp_path: Path) -> None:
+    """--cpu 0 is refused (cpu_count >= 1), so a typo is told 1..=, not 0..="""
+    meta = str(write_example_image(tmp_path / "img"))
+    acpi = ["--acpi-tables", str(tmp_path / "acpi-tables.bin")]
+    for args in (["-c", "x"], ["--cpu", "-1"], ["--snp", "-c", "x"]):
+        result = CliRunner().invoke(app, ["measure", *args, *acpi, meta])
+        assert result.exit_code == 2
+        bad = args[-1]
+        assert f"--cpu: {bad!r} is not a number in 1..=4294967295" in result.stderr, result.output
+    zero = CliRunner().invoke(app, ["measure", "-c", "0", *acpi, meta])
+    assert zero.exit_code == 2 and "in 1..=4294967295" in zero.stderr, zero.output
+    other = CliRunner().invoke(app, ["measure", "-c", "2", "--num-gpus", "x", *acpi, meta])
+    assert other.exit_code == 2
+    assert "--num-gpus: 'x' is not a number in 0..=4294967295" in other.stderr, other.output
+
+
 def test_bool_options_take_true_or_false(tmp_path: Path) -> None:
     meta = write_example_image(tmp_path / "img")
     acpi = str(meta.parent / "acpi-tables.bin")

@@ -81,11 +81,13 @@ def _main(
     State.debug = debug
 
 
-def _u32(value: str, option: str) -> int:
+def _u32(value: str, option: str, minimum: int = 0) -> int:
+    """A u32 option, parsed as Rust parses it. ``minimum`` is the low end the message names;
+    the library refuses smaller values itself (``--cpu 0``: cpu_count must be >= 1)."""
     # Rust's u32 parser: no underscores, no whitespace, no sign but '+'.
     number = parse_rust_u32(value)
     if number is None:
-        raise typer.BadParameter(f"{option}: {value!r} is not a number in 0..=4294967295")
+        raise typer.BadParameter(f"{option}: {value!r} is not a number in {minimum}..=4294967295")
     return number
 
 
@@ -302,7 +304,7 @@ def measure(
         with library_errors():
             snp_cli.measure_snp(
                 metadata,
-                _u32(cpu, "--cpu"),
+                _u32(cpu, "--cpu", minimum=1),
                 vcpu_type,
                 snp_cli.parse_features(guest_features),
                 events,
@@ -320,7 +322,7 @@ def measure(
         if not json_out and resolved.note is not None:
             typer.echo(f"note: {resolved.note}", err=True)
         machine = Machine(
-            cpu_count=_u32(cpu, "--cpu"),
+            cpu_count=_u32(cpu, "--cpu", minimum=1),
             memory_size=_memory(memory),
             firmware=files.firmware,
             kernel=files.kernel,
