@@ -43,9 +43,10 @@ MAX_TABLES_SIZE = 64 << 20
 LOADER_SIZE = 4096
 REQUIRED_TABLES = ("DSDT", "FACP", "APIC", "MCFG", "WAET", "RSDT")
 SHARE_MODES = ("", "9p", "vhd", "vvfat")
-#: One pcie-root-port per GPU / NVSwitch; QEMU's `chassis` property is a u8.
+#: Cheap per-count bounds checked before any argv is built (one pcie-root-port per GPU /
+#: NVSwitch, and QEMU's `chassis` is a u8; a q35 bus has 32 slots x 8 functions). Whether
+#: the counts fit together is decided by the PCI slots (:mod:`dstack_mr.pci_slots`).
 MAX_PASSTHROUGH_PORTS = 256
-#: NICs plus verity volumes: more functions than one q35 PCI bus has (32 slots x 8).
 MAX_BLOCK_AND_NET_DEVICES = 256
 
 _DUMMY_DISK = "/bin/sh"
@@ -112,8 +113,9 @@ def dumper_invocation(
     """The exact QEMU command line the reference gives the dumper for this machine.
 
     The settings are a :class:`~dstack_mr.machine.Machine`'s, which checked their ranges
-    (``SHARE_MODES``, ``MAX_PASSTHROUGH_PORTS``, ``MAX_BLOCK_AND_NET_DEVICES``) when it
-    was made; only ``swtpm`` is refused here, where tables are measured.
+    (``SHARE_MODES``, ``MAX_PASSTHROUGH_PORTS``, ``MAX_BLOCK_AND_NET_DEVICES``) and that
+    QEMU finds a PCI slot for every device when it was made; only ``swtpm`` is refused here,
+    where tables are measured.
 
     ``num_nics`` / ``num_verity_volumes`` follow upstream dstack (after e1003b63): at their
     defaults (1 and 0) the argv is the reference's, byte for byte.

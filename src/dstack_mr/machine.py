@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 
 from . import acpi as acpi_mod
-from . import events, validate
+from . import events, pci_slots, validate
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
@@ -48,30 +48,10 @@ def _ranged(name: str, low: int, high: int, why: str) -> Any:
     return validate.attrs_validator(validate.int_range(low, high, why), name)
 
 
-# Each count is checked alone, then (on the second field, whose validator runs after the
-# first's) the pair's total: QEMU could not start such a machine, and building billions of
-# argv entries for a u32 count would exhaust memory first.
+# Each count is first checked alone against a cheap bound, so a u32 count never builds a
+# billion-entry argv; whether the counts fit together is the PCI slot check (_check_slots).
 _PORTS = "PCIe root ports, chassis 0-255"
 _FUNCTIONS = "q35 PCI functions, 32 slots x 8"
-
-
-def _total_ports(inst: Machine, _attr: object, value: int) -> None:
-    total = inst.num_gpus + value
-    if total > acpi_mod.MAX_PASSTHROUGH_PORTS:
-        raise ConfigError(
-            f"num_gpus + num_nvswitches is {total}; QEMU supports at most "
-            f"{acpi_mod.MAX_PASSTHROUGH_PORTS} PCIe root ports (chassis 0-255)"
-        )
-
-
-def _total_functions(inst: Machine, _attr: object, value: int) -> None:
-    total = inst.num_nics + value
-    if total > acpi_mod.MAX_BLOCK_AND_NET_DEVICES:
-        raise ConfigError(
-            f"num_nics + num_verity_volumes is {total}; a q35 PCI bus holds at most "
-            f"{acpi_mod.MAX_BLOCK_AND_NET_DEVICES} functions (32 slots x 8), so QEMU cannot "
-            "start such a machine"
-        )
 
 
 def _u64(name: str, optional: bool = False) -> Any:
@@ -168,7 +148,6 @@ class Machine:
         default=0,
         validator=[
             _ranged("num_nvswitches", 0, acpi_mod.MAX_PASSTHROUGH_PORTS, _PORTS),
-            _total_ports,
         ],
     )
     hotplug_off: bool = attrs.field(default=False, validator=_flag("hotplug_off"))
@@ -180,7 +159,6 @@ class Machine:
         default=0,
         validator=[
             _ranged("num_verity_volumes", 0, acpi_mod.MAX_BLOCK_AND_NET_DEVICES, _FUNCTIONS),
-            _total_functions,
         ],
     )
     #: A software TPM: refused (ConfigError) wherever ACPI tables are measured.
@@ -204,6 +182,83 @@ class Machine:
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_options", self._resolve_options())
+        self._check_slots()
+
+    def _check_slots(self) -> None:
+        """Refuse device counts QEMU could not start the dumper argv with (no free PCI slot).
+
+        The argv places every device by first free slot (no ``addr=``) except the hugepages
+        pxb-pcie expander, pinned at slot 0x10; :func:`pci_slots.assign_slots` lays it out as
+        QEMU does. The layout depends on the counts, hugepages and root_verity only: the QEMU
+        version changes ``QEMU_ACPI_COMPAT_VER``, not the machine type (always plain q35),
+        and hotplug_off adds no device. Checked against stock QEMU at every edge.
+        """
+        try:
+            pci_slots.assign_slots(pci_slots.devices_in_argv(self._invocation(swtpm=False).argv))
+        except pci_slots.SlotError as exc:
+            raise ConfigError(self._slot_message(exc)) from None
+
+    def _slot_message(self, exc: pci_slots.SlotError) -> str:
+        # Which count lands where is acpi.dumper_invocation's order: disks and NICs first,
+        # then (hugepages) the GPUs' root ports behind the expander, else on pcie.0, then the
+        # NVSwitches' root ports on pcie.0. The devices every machine has are the remainder.
+        counts = {
+            "num_gpus": self.num_gpus,
+            "num_nvswitches": self.num_nvswitches,
+            "num_nics": self.num_nics,
+            "num_verity_volumes": self.num_verity_volumes,
+        }
+        behind_expander = self.hugepages and self.num_gpus > 0
+        if exc.bus != pci_slots.ROOT_BUS:
+            fields = ["num_gpus"]
+        elif exc.pinned is not None:
+            fields = ["num_nics", "num_verity_volumes"]
+        else:
+            fields = [f for f in counts if not (f == "num_gpus" and behind_expander)]
+        counted = sum(counts[f] for f in fields)
+        others = exc.need - counted
+        named = " + ".join(f"{f} {counts[f]}" for f in fields if counts[f])
+        if not named or others < 0:
+            return str(exc)
+        where = exc.bus
+        if exc.pinned is not None:
+            where += (
+                f" below slot {exc.pinned:#x}, where hugepages pins the GPUs' pxb-pcie expander"
+            )
+        room = (
+            f"q35 leaves {exc.free} there beside its chipset"
+            if exc.bus == pci_slots.ROOT_BUS
+            else f"the bus has {exc.free}"
+        )
+        if others:
+            room += f" and this machine's other devices take {others}"
+        return (
+            f"{named} need {counted} PCI slots on {where}; {exc.free - others} are free "
+            f"({room}): QEMU gives each device of the dumper argv a slot of its own, so it "
+            "could not start this machine"
+        )
+
+    def _invocation(self, swtpm: bool) -> DumperInvocation:
+        opts = self.versioned_options()
+        return acpi_mod.dumper_invocation(
+            cpu_count=self.cpu_count,
+            memory_size=self.memory_size,
+            firmware=self.firmware,
+            kernel=self.kernel,
+            root_verity=self.root_verity,
+            smm=self.smm,
+            pic=opts.pic,
+            qemu_version=opts.version,
+            hugepages=self.hugepages,
+            num_gpus=self.num_gpus,
+            num_nvswitches=self.num_nvswitches,
+            hotplug_off=self.hotplug_off,
+            pci_hole64_size=self.pci_hole64_size,
+            host_share_mode=self.host_share_mode,
+            num_nics=self.num_nics,
+            num_verity_volumes=self.num_verity_volumes,
+            swtpm=swtpm,
+        )
 
     def __repr__(self) -> str:
         # Settings left at their defaults are omitted: a repr shows what makes this machine.
@@ -246,26 +301,7 @@ class Machine:
 
     def dumper_invocation(self) -> DumperInvocation:
         """The exact argv and ``QEMU_ACPI_COMPAT_VER`` the reference gives the dumper."""
-        opts = self.versioned_options()
-        return acpi_mod.dumper_invocation(
-            cpu_count=self.cpu_count,
-            memory_size=self.memory_size,
-            firmware=self.firmware,
-            kernel=self.kernel,
-            root_verity=self.root_verity,
-            smm=self.smm,
-            pic=opts.pic,
-            qemu_version=opts.version,
-            hugepages=self.hugepages,
-            num_gpus=self.num_gpus,
-            num_nvswitches=self.num_nvswitches,
-            hotplug_off=self.hotplug_off,
-            pci_hole64_size=self.pci_hole64_size,
-            host_share_mode=self.host_share_mode,
-            num_nics=self.num_nics,
-            num_verity_volumes=self.num_verity_volumes,
-            swtpm=self.swtpm,
-        )
+        return self._invocation(swtpm=self.swtpm)
 
     def smbios_inputs(self) -> SmbiosInputs | None:
         """The SMBIOS model's inputs when ``smbios`` is set (else None: the constant)."""

@@ -7,11 +7,11 @@ command line uses are understood; anything else is refused rather than guessed.
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
 from ..errors import ConfigError
+from ..pci_slots import PciDevice as PciDevice  # re-exported: the model's device type
+from ..pci_slots import device_options, parse_device
 
 #: Endpoint devices the dumper adds; none of them carries AML of its own and all are
 #: hot-pluggable, so only their slot matters to the tables.
@@ -21,17 +21,6 @@ ENDPOINTS = frozenset(
 )  # fmt: skip
 MAX_CPUS = 255  # q35 with xAPIC ids below 255 (x2APIC/_UID devices are not modelled)
 MIB = 1 << 20
-
-
-@attrs.frozen
-class PciDevice:
-    """One -device on a PCI bus, in command-line order."""
-
-    driver: str
-    bus: str  # "pcie.0", "pcie.node0" or a root port id
-    id: str = ""
-    addr: int | None = None  # explicit slot
-    bus_nr: int | None = None  # pxb-pcie only
 
 
 @attrs.frozen
@@ -53,32 +42,11 @@ class MachineConfig:
         return self.memory_mb * MIB
 
 
-_KV = re.compile(r"([^,=]+)(?:=([^,]*))?")
-
-
-def _options(value: str) -> tuple[str, dict[str, str]]:
-    first, _, rest = value.partition(",")
-    opts = {m.group(1): m.group(2) or "" for m in _KV.finditer(rest)} if rest else {}
-    return first, opts
-
-
 def _int(text: str, what: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
         raise ConfigError(f"dumper argv: {what} {text!r} is not an integer") from None
-
-
-def _pci_slot(text: str) -> int:
-    """QEMU's PCI ``addr`` property: ``slot[.function]`` in hex (function 0 only here)."""
-    slot, _, func = text.partition(".")
-    try:
-        value = int(slot, 16)
-    except ValueError:
-        raise ConfigError(f"dumper argv: PCI addr {text!r} is not hex") from None
-    if func not in ("", "0") or not 0 <= value < 32:
-        raise ConfigError(f"dumper argv: PCI addr {text!r} is not a slot 0-0x1f, function 0")
-    return value
 
 
 def parse_compat(text: str) -> tuple[int, int, int] | None:
@@ -120,7 +88,7 @@ def from_argv(argv: tuple[str, ...] | list[str], compat_ver: str = "") -> Machin
                 raise ConfigError(f"dumper argv: -m {v!r} is not in MiB")
             mem = _int(v[:-1], "-m")
         elif opt == "-machine":
-            kind, o = _options(v)
+            kind, o = device_options(v)
             if kind != "q35":
                 raise ConfigError(f"dumper argv: machine {kind!r} is not q35")
             smm = o.get("smm") == "on"
@@ -131,18 +99,14 @@ def from_argv(argv: tuple[str, ...] | list[str], compat_ver: str = "") -> Machin
         elif opt == "-numa":
             numa = True
         elif opt == "-device":
-            driver, o = _options(v)
-            bus = o.get("bus", "pcie.0")
-            addr = _pci_slot(o["addr"]) if "addr" in o else None
-            if driver == "pxb-pcie":
-                bus_nr = _int(o.get("bus_nr", ""), "pxb-pcie bus_nr")
-                if not 1 <= bus_nr <= 255:
-                    raise ConfigError(f"dumper argv: pxb-pcie bus_nr {bus_nr} is not 1-255")
-                devices.append(PciDevice(driver, bus, o.get("id", ""), addr, bus_nr))
-            elif driver == "pcie-root-port" or driver in ENDPOINTS:
-                devices.append(PciDevice(driver, bus, o.get("id", ""), addr))
-            else:
-                raise ConfigError(f"dumper argv: device {driver!r} is not modelled")
+            dev = parse_device(v)
+            if dev.driver == "pxb-pcie":
+                assert dev.bus_nr is not None
+                if not 1 <= dev.bus_nr <= 255:
+                    raise ConfigError(f"dumper argv: pxb-pcie bus_nr {dev.bus_nr} is not 1-255")
+            elif dev.driver != "pcie-root-port" and dev.driver not in ENDPOINTS:
+                raise ConfigError(f"dumper argv: device {dev.driver!r} is not modelled")
+            devices.append(dev)
         elif opt == "-virtfs":
             devices.append(PciDevice("virtio-9p-pci", "pcie.0"))
         elif opt == "-global":

@@ -1,10 +1,10 @@
-"""The PCI tree QEMU builds from the command line (slot assignment, buses, bridges).
+"""The PCI tree QEMU builds from the command line (buses, bridges, hotplug selectors).
 
-q35 places its chipset at fixed functions (MCH 00.0, ICH9 LPC 1f.0, AHCI 1f.2, SMBus 1f.3);
-every other -device takes the first free slot of its bus in command-line order unless it
-names one (``addr=``). A pcie-root-port or pxb-pcie creates a bus the later -devices may name.
-QEMU links child buses at the head of their parent's list, so walking ``children`` gives the
-newest bus first, as QEMU's QLIST_FOREACH does.
+Which slot each device gets is :func:`dstack_mr.pci_slots.assign_slots`'s answer (the one
+home of q35's slot accounting, which ``Machine`` also checks its device counts with). A
+pcie-root-port or pxb-pcie creates a bus the later -devices may name. QEMU links child
+buses at the head of their parent's list, so walking ``children`` gives the newest bus
+first, as QEMU's QLIST_FOREACH does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from ..errors import ConfigError
+from ..pci_slots import CHIPSET, EXPANDER, ROOT_BUS, ROOT_PORT, assign_slots
 from .config import MachineConfig
 
 
@@ -54,15 +55,6 @@ class Bus:
             )
         self.devices[dev.devfn] = dev
 
-    def first_free_devfn(self) -> int:
-        for devfn in range(0, 256 if not self.one_slot else 8, 8):
-            if devfn not in self.devices:
-                return devfn
-        raise ConfigError(
-            f"no free PCI slot left on {self.name}: QEMU cannot start this machine "
-            "(too many devices, GPUs or NVSwitches)"
-        )
-
 
 @attrs.define
 class Topology:
@@ -74,27 +66,21 @@ class Topology:
 
 
 def build_topology(cfg: MachineConfig) -> Topology:
-    root = Bus("pcie.0", 0, is_root=True)
-    root.place(Dev("mch", 0x00, hotpluggable=False))
-    root.place(Dev("ICH9-LPC", 0xF8, hotpluggable=False, has_aml=True))
-    root.place(Dev("ich9-ahci", 0xFA, hotpluggable=False))
-    root.place(Dev("ICH9-SMB", 0xFB, hotpluggable=False, has_aml=True))
-    buses = {"pcie.0": root}
-    for d in cfg.devices:
-        bus = buses.get(d.bus)
-        if bus is None:
-            raise ConfigError(f"dumper argv: -device {d.driver} names unknown bus {d.bus!r}")
-        devfn = d.addr << 3 if d.addr is not None else bus.first_free_devfn()
-        if bus.one_slot and devfn >= 8:
-            raise ConfigError(f"PCIe port bus {bus.name} has a single slot")
-        dev = Dev(d.driver, devfn, hotpluggable=d.driver != "pxb-pcie")
+    root = Bus(ROOT_BUS, 0, is_root=True)
+    for driver, devfn, has_aml in CHIPSET:
+        root.place(Dev(driver, devfn, hotpluggable=False, has_aml=has_aml))
+    buses = {ROOT_BUS: root}
+    for d, slot in zip(cfg.devices, assign_slots(cfg.devices), strict=True):
+        bus = buses[d.bus]
+        devfn = slot << 3
+        dev = Dev(d.driver, devfn, hotpluggable=d.driver != EXPANDER)
         bus.place(dev)
-        if d.driver == "pcie-root-port":
+        if d.driver == ROOT_PORT:
             sec = Bus(d.id, parent_devfn=devfn, one_slot=True)
             dev.secondary = sec
             bus.children.insert(0, sec)
             buses[d.id] = sec
-        elif d.driver == "pxb-pcie":
+        elif d.driver == EXPANDER:
             assert d.bus_nr is not None
             sec = Bus(d.id, d.bus_nr, is_root=True, parent_devfn=devfn)
             bus.children.insert(0, sec)
