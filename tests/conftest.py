@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +82,16 @@ def fake_dumper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     monkeypatch.setenv("FAKE_DUMPER_RECORD", str(record))
     monkeypatch.setenv("FAKE_DUMPER_BLOB", "/nonexistent")
     yield FakeDumper(record)
+
+
+def stock_qemu_dumper() -> Any:
+    """../shared/acpi/qemu_fwcfg_dump.py as a module (reads fw_cfg ACPI files out of Debian's
+    stock QEMU over qtest); skips when that QEMU and its OVMF are not installed."""
+    if shutil.which("qemu-system-x86_64") is None or not Path("/usr/share/ovmf/OVMF.fd").exists():
+        pytest.skip("stock QEMU (qemu-system-x86 + ovmf) is not installed")
+    path = shared_path("acpi", "qemu_fwcfg_dump.py")
+    spec = importlib.util.spec_from_file_location("qemu_fwcfg_dump", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import lzma
-import shutil
 import struct
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import shared_path
+from conftest import shared_path, stock_qemu_dumper
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,17 +107,6 @@ def test_library_argv_reads_as_the_recorded_machine() -> None:
 # --- live against an installed stock QEMU ---------------------------------------------------
 
 
-def _live_dumper() -> Any:
-    if shutil.which("qemu-system-x86_64") is None or not Path("/usr/share/ovmf/OVMF.fd").exists():
-        pytest.skip("stock QEMU (qemu-system-x86 + ovmf) is not installed")
-    path = shared_path("acpi", "qemu_fwcfg_dump.py")
-    spec = importlib.util.spec_from_file_location("qemu_fwcfg_dump", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize(
     "machine",
     [
@@ -129,7 +116,7 @@ def _live_dumper() -> Any:
     ],
 )
 def test_model_matches_live_stock_qemu(machine: dict[str, Any]) -> None:
-    dumper = _live_dumper()
+    dumper = stock_qemu_dumper()
     blobs = dumper.dump(**machine)
     argv, _ = dumper.dstack_argv(**machine, stock=False)
     got = tables_for(acpi.DumperInvocation(tuple(argv), "9.2.1"), qemu="stock-7.2")

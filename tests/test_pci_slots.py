@@ -7,14 +7,12 @@ found against stock QEMU, which the live test repeats when it is installed.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import shared_path
+from conftest import stock_qemu_dumper
 from typer.testing import CliRunner
 
 from dstack_mr import ConfigError, Machine, VmConfig, acpi, pci_slots
@@ -154,17 +152,6 @@ def test_slot_assignment_follows_qemu() -> None:
         pci_slots.assign_slots([dev("vfio-pci", "nope")])
 
 
-def _stock_qemu() -> Any:
-    if shutil.which("qemu-system-x86_64") is None or not Path("/usr/share/ovmf/OVMF.fd").exists():
-        pytest.skip("stock QEMU (qemu-system-x86 + ovmf) is not installed")
-    path = shared_path("acpi", "qemu_fwcfg_dump.py")
-    spec = importlib.util.spec_from_file_location("qemu_fwcfg_dump", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _dump_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     names = {"num_gpus": "gpus", "num_nvswitches": "nvswitches", "num_nics": "nics",
              "num_verity_volumes": "volumes"}  # fmt: skip
@@ -174,7 +161,7 @@ def _dump_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(("fits", "past", "message"), EDGES)
 def test_edges_against_stock_qemu(fits: dict[str, Any], past: dict[str, Any], message: str) -> None:
     """QEMU starts the largest machine (with the model's tables) and refuses one more."""
-    qemu = _stock_qemu()
+    qemu = stock_qemu_dumper()
     blobs = qemu.dump(**_dump_kwargs(fits))
     argv, _ = qemu.dstack_argv(**_dump_kwargs(fits), stock=False)
     assert tables_for(acpi.DumperInvocation(tuple(argv), "9.1.0"), "stock-7.2") == blobs["tables"]
