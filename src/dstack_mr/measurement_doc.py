@@ -49,7 +49,6 @@ DIGEST_LEN = 48
 MAX_WITNESS_SIZE = 4096
 MAX_DOCUMENT_SIZE = 16 * 1024
 MAX_CHECKSUM_FILE_SIZE = 1 << 20
-_U64_MAX = U64_MAX
 
 
 def _hex(b: bytes) -> str:
@@ -77,7 +76,7 @@ def _leb128(data: bytes, offset: int, what: str) -> tuple[int, int]:
     # upstream writer never produces one, so it marks a document not written by it.
     if offset - start > 1 and byte == 0:
         raise MeasurementDocumentError(f"TD HOB witness: {what} is not minimally encoded")
-    if value > _U64_MAX:
+    if value > U64_MAX:
         raise MeasurementDocumentError(f"TD HOB witness: {what} does not fit 64 bits")
     return value, offset
 
@@ -142,7 +141,7 @@ class TdHobWitness:
         for i, (start, pages) in enumerate(self.ranges):
             if pages == 0:
                 raise MeasurementDocumentError(f"TD HOB witness: range {i} is empty")
-            if (start + pages) * PAGE_SIZE > _U64_MAX:
+            if (start + pages) * PAGE_SIZE > U64_MAX:
                 raise MeasurementDocumentError(
                     f"TD HOB witness: range {i} ends beyond the 64-bit address space"
                 )

@@ -233,10 +233,10 @@ def measure_snp_image(
     m = snp.material.launch_inputs(vcpus, vcpu_type, guest_features).measure()
     basis = SNP_MEASUREMENT_FILENAME if snp.document is not None else f"files ({snp.firmware}, ...)"
     notes = [f"image directory: {c.message}" for c in snp.integrity() if not c.ok]
-    if snp.differences():
+    differences = snp.differences()
+    if differences:
         notes.append(
-            f"{SNP_MEASUREMENT_FILENAME} and the image files disagree on "
-            + ", ".join(snp.differences())
+            f"{SNP_MEASUREMENT_FILENAME} and the image files disagree on " + ", ".join(differences)
         )
     return SnpImageLaunch(
         m, vcpus, vcpu_type, guest_features, basis, snp.os_image_hash, tuple(notes)

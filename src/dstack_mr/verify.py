@@ -48,6 +48,7 @@ from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event, runtime_event_digest
 from .evidence import Evidence
 from .image import Image, ovmf_variant_with_source
+from .machine import TdxMeasurements
 from .measurement_doc import MeasurementDocument
 from .quote import TdxQuote
 
@@ -65,6 +66,11 @@ PASSED = "passed"
 FAILED = "failed"
 NOT_CHECKED = "not_checked"
 _REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
+
+
+def _differing_registers(expected: TdxMeasurements, quote: TdxQuote) -> list[str]:
+    """Upper-case names of the boot registers where ``expected`` and the quote disagree."""
+    return [r.upper() for r in _REGISTERS if getattr(expected, r) != getattr(quote, r)]
 
 
 def _iso(when: dt.datetime) -> str:
@@ -242,7 +248,7 @@ def _legacy_measurements(
     variant, _source = ovmf_variant_with_source(vm, image.info)
     details = image.measure(vm, acpi, variant)
     expected = details.measurements
-    differ = [r.upper() for r in _REGISTERS if getattr(expected, r) != getattr(quote, r)]
+    differ = _differing_registers(expected, quote)
     where = image.files.directory
     if differ:
         measured = Check(
@@ -333,7 +339,7 @@ def _lite_measurements(
         return Check("measurements", NOT_CHECKED, str(exc)), hashed
     except (EvidenceError, MeasurementDocumentError) as exc:
         return Check("measurements", FAILED, str(exc)), hashed
-    differ = [r.upper() for r in _REGISTERS if getattr(expected, r) != getattr(quote, r)]
+    differ = _differing_registers(expected, quote)
     if differ:
         failed = "the measurements do not match the document this os_image_hash names"
         return (

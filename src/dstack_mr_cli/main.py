@@ -20,11 +20,7 @@ from dstack_mr.acpi import DEFAULT_TIMEOUT, AcpiSource
 from dstack_mr.config import OvmfVariant, parse_memory_size, parse_rust_u32
 from dstack_mr.errors import ConfigError
 
-# EXIT_* and library_errors live in .base; re-exported for command modules importing them here.
-from .base import EXIT_BAD_INPUT as EXIT_BAD_INPUT
-from .base import EXIT_MISMATCH as EXIT_MISMATCH
-from .base import App, State, bool_option, parse_bool
-from .base import library_errors as library_errors
+from .base import App, State, bool_option, library_errors, parse_bool
 
 if TYPE_CHECKING:
     from dstack_mr.smbios import SmbiosOptions
