@@ -63,6 +63,17 @@ def read_json(path: StrPath, what: str) -> Any:
     return parse_json(read_evidence(path, what), f"{what} {os.fspath(path)}", EvidenceError)
 
 
+def _quote_evidence(path: StrPath) -> Evidence:
+    """The quote in file ``path``, refused when the file is a whole attestation."""
+    from .evidence import Evidence, reject_attestation
+    from .quote import parse_quote
+
+    where = os.fspath(path)
+    data = read_evidence(path, "quote")
+    reject_attestation(data, f"--quote {where}")
+    return Evidence(quote=parse_quote(data), sources=(f"quote {where}",))
+
+
 @attrs.frozen
 class SnpEvidence:
     """An AMD SEV-SNP attestation, judged on its own, and the VmConfig given beside it."""
@@ -165,16 +176,10 @@ class EvidenceFiles:
         from .ccel import parse_ccel
         from .eventlog import parse_json_event_log
         from .evidence import Evidence, parse_register_hex, reject_attestation
-        from .quote import parse_quote
 
         evidence = Evidence()
         if self.quote is not None:
-            where = os.fspath(self.quote)
-            data = read_evidence(self.quote, "quote")
-            reject_attestation(data, f"--quote {where}")
-            evidence = evidence.merge(
-                Evidence(quote=parse_quote(data), sources=(f"quote {where}",))
-            )
+            evidence = evidence.merge(_quote_evidence(self.quote))
         if self.event_log is not None:
             where = os.fspath(self.event_log)
             data = read_evidence(self.event_log, "event log")
@@ -256,7 +261,7 @@ def verify_evidence(
     (the hex quote found next to the collateral in file ``collateral``). Raises
     :class:`EvidenceError` when no quote is found anywhere, or when the quote file is a whole
     attestation (naming ``--attestation``, as ``diagnose`` does)."""
-    from .evidence import Evidence, reject_attestation
+    from .evidence import Evidence
     from .quote import parse_quote
 
     evidence = Evidence()
@@ -264,10 +269,7 @@ def verify_evidence(
     if att is not None:
         evidence = Evidence.from_attestation(att)
     if quote is not None:
-        where = os.fspath(quote)
-        data = read_evidence(quote, "quote")
-        reject_attestation(data, f"--quote {where}")
-        evidence = evidence.merge(Evidence(quote=parse_quote(data), sources=(f"quote {where}",)))
+        evidence = evidence.merge(_quote_evidence(quote))
     if evidence.quote is None and adjacent_quote is not None:
         where = "" if collateral is None else os.fspath(collateral)
         if not isinstance(adjacent_quote, str):

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .acpi_log import acpi_digests_from_log
+import attrs
+
+from .acpi_log import AcpiDigests, acpi_digests_from_log
 from .acpi_source import AcpiChoice
 from .config import VmConfig
 from .diagnose import (
@@ -28,7 +30,7 @@ from .diagnose import (
     replay_checks,
 )
 from .errors import ConfigError, DstackMrError, EvidenceError
-from .eventlog import Event
+from .eventlog import EV_PLATFORM_CONFIG_FLAGS, Event
 from .events import ACPI_LABELS
 from .evidence import Evidence
 from .explain import Finding
@@ -48,7 +50,7 @@ def is_lite_event_log(events: Sequence[Event]) -> bool:
     return (
         not any(e.imr in (1, 2) for e in events)
         and len(rtmr0) == len(ACPI_LABELS)
-        and all(e.event_type == 0xA for e in rtmr0)
+        and all(e.event_type == EV_PLATFORM_CONFIG_FLAGS for e in rtmr0)
     )
 
 
@@ -155,14 +157,13 @@ def diagnose_lite(vm: VmConfig, evidence: Evidence, acpi: str = "log") -> Diagno
         )
     else:
         assert evidence.events is not None  # checked above
-        digests = acpi_digests_from_log(evidence.events)
-        tables = digests
-        choice = AcpiChoice(
-            "log",
-            "ACPI digests taken from the event log, not verified (lite mode: no image, no QEMU)",
-            digests,
-            verified=False,
+        choice = attrs.evolve(
+            AcpiChoice.from_log(evidence.events),
+            description="ACPI digests taken from the event log, not verified "
+            "(lite mode: no image, no QEMU)",
         )
+        assert isinstance(choice.source, AcpiDigests)  # from_log's digests
+        tables = choice.source
     expected = measure_from_document(doc, vm, tables)
     m = expected.measurements
 
