@@ -434,3 +434,8 @@ def test_cross_check_against_an_image_dir(tmp_path: Path) -> None:
     diff = cross_check_image(other, attrs.evolve(vm, os_image_hash=bytes(32)), str(d))
     assert diff.differing == ("initrd_sha384",) and diff.image_hash_matches is False
     assert not diff.same_image
+    # A checksum list over 1 MiB is no image's: not compared, never hashed in part.
+    big = material.checksum_file + b"\n" * (1 << 20)
+    (d / "sha256sum.txt").write_bytes(big)
+    first_mib = attrs.evolve(vm, os_image_hash=hashlib.sha256(big[: 1 << 20]).digest())
+    assert cross_check_image(doc, first_mib, str(d)).image_hash_matches is None

@@ -26,6 +26,7 @@ from . import events
 from .acpi import AcpiTables, build_tables
 from .acpi_log import AcpiDigests
 from .config import OvmfVariant, VmConfig
+from .declarations import image_dir_hash
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
 from .eventlog import Event
 from .image import vm_machine as image_vm_machine
@@ -208,8 +209,9 @@ class ImageCrossCheck:
 
     ``differing`` names the document fields the image's own document does not equal (empty:
     the image is the one the document describes, as far as TDX measures it);
-    ``image_hash_matches`` compares the directory's ``sha256sum.txt`` with ``os_image_hash``
-    (None when the directory has no ``sha256sum.txt``).
+    ``image_hash_matches`` compares the directory's own hash
+    (:func:`dstack_mr.declarations.image_dir_hash`: the SHA-256 of ``sha256sum.txt``, else
+    ``digest.txt``) with ``os_image_hash`` (None when the directory names no usable hash).
     """
 
     image_dir: str
@@ -223,9 +225,6 @@ class ImageCrossCheck:
 
 def cross_check_image(doc: MeasurementDocument, vm: VmConfig, image_dir: str) -> ImageCrossCheck:
     """Build the document of ``image_dir`` and compare it with ``doc`` field by field."""
-    import hashlib
-    import os
-
     from .measurement_doc import build_document
 
     built = build_document(image_dir)
@@ -234,9 +233,7 @@ def cross_check_image(doc: MeasurementDocument, vm: VmConfig, image_dir: str) ->
         for f in attrs.fields(MeasurementDocument)
         if getattr(doc, f.name) != getattr(built, f.name)
     )
-    sums = os.path.join(image_dir, "sha256sum.txt")
-    matches: bool | None = None
-    if os.path.isfile(sums):
-        with open(sums, "rb") as f:
-            matches = hashlib.sha256(f.read(1 << 20)).digest() == vm.os_image_hash
+    # The same image hash verify and diagnose compare os_image_hash with.
+    found = image_dir_hash(image_dir)
+    matches = None if found is None else found[0] == vm.os_image_hash
     return ImageCrossCheck(image_dir, differing, matches)
