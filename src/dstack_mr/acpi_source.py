@@ -48,8 +48,8 @@ def acpi_source_for(
         if kind == "builtin":
             return QemuAcpiModel()
         return auto_source(AcpiDumper(program=dumper, timeout=timeout))
-    if kind == "file" and tables is None:
-        raise ConfigError("--acpi-source file needs --acpi-tables FILE")
+    if kind == "file":
+        return _tables_file(tables)
     if kind == "dumper" and tables is not None:
         raise ConfigError("--acpi-source dumper does not read --acpi-tables")
     if tables is not None:
@@ -119,6 +119,21 @@ class AcpiChoice:
         return cls.none(f"{why}, and no event log was given")
 
 
+def _tables_file(tables: str | os.PathLike[str] | None) -> AcpiTablesFile:
+    """The tables file ``--acpi-source file`` reads, which must be given."""
+    if tables is None:
+        raise ConfigError("--acpi-source file needs --acpi-tables FILE")
+    return AcpiTablesFile(tables)
+
+
+def _dumper_choice(dumper: AcpiDumper) -> AcpiChoice:
+    """The dumper, named by the program it resolves to (DumperNotFoundError when none)."""
+    found = dumper.resolve()
+    return attrs.evolve(
+        AcpiChoice.from_source(dumper), description=f"ACPI tables from the dumper {found}"
+    )
+
+
 def _builtin() -> AcpiChoice:
     from .acpi_model import QemuAcpiModel  # the model's modules load only when used
 
@@ -130,7 +145,7 @@ def resolve_acpi(
     *,
     tables: str | os.PathLike[str] | None = None,
     dumper: str | None = None,
-    timeout: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
     events: Sequence[Event] | None = None,
 ) -> AcpiChoice:
     """Pick the ACPI source for a diagnosis.
@@ -145,19 +160,11 @@ def resolve_acpi(
         raise ConfigError(f"unknown ACPI source {mode!r} (expected one of {', '.join(ACPI_MODES)})")
     if tables is not None and dumper is not None:
         raise ConfigError("give either an ACPI tables file or a dumper program, not both")
-    dumper_source = (
-        AcpiDumper(program=dumper) if timeout is None else AcpiDumper(dumper, timeout=timeout)
-    )
+    dumper_source = AcpiDumper(program=dumper, timeout=timeout)
     if mode == "file" or (mode == "auto" and tables is not None):
-        if tables is None:
-            raise ConfigError("--acpi-source file needs --acpi-tables FILE")
-        return AcpiChoice.from_source(AcpiTablesFile(tables))
+        return AcpiChoice.from_source(_tables_file(tables))
     if mode == "dumper" or (mode == "auto" and dumper is not None):
-        found = dumper_source.resolve()
-        return attrs.evolve(
-            AcpiChoice.from_source(dumper_source),
-            description=f"ACPI tables from the dumper {found}",
-        )
+        return _dumper_choice(dumper_source)
     if mode == "builtin":
         return _builtin()
     if mode == "log":
@@ -165,7 +172,7 @@ def resolve_acpi(
             raise EvidenceError("--acpi-source log needs an event log (--attestation, --event-log)")
         return AcpiChoice.from_log(events)
     try:
-        found = dumper_source.resolve()
+        return _dumper_choice(dumper_source)
     except DumperNotFoundError:
         return attrs.evolve(
             _builtin(),
@@ -174,6 +181,3 @@ def resolve_acpi(
                 "not cover this QEMU version"
             ),
         )  # fmt: skip
-    return attrs.evolve(
-        AcpiChoice.from_source(dumper_source), description=f"ACPI tables from the dumper {found}"
-    )
