@@ -292,12 +292,14 @@ def test_lite_mode_when_no_image_is_given(real: Path) -> None:
     for kw in ({"acpi_tables": "t.bin"}, {"acpi_dumper": "/bin/true"}, {"acpi_mode": "file"}):
         with pytest.raises(ConfigError, match=r"needs the image directory"):
             diagnose_evidence(loaded, **kw)  # type: ignore[arg-type]
-    # --collateral without a quote to check is refused after the report is made.
+    # --collateral without a quote to check is refused before the diagnosis runs (so before
+    # the diagnosis' own refusal of a tables file without an image directory).
     vm = tdx(EvidenceFiles(attestation=real / V060)).vm_config
     no_quote = TdxEvidence(tdx(EvidenceFiles(attestation=real / V060)).evidence, vm)
     no_quote = TdxEvidence(attrs.evolve(no_quote.evidence, quote=None), vm)
-    with pytest.raises(ConfigError, match=r"^--collateral checks a quote's signature"):
-        diagnose_evidence(no_quote, collateral=real / COLLATERAL)
+    for kw in ({}, {"acpi_mode": "file"}):
+        with pytest.raises(ConfigError, match=r"^--collateral checks a quote's signature"):
+            diagnose_evidence(no_quote, collateral=real / COLLATERAL, **kw)  # type: ignore[arg-type]
 
 
 def test_image_is_required_without_a_measurement_document(tmp_path: Path, real: Path) -> None:

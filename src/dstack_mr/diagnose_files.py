@@ -47,6 +47,16 @@ def diagnose_evidence(
     from . import diagnose as dg
 
     vm, evidence = loaded.vm_config, loaded.evidence
+    # Refused before the diagnosis runs, not after it.
+    intel = None
+    if collateral is not None:
+        if evidence.quote is None:
+            raise ConfigError(
+                "--collateral checks a quote's signature: give --quote or --attestation"
+            )
+        from .evidence_files import read_collateral
+
+        intel = read_collateral(collateral)[0]
     if image_dir is None and image_base_dir is None and vm.tdx_measurement is not None:
         # Lite mode: the VM's own measurement document instead of the image.
         from .lite_diagnose import diagnose_lite
@@ -80,16 +90,14 @@ def diagnose_evidence(
             events=evidence.events,
         )
         report = dg.diagnose(vm, Image(files), evidence, choice, explain=explain)
-    if collateral is None:
+    if intel is None:
         return report
-    if evidence.quote is None:
-        raise ConfigError("--collateral checks a quote's signature: give --quote or --attestation")
     import attrs
 
     from .dcap import verify_quote
-    from .evidence_files import read_collateral
 
-    verdict = verify_quote(evidence.quote, read_collateral(collateral)[0], at)
+    assert evidence.quote is not None  # checked with the collateral
+    verdict = verify_quote(evidence.quote, intel, at)
     return attrs.evolve(report, quote_signature=verdict)
 
 
