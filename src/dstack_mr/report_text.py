@@ -111,14 +111,20 @@ def _event_lines(e: EventCheck, st: Style) -> list[str]:
 
 
 def _register_block(
-    report: DiagnoseReport, r: RegisterCheck, findings: list[Finding], st: Style
+    report: DiagnoseReport,
+    r: RegisterCheck,
+    differing_events: list[EventCheck],
+    findings: list[Finding],
+    st: Style,
 ) -> list[str]:
-    out = [f"{r.name}: {st.status('mismatch')} (actual from {r.source})"]
-    out.append(f"  expected: {r.expected.hex() if r.expected is not None else 'not judged'}")
-    out.append(f"  actual:   {r.actual.hex() if r.actual is not None else ''}")
-    if r.name.startswith("RTMR"):
-        rtmr = int(r.name[4:])
-        diffs = [e for e in report.differing_events() if e.rtmr == rtmr]
+    """A differing register: its values when they mismatch (else only that its event log
+    differs), its differing events, its findings."""
+    rtmr = int(r.name[4:]) if r.name.startswith("RTMR") else None
+    diffs = [e for e in differing_events if rtmr is not None and e.rtmr == rtmr]
+    if r.status == "mismatch":
+        out = [f"{r.name}: {st.status('mismatch')} (actual from {r.source})"]
+        out.append(f"  expected: {r.expected.hex() if r.expected is not None else 'not judged'}")
+        out.append(f"  actual:   {r.actual.hex() if r.actual is not None else ''}")
         if diffs:
             mine = [e for e in report.events if e.rtmr == rtmr and e.index is not None]
             same = sum(e.status in ("match", "unverified") for e in mine)
@@ -126,8 +132,10 @@ def _register_block(
                 f"  {same} of {len(mine)} expected events found unchanged; differing "
                 f"event{'s' if len(diffs) > 1 else ''}:"
             )
-            for e in diffs:
-                out += _event_lines(e, st)
+    else:
+        out = [f"{r.name}: the event log differs from the expected events"]
+    for e in diffs:
+        out += _event_lines(e, st)
     for f in findings:
         out += _finding_lines(f, st)
     return out
@@ -148,10 +156,9 @@ def render_diagnose(report: DiagnoseReport, color: bool = False, verbose: bool =
     by_register: dict[str, list[Finding]] = {}
     loose: list[Finding] = []
     differing = {r.name for r in report.differing_registers()}
+    differing_events = report.differing_events()
     for r in report.registers:
-        if r.name.startswith("RTMR") and any(
-            e.rtmr == int(r.name[4:]) for e in report.differing_events()
-        ):
+        if r.name.startswith("RTMR") and any(e.rtmr == int(r.name[4:]) for e in differing_events):
             differing.add(r.name)
     for f in report.findings:
         if f.register in differing:
@@ -169,16 +176,7 @@ def render_diagnose(report: DiagnoseReport, color: bool = False, verbose: bool =
         if r.name not in differing:
             continue
         out.append("")
-        if r.status == "mismatch":
-            out += _register_block(report, r, by_register.get(r.name, []), st)
-        else:
-            out.append(f"{r.name}: the event log differs from the expected events")
-            rtmr = int(r.name[4:])
-            for e in report.differing_events():
-                if e.rtmr == rtmr:
-                    out += _event_lines(e, st)
-            for f in by_register.get(r.name, []):
-                out += _finding_lines(f, st)
+        out += _register_block(report, r, differing_events, by_register.get(r.name, []), st)
         if r.name.startswith("RTMR"):
             first = report.first_divergent(int(r.name[4:]))
             if first is not None:
