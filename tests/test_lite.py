@@ -18,7 +18,7 @@ from dstack_mr import AcpiTablesFile, ConfigError, Machine, VmConfig, cbor
 from dstack_mr.acpi import build_tables
 from dstack_mr.attestation import parse_attestation
 from dstack_mr.config import OvmfVariant, TdxMeasurementMaterial
-from dstack_mr.errors import EvidenceError, MeasurementDocumentError
+from dstack_mr.errors import EvidenceError, ImageError, MeasurementDocumentError
 from dstack_mr.eventlog import Event
 from dstack_mr.lite import (
     lite_acpi_digests_from_log,
@@ -434,8 +434,9 @@ def test_cross_check_against_an_image_dir(tmp_path: Path) -> None:
     diff = cross_check_image(other, attrs.evolve(vm, os_image_hash=bytes(32)), str(d))
     assert diff.differing == ("initrd_sha384",) and diff.image_hash_matches is False
     assert not diff.same_image
-    # A checksum list over 1 MiB is no image's: not compared, never hashed in part.
+    # A checksum list over 1 MiB is no image's: refused, never hashed in part nor skipped.
     big = material.checksum_file + b"\n" * (1 << 20)
     (d / "sha256sum.txt").write_bytes(big)
     first_mib = attrs.evolve(vm, os_image_hash=hashlib.sha256(big[: 1 << 20]).digest())
-    assert cross_check_image(doc, first_mib, str(d)).image_hash_matches is None
+    with pytest.raises(ImageError, match=r"image checksum file .*sha256sum.txt is more than"):
+        cross_check_image(doc, first_mib, str(d))

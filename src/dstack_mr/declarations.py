@@ -18,7 +18,7 @@ import attrs
 
 from ._binary import from_hex
 from .digest import replay
-from .errors import DstackMrError
+from .errors import DstackMrError, ImageError
 from .machine import reading
 
 if TYPE_CHECKING:
@@ -48,7 +48,13 @@ def _read_small(path: str, what: str) -> bytes | None:
         return None
     with reading(path, what), open(path, "rb") as f:
         data = f.read(_MAX_SIZE + 1)
-    return None if len(data) > _MAX_SIZE else data
+    if len(data) > _MAX_SIZE:
+        # Present but unusable is not "absent": treating it so would skip the hash check.
+        raise ImageError(
+            f"{what} {path} is more than {_MAX_SIZE} bytes: no image's {os.path.basename(path)} "
+            "is; the image directory is damaged or not an image"
+        )
+    return data
 
 
 def image_dir_hash(directory: str | os.PathLike[str]) -> tuple[bytes, str] | None:
