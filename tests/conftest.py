@@ -86,6 +86,25 @@ def fake_dumper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     yield FakeDumper(record)
 
 
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The example image's metadata.json, written afresh for the test."""
+    from dstack_mr.example import write_example_image
+
+    return write_example_image(tmp_path / "img")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The example image as a library Image, shared by a module's tests."""
+    from dstack_mr import AcpiTablesFile
+    from dstack_mr.example import write_example_image
+    from dstack_mr.image import Image, ImageFiles
+
+    meta = write_example_image(tmp_path_factory.mktemp("example") / "img")
+    return Image(ImageFiles.from_metadata(meta), AcpiTablesFile(meta.parent / "acpi-tables.bin"))
+
+
 def qemu_installed() -> bool:
     return shutil.which("qemu-system-x86_64") is not None
 

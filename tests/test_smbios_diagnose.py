@@ -8,19 +8,18 @@ from pathlib import Path
 
 import attrs
 import jsonschema
-import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 from vmlog import vm_event
 
-from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig, smbios
+from dstack_mr import OvmfVariant, VmConfig, smbios
 from dstack_mr.diagnose import diagnose
 from dstack_mr.digest import replay
 from dstack_mr.eventlog import Event
 from dstack_mr.events import SMBIOS_HANDOFF
 from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
-from dstack_mr.image import Image, ImageFiles
+from dstack_mr.image import Image
 from dstack_mr.registry import SMBIOS3_TABLE
 from dstack_mr.report_text import render_diagnose as render
 from dstack_mr.smbios import SmbiosInputs
@@ -36,12 +35,6 @@ TRUTH = SmbiosInputs("8.2.2", 16 * GIB, cpuid_eax=0x806F8)
 HANDOFF_PAYLOAD = (
     (1).to_bytes(8, "little") + SMBIOS3_TABLE.bytes_le + bytes.fromhex("0030a67f00000000")
 )
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    meta = write_example_image(tmp_path_factory.mktemp("smbios-diag") / "img")
-    return Image(ImageFiles.from_metadata(meta), AcpiTablesFile(meta.parent / "acpi-tables.bin"))
 
 
 def vm_log(image: Image, vm: VmConfig, smbios_digest: bytes) -> tuple[Event, ...]:
