@@ -120,6 +120,8 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 
 KILLED = {"killed", "caught by type check"}
+#: What recheck and survivors leave alone: mutants already killed, and those never run.
+SETTLED = ("killed", "not checked")
 _LINE = re.compile(r"^\s*(\S+): (.+)$")
 
 
@@ -176,7 +178,7 @@ def print_report(counts: dict[str, Counter[str]]) -> None:
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "recheck":
         # Test again every mutant that was not killed (after adding tests).
-        again = [n for n, s in results().items() if s != "killed" and s != "not checked"
+        again = [n for n, s in results().items() if s not in SETTLED
                  and module_of(n) in (argv[1:] or MODULES)]  # fmt: skip
         children = os.environ.get("MUTMUT_CHILDREN", "1")
         if again:
@@ -185,7 +187,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "survivors":
         # Each mutant that was not killed, with its one-line change (for docs/testing.md).
         for name, status in sorted(results().items(), key=lambda kv: _number(kv[0])):
-            if status in ("killed", "not checked") or module_of(name) is None:
+            if status in SETTLED or module_of(name) is None:
                 continue
             diff = subprocess.run(["mutmut", "show", name], capture_output=True, text=True)
             change = [ln[1:].strip() for ln in diff.stdout.splitlines()

@@ -6,8 +6,10 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -84,14 +86,44 @@ def fake_dumper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     yield FakeDumper(record)
 
 
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The example image's metadata.json, written afresh for the test."""
+    from dstack_mr.example import write_example_image
+
+    return write_example_image(tmp_path / "img")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The example image as a library Image, shared by a module's tests."""
+    from dstack_mr import AcpiTablesFile
+    from dstack_mr.example import write_example_image
+    from dstack_mr.image import Image, ImageFiles
+
+    meta = write_example_image(tmp_path_factory.mktemp("example") / "img")
+    return Image(ImageFiles.from_metadata(meta), AcpiTablesFile(meta.parent / "acpi-tables.bin"))
+
+
+def qemu_installed() -> bool:
+    return shutil.which("qemu-system-x86_64") is not None
+
+
+def load_shared_module(path: Path) -> ModuleType:
+    """A script of ../shared as a module named after its file. Its directory goes on
+    ``sys.path``: the SMBIOS dumper imports the fw_cfg dumper beside it."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def stock_qemu_dumper() -> Any:
     """../shared/acpi/qemu_fwcfg_dump.py as a module (reads fw_cfg ACPI files out of Debian's
     stock QEMU over qtest); skips when that QEMU and its OVMF are not installed."""
-    if shutil.which("qemu-system-x86_64") is None or not Path("/usr/share/ovmf/OVMF.fd").exists():
+    if not qemu_installed() or not Path("/usr/share/ovmf/OVMF.fd").exists():
         pytest.skip("stock QEMU (qemu-system-x86 + ovmf) is not installed")
-    path = shared_path("acpi", "qemu_fwcfg_dump.py")
-    spec = importlib.util.spec_from_file_location("qemu_fwcfg_dump", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_shared_module(shared_path("acpi", "qemu_fwcfg_dump.py"))

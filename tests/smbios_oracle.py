@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from conftest import load_shared_module
 
 from dstack_mr.smbios import SmbiosInputs
 
@@ -80,10 +79,6 @@ def processor_id(tables: bytes) -> tuple[int, int]:
     )
 
 
-def qemu_available() -> bool:
-    return shutil.which("qemu-system-x86_64") is not None
-
-
 def qemu_version_line() -> str:
     out = subprocess.run(
         ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=True
@@ -92,13 +87,7 @@ def qemu_version_line() -> str:
 
 
 def dumper(shared: Path) -> ModuleType:
-    path = shared / "acpi" / "qemu_smbios_dump.py"
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("qemu_smbios_dump", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_shared_module(shared / "acpi" / "qemu_smbios_dump.py")
 
 
 def dump(mod: ModuleType, case: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -9,16 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dstack_mr.acpi_model import QemuAcpiModel
-from dstack_mr.example import write_example_image
 from dstack_mr.machine import Machine
 from dstack_mr_cli.main import app
 
 RUN = CliRunner()
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    return write_example_image(tmp_path / "img")
 
 
 def _json(result_output: str) -> dict[str, object]:

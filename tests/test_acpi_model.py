@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from conftest import shared_path, stock_qemu_dumper
 from hypothesis import given, settings
@@ -340,16 +341,11 @@ def test_builtin_model_reproduces_the_references_9_2_1_rtmr0(tmp_path: Path) -> 
 
 
 def _capture_acpi_digests(name: str) -> Any:
-    from dstack_mr.acpi_model.search import AcpiDigests
+    from dstack_mr.acpi_log import acpi_digests_from_log
+    from dstack_mr.attestation import parse_attestation
 
-    data = json.loads(shared_path("real", name).read_text())
-    events = data["event_log"]
-    events = json.loads(events) if isinstance(events, str) else events
-    digests = [
-        bytes.fromhex(e["digest"]) for e in events if e["imr"] == 0 and e["event_type"] == 10
-    ]
-    assert len(digests) == 3
-    return AcpiDigests(*digests)
+    attestation = parse_attestation(shared_path("real", name).read_text())
+    return acpi_digests_from_log(attestation.events)
 
 
 def _machine(**kw: Any) -> Any:
@@ -371,13 +367,7 @@ def test_search_finds_the_real_cvms_configuration_only() -> None:
     axes = {"cpu_count": range(1, 17), "num_gpus": range(0, 3), "hotplug_off": (False, True)}
     matches = search_acpi_config(actual, claimed, axes)
     assert [m.describe() for m in matches] == ["cpu_count=8"]
-    assert search_acpi_config(actual, attrs_evolve(claimed, cpu_count=8), {}) != []
-
-
-def attrs_evolve(machine: Any, **changes: Any) -> Any:
-    import attrs
-
-    return attrs.evolve(machine, **changes)
+    assert search_acpi_config(actual, attrs.evolve(claimed, cpu_count=8), {}) != []
 
 
 def test_search_identifies_an_older_phala_cvm() -> None:

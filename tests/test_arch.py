@@ -19,11 +19,6 @@ from dstack_mr_cli.main import app
 GIB = 1 << 30
 
 
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    return write_example_image(tmp_path / "img")
-
-
 def test_from_json_takes_a_parsed_object() -> None:
     doc = {"cpu_count": 2, "memory_size": 2 * GIB, "pic": True}
     assert VmConfig.from_json(doc) == VmConfig.from_json(json.dumps(doc))

@@ -12,15 +12,9 @@ from conftest import TESTS_BIN, FakeDumper, load_vectors, shared_path
 from typer.testing import CliRunner
 
 from dstack_mr import PathEscapeError
-from dstack_mr.example import write_example_image
 from dstack_mr_cli.main import app
 
 RUN = CliRunner()
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    return write_example_image(tmp_path / "img")
 
 
 def measure(meta: Path, *args: str) -> list[str]:

@@ -15,16 +15,10 @@ from conftest import FakeDumper
 from typer.testing import CliRunner
 
 import dstack_mr
-from dstack_mr.example import write_example_image
 from dstack_mr_cli.base import expand_bool_aliases
 from dstack_mr_cli.main import app
 
 RUN = CliRunner()
-
-
-@pytest.fixture
-def example(tmp_path: Path) -> Path:
-    return write_example_image(tmp_path / "img")
 
 
 def commands() -> dict[str, click.Command]:

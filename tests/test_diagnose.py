@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from conftest import ROOT, shared_path
 from typer.testing import CliRunner
-from vmlog import events_of, vm_event
+from vmlog import events_of, smbios_swapped_log
 
 from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig
 from dstack_mr.acpi_log import AcpiDigests, acpi_digests_from_log
@@ -200,27 +200,14 @@ def test_stable202505_layout_explained(example: Image, with_log: bool) -> None:
         assert [e.label for e in rtmr0 if e.status == "mismatch"] == ["boot_order", "Boot0000"]
 
 
-def _stable_vm_log(example: Image, smbios_digest: bytes) -> tuple[Event, ...]:
-    """A 17-event stable202505 log whose SMBIOS event carries a real payload shape."""
-    vm = attrs.evolve(VM, ovmf_variant=OvmfVariant.STABLE202505)
-    details = example.measure(vm)
-    table = (1).to_bytes(8, "little") + SMBIOS3_TABLE.bytes_le + (0x7F6A3000).to_bytes(8, "little")
-    events = []
-    for log in details.rtmr_logs:
-        for e in log.events:
-            if e.label == "variable_authority":
-                events.append(Event(0, 0x80000009, smbios_digest, "", table))
-            else:
-                events.append(vm_event(log.rtmr, e.label, e.digest))
-    return tuple(events)
-
-
 def test_stable202505_index_13_is_the_smbios_handoff_event(example: Image) -> None:
     """Issue 9: the event the seed labels variable_authority is the SMBIOS handoff-tables
     event; its advice is about QEMU's SMBIOS tables, not OVMF builds; the seed's digest stays."""
     vm = attrs.evolve(VM, ovmf_variant=OvmfVariant.STABLE202505)
     other = hashlib.sha384(b"another SMBIOS table").digest()
-    report = diagnose(vm, example, Evidence(events=_stable_vm_log(example, other)))
+    report = diagnose(
+        vm, example, Evidence(events=smbios_swapped_log(example, vm, other, 0x7F6A3000))
+    )
     (ev,) = report.differing_events()
     assert (ev.index, ev.label, ev.identity) == (13, "variable_authority", "SMBIOS handoff tables")
     assert ev.expected == STABLE202505_VARIABLE_AUTHORITY_DIGEST

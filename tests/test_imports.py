@@ -9,11 +9,10 @@ never run, so they are left out of the cycle check (they still may not name the 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import ROOT
+from srcgraph import SRC, import_target, module_name
 
-SRC = ROOT / "src"
 #: Layer 1 of docs/architecture.md: may import only each other.
 FOUNDATION = {
     "dstack_mr._binary",
@@ -22,11 +21,6 @@ FOUNDATION = {
     "dstack_mr.registry",
     "dstack_mr.validate",
 }
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
@@ -43,11 +37,7 @@ def imports(name: str) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.Import):
             targets.update(a.name for a in node.names)
             return
-        if node.level:
-            base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            module = ".".join([*base, node.module] if node.module else base)
-        else:
-            module = node.module or ""
+        module = import_target(node, package)
         subs = {f"{module}.{a.name}" for a in node.names}
         # "from . import x" depends on the module x, not on the package's __init__.
         targets.update(subs & MODULES.keys())

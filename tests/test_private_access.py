@@ -17,11 +17,9 @@ The rule (docs/architecture.md, "Private names"):
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-from conftest import ROOT
+from srcgraph import SRC, import_target, module_name
 
-SRC = ROOT / "src"
 #: The packages checked: the library, and the CLI (which may use none of the library's
 #: private names or modules).
 PACKAGES = ("dstack_mr", "dstack_mr_cli")
@@ -29,11 +27,6 @@ PACKAGES = ("dstack_mr", "dstack_mr_cli")
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _is_module(dotted: str) -> bool:
@@ -81,11 +74,7 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     for node in ast.walk(tree):
         where = f"{module}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
+            target = import_target(node, package)
             if foreign_private_module(target):
                 found.append(f"{where}: imports the private module {target}")
             for alias in node.names:
@@ -172,5 +161,5 @@ def test_no_private_access_across_modules() -> None:
     found: list[str] = []
     for package in PACKAGES:
         for path in sorted((SRC / package).rglob("*.py")):
-            found += violations(path.read_text(), _module_name(path), path.name == "__init__.py")
+            found += violations(path.read_text(), module_name(path), path.name == "__init__.py")
     assert not found, "\n".join(found)

@@ -68,3 +68,55 @@ def test_acpi_loader_and_rsdp_match_real_log() -> None:
     real = rtmr0_log("dstack-0.6.0-getquote.json")
     assert tables.loader_digest.hex() == real[8]
     assert tables.rsdp_digest.hex() == real[9]
+
+
+def test_phala_capture_quote_mrtd() -> None:
+    """The README names the 0.3-era Phala CVM by its MRTD c68518a0...: the quote says so."""
+    from dstack_mr.attestation import parse_attestation
+
+    capture = shared_path("real", "phala-cloud-dstack-0.3-era-getquote.json").read_text()
+    quote = parse_attestation(capture).quote
+    assert quote is not None
+    assert quote.mrtd.hex() == (
+        "c68518a0ebb42136c12b2275164f8c72f25fa9a34392228687ed6e9caeb9c0f1"
+        "dbd895e9cf475121c029dc47e70e91fd"
+    )
+
+
+def test_builtin_acpi_tables_of_the_060_capture_have_the_readme_layout() -> None:
+    """The built-in model's tables for the 0.6.0 capture's own vm_config reproduce its three
+    logged ACPI digests, and are FACS 64 + DSDT 8285 + FACP 244 + APIC 238 + MCFG 60 +
+    WAET 40 + RSDT 52 back to back (RSDT at 8931), zeros after."""
+    from dstack_mr import VmConfig
+    from dstack_mr.acpi_log import AcpiDigests, acpi_digests_from_log
+    from dstack_mr.attestation import parse_attestation
+    from dstack_mr.lite import builtin_acpi_tables
+
+    capture = parse_attestation(shared_path("real", "dstack-0.6.0-getquote.json").read_text())
+    assert capture.vm_config is not None
+    built = builtin_acpi_tables(VmConfig.from_dict(capture.vm_config))
+    assert acpi_digests_from_log(capture.events) == AcpiDigests(
+        built.loader_digest, built.rsdp_digest, built.tables_digest
+    )
+    # (offset, length): each table starts where the one before it ends, in this order.
+    layout = {
+        "FACS": (0, 64), "DSDT": (64, 8285), "FACP": (8349, 244), "APIC": (8593, 238),
+        "MCFG": (8831, 60), "WAET": (8891, 40), "RSDT": (8931, 52),
+    }  # fmt: skip
+    assert acpi.find_tables(built.tables, list(layout)) == layout
+    ends = [off + length for off, length in layout.values()]
+    assert [off for off, _ in layout.values()] == [0, *ends[:-1]]
+    assert not any(built.tables[8931 + 52 :])
+
+
+def test_snp_capture_vm_config() -> None:
+    """The README's SNP CVM: 2 vCPU, 4 GiB, vhd host share mode, read from its attestation's
+    vm_config with the library's parsers."""
+    from dstack_mr import VmConfig
+    from dstack_mr.snp_attestation import parse_snp_attestation
+
+    data = shared_path("real", "dstack-snp-0.6.0-attestation.json").read_bytes()
+    attestation = parse_snp_attestation(data, "capture")
+    assert attestation is not None and attestation.vm_config is not None
+    vm = VmConfig.from_dict(attestation.vm_config.fields)
+    assert (vm.cpu_count, vm.memory_size, vm.host_share_mode) == (2, 4 << 30, "vhd")

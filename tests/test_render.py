@@ -8,12 +8,11 @@ import attrs
 import pytest
 from vmlog import events_of
 
-from dstack_mr import AcpiTablesFile, VmConfig
+from dstack_mr import VmConfig
 from dstack_mr.diagnose import DiagnoseReport, diagnose
 from dstack_mr.eventlog import Event
 from dstack_mr.evidence import Evidence
-from dstack_mr.example import write_example_image
-from dstack_mr.image import Image, ImageFiles
+from dstack_mr.image import Image
 from dstack_mr.machine import MeasurementDetails
 from dstack_mr.render import Cell, short, table
 
@@ -74,12 +73,6 @@ def parse(html_text: str) -> TableParser:
 
 def data_rows(t: Table) -> list[Row]:
     return [r for r in t.rows if r.cells]  # the header row has <th> only
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    meta = write_example_image(tmp_path_factory.mktemp("render") / "img")
-    return Image(ImageFiles.from_metadata(meta), AcpiTablesFile(meta.parent / "acpi-tables.bin"))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 import smbios_oracle as oracle
-from conftest import shared_path
+from conftest import qemu_installed, shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,7 +135,7 @@ def test_recorded_blobs_span_both_entry_points_and_memory_layouts() -> None:
     assert type19_counts >= {1, 2}
 
 
-@pytest.mark.skipif(not oracle.qemu_available(), reason="qemu-system-x86_64 not installed")
+@pytest.mark.skipif(not qemu_installed(), reason="qemu-system-x86_64 not installed")
 def test_live_stock_qemu_matches_model_and_recording() -> None:
     mod = oracle.dumper(shared_path())
     recorded = {

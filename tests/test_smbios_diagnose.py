@@ -8,20 +8,17 @@ from pathlib import Path
 
 import attrs
 import jsonschema
-import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
-from vmlog import vm_event
+from vmlog import smbios_swapped_log
 
-from dstack_mr import AcpiTablesFile, OvmfVariant, VmConfig, smbios
+from dstack_mr import OvmfVariant, VmConfig, smbios
 from dstack_mr.diagnose import diagnose
 from dstack_mr.digest import replay
-from dstack_mr.eventlog import Event
 from dstack_mr.events import SMBIOS_HANDOFF
 from dstack_mr.evidence import Evidence
 from dstack_mr.example import write_example_image
-from dstack_mr.image import Image, ImageFiles
-from dstack_mr.registry import SMBIOS3_TABLE
+from dstack_mr.image import Image
 from dstack_mr.report_text import render_diagnose as render
 from dstack_mr.smbios import SmbiosInputs
 from dstack_mr_cli.main import app
@@ -33,32 +30,15 @@ VM16 = VmConfig(
 )
 #: What the host really was: a Sapphire Rapids stepping 8 machine, dstack's strings.
 TRUTH = SmbiosInputs("8.2.2", 16 * GIB, cpuid_eax=0x806F8)
-HANDOFF_PAYLOAD = (
-    (1).to_bytes(8, "little") + SMBIOS3_TABLE.bytes_le + bytes.fromhex("0030a67f00000000")
-)
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    meta = write_example_image(tmp_path_factory.mktemp("smbios-diag") / "img")
-    return Image(ImageFiles.from_metadata(meta), AcpiTablesFile(meta.parent / "acpi-tables.bin"))
-
-
-def vm_log(image: Image, vm: VmConfig, smbios_digest: bytes) -> tuple[Event, ...]:
-    """The log of a VM booted with ``vm``, its SMBIOS event carrying ``smbios_digest``."""
-    out = []
-    for log in image.measure(vm).rtmr_logs:
-        for e in log.events:
-            if e.label == SMBIOS_HANDOFF:
-                out.append(Event(0, 0x80000009, smbios_digest, "", HANDOFF_PAYLOAD))
-            else:
-                out.append(vm_event(log.rtmr, e.label, e.digest))
-    return tuple(out)
+#: Where this host's SMBIOS handoff event says the tables are.
+TABLE_ADDRESS = 0x7FA63000
 
 
 def test_a_16g_vm_gets_its_smbios_inputs_proven_and_rtmr0_matches(image: Image) -> None:
     actual = smbios.event_digest(TRUTH)
-    report = diagnose(VM16, image, Evidence(events=vm_log(image, VM16, actual)))
+    report = diagnose(
+        VM16, image, Evidence(events=smbios_swapped_log(image, VM16, actual, TABLE_ADDRESS))
+    )
     (ev,) = report.differing_events()
     assert (ev.index, ev.identity) == (13, "SMBIOS handoff tables")
     (finding,) = report.findings
@@ -84,7 +64,7 @@ def test_a_16g_vm_gets_its_smbios_inputs_proven_and_rtmr0_matches(image: Image) 
 
 def test_memory_the_config_misstates_is_proven_by_the_td_hob_and_used(image: Image) -> None:
     said = attrs.evolve(VM16, memory_size=4 * GIB)
-    events = vm_log(image, VM16, smbios.event_digest(TRUTH))
+    events = smbios_swapped_log(image, VM16, smbios.event_digest(TRUTH), TABLE_ADDRESS)
     report = diagnose(said, image, Evidence(events=events))
     by_subject = {f.subject: f for f in report.findings}
     assert by_subject["td_hob"].value == "16G" and by_subject["td_hob"].proven
@@ -95,7 +75,7 @@ def test_memory_the_config_misstates_is_proven_by_the_td_hob_and_used(image: Ima
 
 def test_a_qemu_version_the_config_does_not_name_is_found(image: Image) -> None:
     unnamed = attrs.evolve(VM16, qemu_version=None)  # the reference then assumes 9.1.0
-    events = vm_log(image, unnamed, smbios.event_digest(TRUTH))
+    events = smbios_swapped_log(image, unnamed, smbios.event_digest(TRUTH), TABLE_ADDRESS)
     report = diagnose(unnamed, image, Evidence(events=events))
     (finding,) = [f for f in report.findings if f.subject == "smbios"]
     assert finding.proven and "; QEMU 8.2.2, config resolves 9.1.0" in finding.message
@@ -103,7 +83,9 @@ def test_a_qemu_version_the_config_does_not_name_is_found(image: Image) -> None:
 
 def test_an_unknown_table_stays_a_hypothesis_and_lists_what_was_tried(image: Image) -> None:
     other = hashlib.sha384(b"a table from another QEMU").digest()
-    report = diagnose(VM16, image, Evidence(events=vm_log(image, VM16, other)))
+    report = diagnose(
+        VM16, image, Evidence(events=smbios_swapped_log(image, VM16, other, TABLE_ADDRESS))
+    )
     (finding,) = report.findings
     assert finding.subject == "smbios" and finding.status == "hypothesis"
     (tried,) = finding.tried
@@ -113,7 +95,7 @@ def test_an_unknown_table_stays_a_hypothesis_and_lists_what_was_tried(image: Ima
 
 
 def test_registers_only_the_smbios_inputs_prove_the_other_16_events(image: Image) -> None:
-    events = vm_log(image, VM16, smbios.event_digest(TRUTH))
+    events = smbios_swapped_log(image, VM16, smbios.event_digest(TRUTH), TABLE_ADDRESS)
     rtmr0 = replay(e.digest for e in events if e.imr == 0)
     report = diagnose(VM16, image, Evidence(registers={"rtmr0": rtmr0}))
     (finding,) = report.findings
@@ -123,7 +105,7 @@ def test_registers_only_the_smbios_inputs_prove_the_other_16_events(image: Image
 
 
 def test_cli_diagnose_names_the_proven_smbios_inputs(image: Image, tmp_path: Path) -> None:
-    events = vm_log(image, VM16, smbios.event_digest(TRUTH))
+    events = smbios_swapped_log(image, VM16, smbios.event_digest(TRUTH), TABLE_ADDRESS)
     rtmr0 = replay(e.digest for e in events if e.imr == 0)
     vm = tmp_path / "vm.json"
     vm.write_text(json.dumps(VM16.to_dict()))
