@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..digest import replay
 from ..machine import checked_cmdline_digest
 from ..reproduce import cmdline_variants, first_reproducing
 from .context import ExplainContext
 from .finding import Finding
-from .proof import register_proof
+from .proof import register_proof, replays_to
 
 if TYPE_CHECKING:
     from ..diagnose import EventCheck
@@ -63,9 +62,7 @@ def initrd_event_finding(ctx: ExplainContext, register: str) -> Finding:
 
 def rtmr2_finding(ctx: ExplainContext) -> Finding:
     """A differing RTMR2 without a log: the command line spelling that reproduces it."""
-    reg = ctx.registers["rtmr2"]
-    initrd = ctx.expected.rtmr_logs[2].digests[1]
-    found = cmdline_finding(ctx, "RTMR2", lambda d: replay([d, initrd]) == reg.actual, None)
+    found = cmdline_finding(ctx, "RTMR2", replays_to(ctx, 2, events.CMDLINE), None)
     if found is not None and found.proven:
         return register_proof(2, events.CMDLINE, found, [events.CMDLINE, events.INITRD])
     return Finding(
