@@ -410,3 +410,17 @@ def test_hostile_argv_gives_tables_or_a_config_error(argv: list[str], compat: st
             continue
         assert len(blob) == 0x20000
         acpi.build_tables(blob)
+
+
+def test_search_skips_and_records_shared_seen_invocations() -> None:
+    """Searches sharing ``seen`` build no configuration twice: a tried one is not retried."""
+    from dstack_mr.acpi_model.search import search_acpi_config
+
+    actual = _capture_acpi_digests("dstack-0.5.4-8cpu-64g-getquote.json")
+    claimed = _machine(cpu_count=2, memory_size=64 << 30)
+    seen: set[Any] = set()
+    first = search_acpi_config(actual, claimed, {"cpu_count": range(1, 17)}, seen=seen)
+    assert [m.describe() for m in first] == ["cpu_count=8"]
+    assert len(seen) == 16
+    assert search_acpi_config(actual, claimed, {"cpu_count": range(1, 17)}, seen=seen) == []
+    assert len(seen) == 16

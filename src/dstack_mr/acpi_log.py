@@ -7,8 +7,9 @@ order; dstack's JSON log also names them ``acpi-loader`` / ``acpi-rsdp`` / ``acp
 Digests taken from there are the VM's own claim: anything computed with them says so ("taken
 from the log, not verified").
 
-:func:`acpi_digests_from_log` is the one place this extraction is done; the diagnosis and the
-"lite" verification both use it.
+:func:`acpi_digests_from_log` is the extraction the diagnosis uses; the "lite" verification
+uses its own stricter one (``lite.lite_acpi_digests_from_log``: the events chosen by name, as
+upstream's verifier does).
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ __all__ = ["ACPI_EVENT_NAMES", "AcpiDigests", "acpi_digests_from_log"]
 ACPI_EVENT_NAMES = ("acpi-loader", "acpi-rsdp", "acpi-tables")
 
 
-def _hex48(value: bytes) -> str:
-    return value.hex()
-
-
 @attrs.frozen
 class AcpiDigests:
     """The three RTMR0 ACPI digests, without the tables behind them.
@@ -41,9 +38,9 @@ class AcpiDigests:
     :class:`~dstack_mr.acpi.AcpiTables`, so either can build an RTMR0 log.
     """
 
-    loader_digest: bytes = attrs.field(repr=_hex48)
-    rsdp_digest: bytes = attrs.field(repr=_hex48)
-    tables_digest: bytes = attrs.field(repr=_hex48)
+    loader_digest: bytes = attrs.field(repr=bytes.hex)
+    rsdp_digest: bytes = attrs.field(repr=bytes.hex)
+    tables_digest: bytes = attrs.field(repr=bytes.hex)
     #: Where the digests came from (``log``: the VM's own event log, not verified).
     source: str = attrs.field(default="log", kw_only=True)
 

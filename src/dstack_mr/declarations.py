@@ -120,16 +120,6 @@ def check_os_image_hash(
 
 # --- the measurement document the VM carries (vm_config.tdx_measurement) ----------------------
 
-#: The memory sizes at which the document's kernel digest is the VM's (the initrd placement it
-#: was computed for): exactly 2 GiB, or 0xB0000000 and more.
-_DOC_KERNEL_MEMORY = 0x8000_0000
-
-
-def _doc_kernel_applies(memory_size: int) -> bool:
-    from .kernel import STABLE_MIN_MEMORY
-
-    return memory_size == _DOC_KERNEL_MEMORY or memory_size >= STABLE_MIN_MEMORY
-
 
 @attrs.frozen
 class DeclaredMeasurement:
@@ -175,7 +165,8 @@ def check_declared_measurement(
     """
     if vm_config is None or vm_config.tdx_measurement is None:
         return None
-    from .events import RTMR1_LAYOUT
+    from . import events
+    from .lite import COMPAT_2G_MEMORY, lite_memory_supported
     from .measurement_doc import verify_material
 
     try:
@@ -191,19 +182,27 @@ def check_declared_measurement(
             "MRTD"
         )
     rtmr1 = actual.get("rtmr1")
-    if rtmr1 is not None and _doc_kernel_applies(vm_config.memory_size):
-        constants = [s.digest for s in RTMR1_LAYOUT[1:] if s.digest is not None]
-        ok = replay([doc.kernel_authenticode, *constants]) == rtmr1
+    # The document's kernel digest is the VM's only at the memory sizes lite mode accepts
+    # (the initrd placement it was computed for).
+    if rtmr1 is not None and lite_memory_supported(vm_config.memory_size):
+        layout = events.layout_digests(
+            events.RTMR1_LAYOUT, {events.KERNEL_AUTHENTICODE: doc.kernel_authenticode}
+        )
+        ok = replay(layout) == rtmr1
         (vm_equal if ok else vm_differ).append("RTMR1")
     rtmr2 = actual.get("rtmr2")
     if rtmr2 is not None:
-        ok = replay([doc.cmdline_sha384, doc.initrd_sha384]) == rtmr2
+        layout = events.layout_digests(
+            events.RTMR2_LAYOUT,
+            {events.CMDLINE: doc.cmdline_sha384, events.INITRD: doc.initrd_sha384},
+        )
+        ok = replay(layout) == rtmr2
         (vm_equal if ok else vm_differ).append("RTMR2")
 
     image_equal: list[str] = []
     image_differ: list[str] = []
     firmware = image.mrtd(False) == doc.mrtd_single_pass and image.mrtd(True) == doc.mrtd_two_pass
-    kernel = image.kernel_digest(_DOC_KERNEL_MEMORY) == doc.kernel_authenticode
+    kernel = image.kernel_digest(COMPAT_2G_MEMORY) == doc.kernel_authenticode
     parts = (
         ("firmware", firmware),
         ("kernel", kernel),

@@ -159,6 +159,11 @@ class EventCheck:
             return "unverified"
         return "match" if self.expected == self.actual else "mismatch"
 
+    @property
+    def differs(self) -> bool:
+        """The digest differs, or the event is missing from / extra in the VM's log."""
+        return self.status in ("mismatch", "missing", "extra")
+
     def to_dict(self) -> dict[str, Any]:
         """This event as the report's JSON shows it (``events``)."""
         out: dict[str, Any] = _JSON.unstructure(self)
@@ -333,7 +338,7 @@ class DiagnoseReport:
             return "not-compared"
         if any(r.status == "mismatch" for r in self.registers):
             return "mismatch"
-        if any(e.status in ("mismatch", "missing", "extra") for e in self.events):
+        if any(e.differs for e in self.events):
             return "mismatch"
         if not all(r.matches for r in self.replay if r.imr < 3):
             return "mismatch"
@@ -353,7 +358,7 @@ class DiagnoseReport:
         return 1 if self.result == "mismatch" else 0
 
     def differing_events(self) -> list[EventCheck]:
-        return [e for e in self.events if e.status in ("mismatch", "missing", "extra")]
+        return [e for e in self.events if e.differs]
 
     def differing_registers(self) -> list[RegisterCheck]:
         return [r for r in self.registers if r.status == "mismatch"]
@@ -361,7 +366,7 @@ class DiagnoseReport:
     def first_divergent(self, rtmr: int) -> EventCheck | None:
         """The first event of RTMR ``rtmr`` whose digest differs (or is missing/extra)."""
         for e in self.events:
-            if e.rtmr == rtmr and e.status in ("mismatch", "missing", "extra"):
+            if e.rtmr == rtmr and e.differs:
                 return e
         return None
 
@@ -477,9 +482,10 @@ class DiagnoseReport:
             "warnings": list(self.warnings),
             "comparison": _JSON.unstructure(self.registers, list[RegisterCheck]),
             "first_divergent": [
-                {key: e.to_dict()[key] for key in _FIRST_DIVERGENT_KEYS}
+                {key: event[key] for key in _FIRST_DIVERGENT_KEYS}
                 for rtmr in range(3)
                 if (e := self.first_divergent(rtmr)) is not None
+                for event in (e.to_dict(),)
             ],
             "replay": _JSON.unstructure(self.replay, list[ReplayCheck]),
             "events": _JSON.unstructure(self.events, list[EventCheck]),
@@ -562,8 +568,9 @@ def diagnose(
             actual = [e for e in evidence.events if e.imr == log.rtmr]
             events.extend(align(log.rtmr, log.events, actual, acpi_from_log=choice.kind == "log"))
 
-    by_vm = bool(evidence.declared_image_hash())
-    declared = evidence.declared_image_hash() or vm.os_image_hash
+    by_vm_hash = evidence.declared_image_hash()
+    by_vm = bool(by_vm_hash)
+    declared = by_vm_hash or vm.os_image_hash
     image_hash = check_os_image_hash(
         declared, image.files.directory, "the VM" if by_vm else "the given VmConfig"
     )

@@ -233,7 +233,6 @@ def kernel_image_length(event: Event) -> int | None:
 def actual_identity(event: Event) -> EventIdentity:
     """The identity of an event of the VM's log, from its type and (when present) payload."""
     t, p = event.event_type, event.event_payload
-    desc = describe_payload(event)
     if t == EV_EFI_HANDOFF_TABLES2:
         return EventIdentity("td-hob", None, "TD HOB")
     if t in (EV_EFI_PLATFORM_FIRMWARE_BLOB2, EV_EFI_PLATFORM_FIRMWARE_BLOB):
@@ -276,17 +275,8 @@ def actual_identity(event: Event) -> EventIdentity:
             return EventIdentity("cmdline", None, "kernel command line")
         if tag == _TAG_INITRD:
             return EventIdentity("initrd", None, "initrd")
-        return EventIdentity("tagged", None, desc or "a tagged event")
-    return EventIdentity(f"type:{t:#x}", None, desc or event.type_name)
-
-
-def kernel_length_note(event: Event) -> str | None:
-    """``loaded 8180736 bytes`` for the kernel event, when its payload records it."""
-    try:
-        length = kernel_image_length(event)
-    except _Bad:
-        return None
-    return None if length is None else f"{length} bytes"
+        return EventIdentity("tagged", None, describe_payload(event) or "a tagged event")
+    return EventIdentity(f"type:{t:#x}", None, describe_payload(event) or event.type_name)
 
 
 def tag_positional(rtmr: int, index: int, identity: EventIdentity) -> EventIdentity:

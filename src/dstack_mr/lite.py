@@ -24,7 +24,7 @@ import attrs
 
 from . import events
 from .acpi import AcpiTables, build_tables
-from .acpi_log import AcpiDigests
+from .acpi_log import ACPI_EVENT_NAMES, AcpiDigests
 from .config import OvmfVariant, VmConfig
 from .declarations import image_dir_hash
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: The names the guest gives the three RTMR0 ``ACPI DATA`` events, in measurement order.
-LITE_ACPI_EVENT_NAMES = ("acpi-loader", "acpi-rsdp", "acpi-tables")
+LITE_ACPI_EVENT_NAMES = ACPI_EVENT_NAMES
 _ACPI_EVENT_TYPE = 0xA  # EV_PLATFORM_CONFIG_FLAGS
 _ACPI_PAYLOAD = b"ACPI DATA"
 #: QEMU places the initrd for exactly 2 GiB as it does from 0xB0000000 up.

@@ -314,11 +314,7 @@ def _bytes_field(name: str, length: int) -> Any:
 
 
 def _text_field(name: str) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, str):
-            raise SnpError(f"{name} must be a string, got {type(value).__name__}")
-
-    return check
+    return validate.attrs_validator(validate.string, name, SnpError)
 
 
 @attrs.frozen

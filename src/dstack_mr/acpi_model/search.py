@@ -42,10 +42,13 @@ class AcpiMatch:
         return ", ".join(f"{k}={v!r}" for k, v in self.changes)
 
 
-def digests_of(machine: Machine, model: QemuAcpiModel | None = None) -> AcpiDigests:
-    blob = (model or QemuAcpiModel()).acpi_tables(machine.dumper_invocation())
-    built = acpi.build_tables(blob)
+def _digests(model: QemuAcpiModel, invocation: acpi.DumperInvocation) -> AcpiDigests:
+    built = acpi.build_tables(model.acpi_tables(invocation))
     return AcpiDigests(built.loader_digest, built.rsdp_digest, built.tables_digest)
+
+
+def digests_of(machine: Machine, model: QemuAcpiModel | None = None) -> AcpiDigests:
+    return _digests(model or QemuAcpiModel(), machine.dumper_invocation())
 
 
 def search_acpi_config(
@@ -55,11 +58,13 @@ def search_acpi_config(
     *,
     model: QemuAcpiModel | None = None,
     limit: int = 20,
+    seen: set[acpi.DumperInvocation] | None = None,
 ) -> list[AcpiMatch]:
     """Configurations (the claimed one varied along ``axes``) that reproduce ``actual``.
 
     Candidates the model refuses (an uncovered QEMU version, more devices than PCI slots)
-    are skipped; they can neither match nor mislead.
+    are skipped; they can neither match nor mislead. Invocations in ``seen`` are skipped
+    too, and every one tried is added to it: searches sharing it build no table twice.
     """
     model = model or QemuAcpiModel()
     axes = dict(DEFAULT_AXES if axes is None else axes)
@@ -69,7 +74,7 @@ def search_acpi_config(
             raise ConfigError(f"cannot search over {name!r}: not a Machine field")
     values = [list(axes[name]) for name in names]
     matches: list[AcpiMatch] = []
-    seen: set[acpi.DumperInvocation] = set()
+    seen = set() if seen is None else seen
     for combo in itertools.product(*values):
         try:
             candidate = attrs.evolve(claimed, **dict(zip(names, combo, strict=True)))
@@ -131,14 +136,16 @@ def explain_acpi_mismatch(
     model = QemuAcpiModel()
     try:
         claimed_invocation = claimed.dumper_invocation()
-        if digests_of(claimed, model) == actual:
+        if _digests(model, claimed_invocation) == actual:
             return AcpiMatch((), claimed), ("the configuration as given",)
     except ConfigError:
         return None, ()
+    # A configuration tried (by an earlier search, or the claimed one just above) did not
+    # match, so later searches skip it; the first match found is thus never the claimed one.
+    seen = {claimed_invocation}
     tried = ["the configuration as given"]
     for axes in diagnose_axes(claimed):
         tried.append(" x ".join(axes))
-        for match in search_acpi_config(actual, claimed, axes, model=model, limit=2):
-            if match.machine.dumper_invocation() != claimed_invocation:
-                return match, tuple(tried)
+        for match in search_acpi_config(actual, claimed, axes, model=model, limit=1, seen=seen):
+            return match, tuple(tried)
     return None, tuple(tried)

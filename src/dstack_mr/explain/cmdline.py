@@ -6,23 +6,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..digest import replay
 from ..machine import checked_cmdline_digest
 from ..reproduce import cmdline_variants, first_reproducing
 from .context import ExplainContext
 from .finding import Finding
-from .proof import register_proof
+from .proof import register_proof, replays_to
 
 if TYPE_CHECKING:
     from ..diagnose import EventCheck
 
 
 def cmdline_finding(
-    ctx: ExplainContext, register: str, reproduces: Callable[[bytes], bool], ev: EventCheck | None
+    ctx: ExplainContext,
+    register: str,
+    reproduces: Callable[[bytes], bool],
+    ev: EventCheck | None,
+    variants: list[tuple[str, str]] | None = None,
 ) -> Finding | None:
-    """The spelling of the command line that reproduces, proven; without one, for a log
-    event ``ev``, that the command line differs (None without a log)."""
-    variants = cmdline_variants(ctx.image.info.cmdline)
+    """The spelling of the command line (of ``variants``, by default this image's
+    :func:`cmdline_variants`) that reproduces, proven; without one, for a log event ``ev``,
+    that the command line differs (None without a log)."""
+    if variants is None:
+        variants = cmdline_variants(ctx.image.info.cmdline)
     found = first_reproducing(variants, checked_cmdline_digest, reproduces)
     if found is not None:
         name, text = found
@@ -63,9 +68,8 @@ def initrd_event_finding(ctx: ExplainContext, register: str) -> Finding:
 
 def rtmr2_finding(ctx: ExplainContext) -> Finding:
     """A differing RTMR2 without a log: the command line spelling that reproduces it."""
-    reg = ctx.registers["rtmr2"]
-    initrd = ctx.expected.rtmr_logs[2].digests[1]
-    found = cmdline_finding(ctx, "RTMR2", lambda d: replay([d, initrd]) == reg.actual, None)
+    variants = cmdline_variants(ctx.image.info.cmdline)
+    found = cmdline_finding(ctx, "RTMR2", replays_to(ctx, 2, events.CMDLINE), None, variants)
     if found is not None and found.proven:
         return register_proof(2, events.CMDLINE, found, [events.CMDLINE, events.INITRD])
     return Finding(
@@ -73,6 +77,6 @@ def rtmr2_finding(ctx: ExplainContext) -> Finding:
         "rtmr2: RTMR2 differs; without the event log it cannot be told whether the "
         f"kernel command line or the initrd ({ctx.initrd}) differs",
         register="RTMR2",
-        tried=(f"{len(cmdline_variants(ctx.image.info.cmdline))} spellings of the command line",),
+        tried=(f"{len(variants)} spellings of the command line",),
         settle="the VM's event log (its RTMR2 events are the command line and the initrd)",
     )

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..digest import replay
 from ..errors import DstackMrError
 from ..event_identity import actual_identity, kernel_image_length
 from ..reproduce import MEMORY_TRIED, kernel_memory_candidates
 from .context import ExplainContext
 from .finding import Finding
 from .memory import candidates, memory_finding
-from .proof import register_proof
+from .proof import register_proof, replays_to
 
 if TYPE_CHECKING:
     from ..diagnose import EventCheck
@@ -85,11 +84,8 @@ def logged_kernel_length(ctx: ExplainContext) -> int | None:
 
 def rtmr1_finding(ctx: ExplainContext) -> Finding:
     """A differing RTMR1 without a log: the memory size that reproduces the register."""
-    reg = ctx.registers["rtmr1"]
-    log = ctx.expected.rtmr_logs[1]
-    rest = log.digests[1:]
-    labels = [e.label for e in log.events]
-    found = kernel_memory(ctx, lambda d: replay([d, *rest]) == reg.actual, "RTMR1")
+    labels = [e.label for e in ctx.expected.rtmr_logs[1].events]
+    found = kernel_memory(ctx, replays_to(ctx, 1, events.KERNEL_AUTHENTICODE), "RTMR1")
     if found is not None:
         return register_proof(1, events.KERNEL_AUTHENTICODE, found, labels)
     return Finding(

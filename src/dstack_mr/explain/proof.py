@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
+from ..digest import replay
 from .context import ExplainContext
 from .finding import Finding
 
@@ -33,3 +34,16 @@ def register_proof(rtmr: int, changed: str, finding: Finding, unchanged: Iterabl
         f"value, which proves its other {n} events equal the expected ones",
         proves_equal=tuple(rest),
     )
+
+
+def replays_to(ctx: ExplainContext, rtmr: int, label: str) -> Callable[[bytes], bool]:
+    """Whether RTMR``rtmr`` replayed with the ``label`` event's digest swapped for a candidate
+    equals the register's actual value (never, without one)."""
+    digests = ctx.expected.rtmr_logs[rtmr].digests
+    at = [e.label for e in ctx.expected.rtmr_logs[rtmr].events].index(label)
+    actual = ctx.registers[f"rtmr{rtmr}"].actual
+
+    def reproduces(digest: bytes) -> bool:
+        return replay([*digests[:at], digest, *digests[at + 1 :]]) == actual
+
+    return reproduces

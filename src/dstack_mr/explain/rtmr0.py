@@ -6,28 +6,22 @@ The inputs tried, in order: the TD HOB's memory size, the other OVMF layout, the
 from __future__ import annotations
 
 from .. import events
-from ..digest import replay
 from ..reproduce import MEMORY_TRIED
 from .context import ExplainContext
 from .finding import Finding
 from .memory import td_hob_search
 from .ovmf_layout import layout_register_finding, other_variant
-from .proof import register_proof
+from .proof import register_proof, replays_to
 from .smbios_event import smbios_found, smbios_search
 
 
 def rtmr0_finding(ctx: ExplainContext) -> Finding:
     """The first single change that reproduces RTMR0, proven; else what was tried."""
-    reg = ctx.registers["rtmr0"]
     log = ctx.expected.rtmr_logs[0]
     labels = [e.label for e in log.events]
     base = log.digests
     hob = labels.index(events.TD_HOB)
-
-    def with_hob(digest: bytes) -> bool:
-        return replay([digest if k == hob else d for k, d in enumerate(base)]) == reg.actual
-
-    found = td_hob_search(ctx, "RTMR0", with_hob)
+    found = td_hob_search(ctx, "RTMR0", replays_to(ctx, 0, events.TD_HOB))
     if found is not None:
         return register_proof(0, events.TD_HOB, found, labels)
     layout = layout_register_finding(ctx, base[hob])
@@ -35,10 +29,7 @@ def rtmr0_finding(ctx: ExplainContext) -> Finding:
         return layout
     smbios_tried: tuple[str, ...] = ()
     if events.SMBIOS_HANDOFF in labels:
-        at = labels.index(events.SMBIOS_HANDOFF)
-        tables = smbios_search(
-            ctx, lambda d: replay([d if k == at else x for k, x in enumerate(base)]) == reg.actual
-        )
+        tables = smbios_search(ctx, replays_to(ctx, 0, events.SMBIOS_HANDOFF))
         if tables is not None and tables.match is not None:
             proof = smbios_found(ctx, tables)
             return register_proof(0, events.SMBIOS_HANDOFF, proof, labels)

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..config import format_memory_size
-from ..digest import replay
 from ..errors import DstackMrError
 from ..smbios_search import SmbiosSearch, search
 from .context import ExplainContext
 from .finding import Finding
+from .proof import replays_to
 
 if TYPE_CHECKING:
     from ..diagnose import EventCheck
@@ -24,10 +24,7 @@ def smbios_event_finding(ctx: ExplainContext, ev: EventCheck) -> Finding:
     found = smbios_search(ctx, ev.actual)
     if found is not None and found.match is not None:
         finding = smbios_found(ctx, found)
-        reg = ctx.registers["rtmr0"]
-        log = ctx.expected.rtmr_logs[0]
-        with_it = [ev.actual if e.label == ev.label else e.digest for e in log.events]
-        if reg.actual is not None and replay(with_it) == reg.actual:
+        if replays_to(ctx, 0, ev.label)(ev.actual):
             finding = attrs.evolve(
                 finding,
                 message=finding.message + "; with it the expected RTMR0 equals the actual",
