@@ -22,7 +22,6 @@ from dstack_mr.errors import EvidenceError, ImageError, MeasurementDocumentError
 from dstack_mr.eventlog import Event
 from dstack_mr.lite import (
     lite_acpi_digests_from_log,
-    lite_memory_supported,
     measure_from_document,
     measure_lite,
 )
@@ -30,6 +29,7 @@ from dstack_mr.measurement_doc import (
     MeasurementDocument,
     TdHobWitness,
     build_document,
+    lite_memory_supported,
     sha256sum_entry,
     verify_material,
 )

@@ -166,8 +166,7 @@ def check_declared_measurement(
     if vm_config is None or vm_config.tdx_measurement is None:
         return None
     from . import events
-    from .lite import COMPAT_2G_MEMORY, lite_memory_supported
-    from .measurement_doc import verify_material
+    from .measurement_doc import COMPAT_2G_MEMORY, lite_memory_supported, verify_material
 
     try:
         doc = verify_material(vm_config.tdx_measurement, vm_config.os_image_hash)

@@ -28,7 +28,7 @@ from .acpi_log import ACPI_EVENT_NAMES, AcpiDigests
 from .config import OvmfVariant, VmConfig
 from .declarations import image_dir_hash
 from .errors import ConfigError, EvidenceError, MeasurementDocumentError
-from .eventlog import Event
+from .eventlog import EV_PLATFORM_CONFIG_FLAGS, Event
 from .image import vm_machine as image_vm_machine
 from .kernel import STABLE_MIN_MEMORY
 from .machine import (
@@ -39,33 +39,27 @@ from .machine import (
     TdxMeasurements,
     rtmr0_inputs,
 )
-from .measurement_doc import MeasurementDocument, verify_material
+from .measurement_doc import (
+    COMPAT_2G_MEMORY,
+    MeasurementDocument,
+    lite_memory_supported,
+    verify_material,
+)
 
 __all__ = [
-    "LITE_ACPI_EVENT_NAMES",
     "ImageCrossCheck",
     "builtin_acpi_tables",
     "cross_check_image",
     "lite_acpi_digests_from_log",
-    "lite_memory_supported",
     "measure_from_document",
     "measure_lite",
     "vm_machine",
 ]
 
-#: The names the guest gives the three RTMR0 ``ACPI DATA`` events, in measurement order.
-LITE_ACPI_EVENT_NAMES = ACPI_EVENT_NAMES
-_ACPI_EVENT_TYPE = 0xA  # EV_PLATFORM_CONFIG_FLAGS
 _ACPI_PAYLOAD = b"ACPI DATA"
-#: QEMU places the initrd for exactly 2 GiB as it does from 0xB0000000 up.
-COMPAT_2G_MEMORY = 0x8000_0000
 _FROM_LOG = "taken from the event log (not verified: lite mode)"
 _FROM_DOC = "from measurement.tdx.cbor"
 _FROM_MODEL = "from the built-in model of dstack's QEMU for this vm_config (verified)"
-
-
-def lite_memory_supported(memory_size: int) -> bool:
-    return memory_size == COMPAT_2G_MEMORY or memory_size >= STABLE_MIN_MEMORY
 
 
 def lite_acpi_digests_from_log(events: Iterable[Event]) -> AcpiDigests:
@@ -73,7 +67,9 @@ def lite_acpi_digests_from_log(events: Iterable[Event]) -> AcpiDigests:
     does: exactly three such events, exactly one of each name, 48-byte digests."""
     rtmr0 = [e for e in events if e.imr == 0]
     acpi = [
-        e for e in rtmr0 if e.event_type == _ACPI_EVENT_TYPE and e.event_payload == _ACPI_PAYLOAD
+        e
+        for e in rtmr0
+        if e.event_type == EV_PLATFORM_CONFIG_FLAGS and e.event_payload == _ACPI_PAYLOAD
     ]
     if len(acpi) != 3:
         raise EvidenceError(
@@ -81,7 +77,7 @@ def lite_acpi_digests_from_log(events: Iterable[Event]) -> AcpiDigests:
             f"found {len(acpi)} among {len(rtmr0)} RTMR0 events"
         )
     digests = []
-    for name in LITE_ACPI_EVENT_NAMES:
+    for name in ACPI_EVENT_NAMES:
         named = [e for e in acpi if e.event == name]
         if len(named) != 1:
             raise EvidenceError(

@@ -31,6 +31,7 @@ from .registry import U64_MAX
 from .tdvf import PAGE_SIZE, SectionType, Tdvf, TdvfSection, build_td_hob
 
 __all__ = [
+    "COMPAT_2G_MEMORY",
     "DOCUMENT_VERSION",
     "TDX_MEASUREMENT_FILENAME",
     "BuiltDocument",
@@ -38,11 +39,22 @@ __all__ = [
     "TdHobWitness",
     "build_document",
     "build_document_with_warnings",
+    "lite_memory_supported",
     "sha256sum_entry",
     "verify_material",
 ]
 
 TDX_MEASUREMENT_FILENAME = "measurement.tdx.cbor"
+#: QEMU places the initrd for exactly 2 GiB as it does from 0xB0000000 up, so the document's
+#: kernel digest (computed for that placement) holds for these sizes only.
+COMPAT_2G_MEMORY = 0x8000_0000
+
+
+def lite_memory_supported(memory_size: int) -> bool:
+    """Whether the document's kernel digest applies to a VM of ``memory_size`` bytes."""
+    return memory_size == COMPAT_2G_MEMORY or memory_size >= kernel_mod.STABLE_MIN_MEMORY
+
+
 DOCUMENT_VERSION = 3
 DIGEST_LEN = 48
 #: Real witnesses are ~12 bytes; real documents ~400.
