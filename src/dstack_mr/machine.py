@@ -7,6 +7,7 @@ every event digest, labelled.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -49,7 +50,7 @@ def _ranged(name: str, low: int, high: int, why: str) -> Any:
 
 
 # Each count is first checked alone against a cheap bound, so a u32 count never builds a
-# billion-entry argv; whether the counts fit together is the PCI slot check (_check_slots).
+# billion-entry argv; whether the counts fit together is the PCI slot check (_check_slot_layout).
 _PORTS = "PCIe root ports, chassis 0-255"
 _FUNCTIONS = "q35 PCI functions, 32 slots x 8"
 
@@ -103,6 +104,50 @@ def _smbios_options(value: object) -> str | None:
     if isinstance(value, SmbiosOptions):
         return None
     return f"must be None or a SmbiosOptions, got {value!r}"
+
+
+@functools.lru_cache(maxsize=256)
+def _check_slot_layout(
+    *,
+    hugepages: bool,
+    num_gpus: int,
+    num_nvswitches: int,
+    num_nics: int,
+    num_verity_volumes: int,
+    root_verity: bool,
+    host_share_mode: str,
+) -> None:
+    """Lay out the dumper argv's PCI devices as QEMU does; raise SlotError if one has no slot.
+
+    The argv places every device by first free slot (no ``addr=``) except the hugepages
+    pxb-pcie expander, pinned at slot 0x10; :func:`pci_slots.assign_slots` lays it out as
+    QEMU does. Only these arguments change the device list: the counts, hugepages (the
+    expander), root_verity (hd0's virtio-blk-pci, else an IDE -cdrom) and host_share_mode
+    (hd2's virtio-blk-pci or the -virtfs virtio-9p-pci). The QEMU version changes
+    ``QEMU_ACPI_COMPAT_VER``, not the machine type (always plain q35); cpu_count,
+    memory_size, smm, pic, hotplug_off, pci_hole64_size and the paths add no device, so
+    they are fixed here and the result is cached per layout (an error is raised, never
+    cached). Checked against stock QEMU at every edge.
+    """
+    argv = acpi_mod.dumper_invocation(
+        cpu_count=1,
+        memory_size=MIB,
+        firmware="",
+        kernel="",
+        root_verity=root_verity,
+        smm=False,
+        pic=False,
+        qemu_version=DEFAULT_QEMU_VERSION,
+        hugepages=hugepages,
+        num_gpus=num_gpus,
+        num_nvswitches=num_nvswitches,
+        hotplug_off=False,
+        pci_hole64_size=None,
+        host_share_mode=host_share_mode,
+        num_nics=num_nics,
+        num_verity_volumes=num_verity_volumes,
+    ).argv
+    pci_slots.assign_slots(pci_slots.devices_in_argv(argv))
 
 
 @attrs.frozen
@@ -185,16 +230,17 @@ class Machine:
         self._check_slots()
 
     def _check_slots(self) -> None:
-        """Refuse device counts QEMU could not start the dumper argv with (no free PCI slot).
-
-        The argv places every device by first free slot (no ``addr=``) except the hugepages
-        pxb-pcie expander, pinned at slot 0x10; :func:`pci_slots.assign_slots` lays it out as
-        QEMU does. The layout depends on the counts, hugepages and root_verity only: the QEMU
-        version changes ``QEMU_ACPI_COMPAT_VER``, not the machine type (always plain q35),
-        and hotplug_off adds no device. Checked against stock QEMU at every edge.
-        """
+        """Refuse device counts QEMU could not start the dumper argv with (no free PCI slot)."""
         try:
-            pci_slots.assign_slots(pci_slots.devices_in_argv(self._invocation(swtpm=False).argv))
+            _check_slot_layout(
+                hugepages=self.hugepages,
+                num_gpus=self.num_gpus,
+                num_nvswitches=self.num_nvswitches,
+                num_nics=self.num_nics,
+                num_verity_volumes=self.num_verity_volumes,
+                root_verity=self.root_verity,
+                host_share_mode=self.host_share_mode,
+            )
         except pci_slots.SlotError as exc:
             raise ConfigError(self._slot_message(exc)) from None
 
