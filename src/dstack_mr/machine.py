@@ -456,27 +456,27 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
-    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
-    return {
+def rtmr0_inputs(
+    td_hob_digest: bytes, tables: AcpiDigestsLike, smbios_digest: bytes | None = None
+) -> dict[str, bytes]:
+    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs, and a
+    computed SMBIOS event (``smbios_digest``) where it replaces the reference's constant."""
+    inputs = {
         events.TD_HOB: td_hob_digest,
         events.ACPI_LOADER: tables.loader_digest,
         events.ACPI_RSDP: tables.rsdp_digest,
         events.ACPI_TABLES: tables.tables_digest,
     }
+    if smbios_digest is not None:
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return inputs
 
 
 def rtmr0_digests(
-    variant: OvmfVariant,
-    td_hob_digest: bytes,
-    tables: AcpiDigestsLike,
-    smbios_digest: bytes | None = None,
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
 ) -> list[bytes]:
-    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
-    inputs = rtmr0_inputs(td_hob_digest, tables)
-    if smbios_digest is not None:
-        inputs[events.SMBIOS_HANDOFF] = smbios_digest
-    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
+    """RTMR0 event digests with the reference's SMBIOS constant."""
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
 
 
 def compute(
@@ -521,8 +521,7 @@ def compute(
     rtmr0, rtmr1, rtmr2 = events.labelled_logs(
         machine.ovmf_variant,
         {
-            **rtmr0_inputs(td_hob, tables),
-            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
+            **rtmr0_inputs(td_hob, tables, smbios_digest),
             events.KERNEL_AUTHENTICODE: kernel_sha384,
             events.CMDLINE: cmdline_sha384,
             events.INITRD: initrd_digest,
