@@ -55,22 +55,13 @@ _PORTS = "PCIe root ports, chassis 0-255"
 _FUNCTIONS = "q35 PCI functions, 32 slots x 8"
 
 
-def _u64(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.u64) if optional else validate.u64, name
-    )
+def _typed(check: validate.Check, name: str, optional: bool = False) -> Any:
+    return validate.attrs_validator(validate.optional(check) if optional else check, name)
 
 
-def _flag(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.boolean) if optional else validate.boolean, name
-    )
-
-
-def _text(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.string) if optional else validate.string, name
-    )
+_u64 = functools.partial(_typed, validate.u64)
+_flag = functools.partial(_typed, validate.boolean)
+_text = functools.partial(_typed, validate.string)
 
 
 def _whole_mib(_inst: object, _attr: object, value: int) -> None:
