@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 
 from . import acpi as acpi_mod
-from . import events, pci_slots, validate
+from . import events, pci_slots, uefi, validate
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
@@ -538,15 +538,15 @@ def _smbios_event(
 ) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
     """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
     reference's constant stands."""
-    if machine.ovmf_variant is not OvmfVariant.STABLE202505 and machine.smbios is None:
-        return None, None, ()
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        return None, None, () if machine.smbios is None else (uefi.NO_SMBIOS_EVENT_NOTE,)
+    if machine.smbios is None:
+        # The reference's constant stands; its note is uefi's, so smbios is not imported.
+        return None, None, (uefi.smbios_seed_note(machine.memory_size, opts.version),)
     from . import smbios as smbios_mod
 
-    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
-        return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
     inputs = machine.smbios_inputs()
-    if inputs is None:
-        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    assert inputs is not None  # machine.smbios is set
     return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
 
 
