@@ -481,12 +481,14 @@ def compute(
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
     kernel_digest: Callable[[bytes, int, int], bytes] = kernel_mod.patched_kernel_digest,
+    kernel_warnings: tuple[str, ...] | None = None,
 ) -> MeasurementDetails:
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
     still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
     themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
+    ``kernel_warnings``, if the caller has them, are :func:`kernel_warnings_of` ``kernel``.
     """
     opts = machine.versioned_options()
     if mrtd is None:
@@ -526,7 +528,7 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
-        warnings=tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w),
+        warnings=kernel_warnings if kernel_warnings is not None else kernel_warnings_of(kernel),
         acpi_from_log=isinstance(acpi, AcpiDigests),
         notes=notes,
         smbios_inputs=smbios_inputs,
@@ -548,6 +550,11 @@ def _smbios_event(
     inputs = machine.smbios_inputs()
     assert inputs is not None  # machine.smbios is set
     return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
+
+
+def kernel_warnings_of(kernel: bytes) -> tuple[str, ...]:
+    """What a result says about the kernel file itself (a truncated download)."""
+    return tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:
