@@ -100,6 +100,45 @@ def test_the_limit_does_not_follow_the_qemu_version(version: str) -> None:
         machine(qemu_version=version, num_gpus=26)
 
 
+@pytest.mark.parametrize("mode", acpi.SHARE_MODES)
+@pytest.mark.parametrize(("fits", "past", "message"), EDGES)
+def test_every_host_share_mode_takes_one_slot(
+    mode: str, fits: dict[str, Any], past: dict[str, Any], message: str
+) -> None:
+    """vhd/vvfat add hd2's virtio-blk-pci, 9p the -virtfs virtio-9p-pci: one pcie.0 slot each,
+    so no count fits with one mode and not with another (the slot check is keyed on it)."""
+    assert machine(host_share_mode=mode, **fits).host_share_mode == mode
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        machine(host_share_mode=mode, **past)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cpu_count": 64},
+        {"memory_size": 64 * GIB},
+        {"smm": True},
+        {"pic": True},
+        {"qemu_version": "8.2.2"},
+        {"hotplug_off": True},
+        {"pci_hole64_size": 1 << 40},
+        {"firmware": "-device", "kernel": "-virtfs", "initrd": "x"},
+    ],
+)
+@pytest.mark.parametrize("layout", [fits for fits, _past, _message in EDGES])
+def test_settings_outside_the_slot_check_add_no_device(
+    change: dict[str, Any], layout: dict[str, Any]
+) -> None:
+    """The slot check is cached on the settings that change the device list; every other
+    setting leaves the argv's PCI devices as they are."""
+    kw: dict[str, Any] = {"cpu_count": 2, "memory_size": 2 * GIB, "kernel_cmdline": ""}
+    kw.update({"firmware": "f", "kernel": "k", "initrd": "i"}, **layout)
+    base = Machine(**kw).dumper_invocation().argv
+    changed = Machine(**{**kw, **change}).dumper_invocation().argv
+    assert base != changed
+    assert pci_slots.devices_in_argv(changed) == pci_slots.devices_in_argv(base)
+
+
 def test_swtpm_is_still_refused_only_where_tables_are_measured() -> None:
     m = machine(swtpm=True, num_gpus=25)  # the slot check ignores swtpm (no device of its own)
     with pytest.raises(ConfigError, match="swtpm is true"):

@@ -8,7 +8,7 @@ import attrs
 import pytest
 from typer.testing import CliRunner
 
-from dstack_mr import Machine, OvmfVariant, host_cpu, smbios, smbios_search
+from dstack_mr import Machine, OvmfVariant, host_cpu, smbios, smbios_search, uefi
 from dstack_mr.acpi import AcpiTablesFile
 from dstack_mr.errors import ConfigError
 from dstack_mr.events import RTMR0_LAYOUTS, SMBIOS_HANDOFF
@@ -63,6 +63,14 @@ def test_default_is_the_reference_constant_with_a_note(example: Path) -> None:
 def test_default_note_says_when_the_machine_is_the_seed_configuration(example: Path) -> None:
     (note,) = measure(example).notes
     assert note.endswith("this machine has that memory and QEMU version.")
+
+
+def test_the_seed_description_is_what_the_smbios_model_says() -> None:
+    """uefi spells the seed configuration out so measure need not import smbios."""
+    memory, version = uefi.SMBIOS_SEED_CONFIGURATION
+    assert SmbiosInputs(version, memory).describe() == uefi.SMBIOS_SEED_DESCRIPTION
+    assert SmbiosOptions().inputs(memory, version, 4).describe() == uefi.SMBIOS_SEED_DESCRIPTION
+    assert uefi.SMBIOS_SEED_CONFIGURATION == (2 * 1024**3, (8, 2, 2))
 
 
 def test_pre202505_results_carry_no_note(example: Path) -> None:

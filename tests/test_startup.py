@@ -75,6 +75,19 @@ def test_measure_loads_only_what_it_uses(tmp_path: Path) -> None:
     assert not modules & NOT_ON_MEASURE_PATH, sorted(modules & NOT_ON_MEASURE_PATH)
 
 
+def test_stable202505_measure_keeping_the_smbios_constant_loads_no_smbios(tmp_path: Path) -> None:
+    """The note on the reference's constant is uefi's: only --smbios-computed needs smbios."""
+    meta = write_example_image(tmp_path / "img")
+    tables = str(tmp_path / "img" / "acpi-tables.bin")
+    argv = ("measure", "--ovmf-variant", "stable202505", "--acpi-tables", tables, str(meta))
+    out, modules = loaded_modules(*argv, "--json")
+    assert set(json.loads(out)) == {"mrtd", "rtmr0", "rtmr1", "rtmr2"}
+    assert not modules & {"dstack_mr.smbios", "dstack_mr.host_cpu"}, sorted(modules)
+    out, modules = loaded_modules(*argv, "--smbios-computed", "--json")
+    assert set(json.loads(out)) == {"mrtd", "rtmr0", "rtmr1", "rtmr2"}
+    assert {"dstack_mr.smbios", "dstack_mr.host_cpu"} <= modules
+
+
 def test_import_dstack_mr_loads_no_submodule_but_errors() -> None:
     code = "import sys, dstack_mr; print(sorted(m for m in sys.modules if 'dstack_mr' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -337,6 +337,14 @@ def _variant(value: Any, _type: Any) -> OvmfVariant:
         ) from None
 
 
+def _hex_bytes(value: Any, _type: Any) -> bytes:
+    """The bytes of plain hex, decoded once; anything else is validate.hex_string's ValueError."""
+    decoded = from_hex(value) if isinstance(value, str) else None
+    if decoded is None:
+        raise ValueError(validate.hex_string(value))
+    return decoded
+
+
 @cache
 def _converter() -> cattrs.Converter:
     # Built on first use: importing cattrs costs ~10 ms that `dstack-mr measure` never needs.
@@ -348,7 +356,7 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, validate.cattrs_hook(validate.boolean))
     conv.register_structure_hook(str, _strict_str)
     # serde_human_bytes is plain hex::decode: no 0x prefix, no whitespace, even length.
-    conv.register_structure_hook(bytes, validate.cattrs_hook(validate.hex_string, from_hex))
+    conv.register_structure_hook(bytes, _hex_bytes)
     conv.register_structure_hook(OvmfVariant, _variant)
     conv.register_structure_hook(TdxAttestationVariant, _attestation_variant)
     conv.register_structure_hook(TdxMeasurementMaterial, _material)

@@ -8,6 +8,7 @@ digest and size, cmdline digest) and computes per request only what depends on t
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -29,7 +30,13 @@ from .config import (
 )
 from .errors import ConfigError, ImageError, KernelError, PathEscapeError
 from .files import MAX_FIRMWARE_SIZE, MAX_KERNEL_SIZE, BackgroundHash, read_file, reading
-from .machine import Machine, MeasurementDetails, checked_cmdline_digest, compute
+from .machine import (
+    Machine,
+    MeasurementDetails,
+    checked_cmdline_digest,
+    compute,
+    kernel_warnings_of,
+)
 
 METADATA = "metadata.json"
 #: metadata.json is a few hundred bytes; refuse to parse anything absurdly large.
@@ -378,6 +385,11 @@ class Image:
     def mrtd(self, two_pass: bool) -> bytes:
         return self._mrtd.get_or_compute(two_pass, lambda: self.tdvf.mrtd(two_pass))
 
+    @functools.cached_property
+    def kernel_warnings(self) -> tuple[str, ...]:
+        """What every result says about the kernel file (it never changes: read once)."""
+        return kernel_warnings_of(self.kernel)
+
     def machine(self, vm: VmConfig, variant: OvmfVariant | None = None) -> Machine:
         return machine_for(vm, self.files, variant)
 
@@ -412,6 +424,7 @@ class Image:
             if machine.kernel_cmdline == self.files.cmdline
             else None,
             kernel_digest=self._kernel_digest,
+            kernel_warnings=self.kernel_warnings,
         )
 
     def kernel_digest(self, memory_size: int) -> bytes:

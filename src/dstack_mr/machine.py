@@ -7,6 +7,7 @@ every event digest, labelled.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import attrs
 
 from . import acpi as acpi_mod
-from . import events, pci_slots, validate
+from . import events, pci_slots, uefi, validate
 from . import kernel as kernel_mod
 from . import tdvf as tdvf_mod
 from .acpi import AcpiSource, AcpiTables, DumperInvocation
@@ -49,27 +50,18 @@ def _ranged(name: str, low: int, high: int, why: str) -> Any:
 
 
 # Each count is first checked alone against a cheap bound, so a u32 count never builds a
-# billion-entry argv; whether the counts fit together is the PCI slot check (_check_slots).
+# billion-entry argv; whether the counts fit together is the PCI slot check (_check_slot_layout).
 _PORTS = "PCIe root ports, chassis 0-255"
 _FUNCTIONS = "q35 PCI functions, 32 slots x 8"
 
 
-def _u64(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.u64) if optional else validate.u64, name
-    )
+def _typed(check: validate.Check, name: str, optional: bool = False) -> Any:
+    return validate.attrs_validator(validate.optional(check) if optional else check, name)
 
 
-def _flag(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.boolean) if optional else validate.boolean, name
-    )
-
-
-def _text(name: str, optional: bool = False) -> Any:
-    return validate.attrs_validator(
-        validate.optional(validate.string) if optional else validate.string, name
-    )
+_u64 = functools.partial(_typed, validate.u64)
+_flag = functools.partial(_typed, validate.boolean)
+_text = functools.partial(_typed, validate.string)
 
 
 def _whole_mib(_inst: object, _attr: object, value: int) -> None:
@@ -103,6 +95,50 @@ def _smbios_options(value: object) -> str | None:
     if isinstance(value, SmbiosOptions):
         return None
     return f"must be None or a SmbiosOptions, got {value!r}"
+
+
+@functools.lru_cache(maxsize=256)
+def _check_slot_layout(
+    *,
+    hugepages: bool,
+    num_gpus: int,
+    num_nvswitches: int,
+    num_nics: int,
+    num_verity_volumes: int,
+    root_verity: bool,
+    host_share_mode: str,
+) -> None:
+    """Lay out the dumper argv's PCI devices as QEMU does; raise SlotError if one has no slot.
+
+    The argv places every device by first free slot (no ``addr=``) except the hugepages
+    pxb-pcie expander, pinned at slot 0x10; :func:`pci_slots.assign_slots` lays it out as
+    QEMU does. Only these arguments change the device list: the counts, hugepages (the
+    expander), root_verity (hd0's virtio-blk-pci, else an IDE -cdrom) and host_share_mode
+    (hd2's virtio-blk-pci or the -virtfs virtio-9p-pci). The QEMU version changes
+    ``QEMU_ACPI_COMPAT_VER``, not the machine type (always plain q35); cpu_count,
+    memory_size, smm, pic, hotplug_off, pci_hole64_size and the paths add no device, so
+    they are fixed here and the result is cached per layout (an error is raised, never
+    cached). Checked against stock QEMU at every edge.
+    """
+    argv = acpi_mod.dumper_invocation(
+        cpu_count=1,
+        memory_size=MIB,
+        firmware="",
+        kernel="",
+        root_verity=root_verity,
+        smm=False,
+        pic=False,
+        qemu_version=DEFAULT_QEMU_VERSION,
+        hugepages=hugepages,
+        num_gpus=num_gpus,
+        num_nvswitches=num_nvswitches,
+        hotplug_off=False,
+        pci_hole64_size=None,
+        host_share_mode=host_share_mode,
+        num_nics=num_nics,
+        num_verity_volumes=num_verity_volumes,
+    ).argv
+    pci_slots.assign_slots(pci_slots.devices_in_argv(argv))
 
 
 @attrs.frozen
@@ -185,16 +221,17 @@ class Machine:
         self._check_slots()
 
     def _check_slots(self) -> None:
-        """Refuse device counts QEMU could not start the dumper argv with (no free PCI slot).
-
-        The argv places every device by first free slot (no ``addr=``) except the hugepages
-        pxb-pcie expander, pinned at slot 0x10; :func:`pci_slots.assign_slots` lays it out as
-        QEMU does. The layout depends on the counts, hugepages and root_verity only: the QEMU
-        version changes ``QEMU_ACPI_COMPAT_VER``, not the machine type (always plain q35),
-        and hotplug_off adds no device. Checked against stock QEMU at every edge.
-        """
+        """Refuse device counts QEMU could not start the dumper argv with (no free PCI slot)."""
         try:
-            pci_slots.assign_slots(pci_slots.devices_in_argv(self._invocation(swtpm=False).argv))
+            _check_slot_layout(
+                hugepages=self.hugepages,
+                num_gpus=self.num_gpus,
+                num_nvswitches=self.num_nvswitches,
+                num_nics=self.num_nics,
+                num_verity_volumes=self.num_verity_volumes,
+                root_verity=self.root_verity,
+                host_share_mode=self.host_share_mode,
+            )
         except pci_slots.SlotError as exc:
             raise ConfigError(self._slot_message(exc)) from None
 
@@ -410,27 +447,27 @@ class MeasurementDetails:
         return details_html(self)
 
 
-def rtmr0_inputs(td_hob_digest: bytes, tables: AcpiDigestsLike) -> dict[str, bytes]:
-    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs."""
-    return {
+def rtmr0_inputs(
+    td_hob_digest: bytes, tables: AcpiDigestsLike, smbios_digest: bytes | None = None
+) -> dict[str, bytes]:
+    """The per-machine digests RTMR0 takes: the TD HOB and QEMU's three ACPI blobs, and a
+    computed SMBIOS event (``smbios_digest``) where it replaces the reference's constant."""
+    inputs = {
         events.TD_HOB: td_hob_digest,
         events.ACPI_LOADER: tables.loader_digest,
         events.ACPI_RSDP: tables.rsdp_digest,
         events.ACPI_TABLES: tables.tables_digest,
     }
+    if smbios_digest is not None:
+        inputs[events.SMBIOS_HANDOFF] = smbios_digest
+    return inputs
 
 
 def rtmr0_digests(
-    variant: OvmfVariant,
-    td_hob_digest: bytes,
-    tables: AcpiDigestsLike,
-    smbios_digest: bytes | None = None,
+    variant: OvmfVariant, td_hob_digest: bytes, tables: AcpiDigestsLike
 ) -> list[bytes]:
-    """RTMR0 event digests; ``smbios_digest`` replaces the reference's SMBIOS constant."""
-    inputs = rtmr0_inputs(td_hob_digest, tables)
-    if smbios_digest is not None:
-        inputs[events.SMBIOS_HANDOFF] = smbios_digest
-    return events.layout_digests(events.RTMR0_LAYOUTS[variant], inputs)
+    """RTMR0 event digests with the reference's SMBIOS constant."""
+    return events.layout_digests(events.RTMR0_LAYOUTS[variant], rtmr0_inputs(td_hob_digest, tables))
 
 
 def compute(
@@ -444,12 +481,14 @@ def compute(
     mrtd: bytes | None = None,
     cmdline_sha384: bytes | None = None,
     kernel_digest: Callable[[bytes, int, int], bytes] = kernel_mod.patched_kernel_digest,
+    kernel_warnings: tuple[str, ...] | None = None,
 ) -> MeasurementDetails:
     """Measure from already-loaded inputs (callers may pass cached MRTD / cmdline digests).
 
     ``initrd_digest`` may be a callable, resolved only when RTMR2 is built, so the initrd can
     still be hashing while everything else is computed. ``acpi`` may be the three ACPI digests
     themselves (:class:`~dstack_mr.acpi_log.AcpiDigests`) instead of a source of tables.
+    ``kernel_warnings``, if the caller has them, are :func:`kernel_warnings_of` ``kernel``.
     """
     opts = machine.versioned_options()
     if mrtd is None:
@@ -475,8 +514,7 @@ def compute(
     rtmr0, rtmr1, rtmr2 = events.labelled_logs(
         machine.ovmf_variant,
         {
-            **rtmr0_inputs(td_hob, tables),
-            **({events.SMBIOS_HANDOFF: smbios_digest} if smbios_digest is not None else {}),
+            **rtmr0_inputs(td_hob, tables, smbios_digest),
             events.KERNEL_AUTHENTICODE: kernel_sha384,
             events.CMDLINE: cmdline_sha384,
             events.INITRD: initrd_digest,
@@ -490,7 +528,7 @@ def compute(
         invocation=invocation,
         options=opts,
         ovmf_variant=machine.ovmf_variant,
-        warnings=tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w),
+        warnings=kernel_warnings if kernel_warnings is not None else kernel_warnings_of(kernel),
         acpi_from_log=isinstance(acpi, AcpiDigests),
         notes=notes,
         smbios_inputs=smbios_inputs,
@@ -502,16 +540,21 @@ def _smbios_event(
 ) -> tuple[SmbiosInputs | None, bytes | None, tuple[str, ...]]:
     """(inputs, digest, notes) of the stable202505 SMBIOS event; the digest is None when the
     reference's constant stands."""
-    if machine.ovmf_variant is not OvmfVariant.STABLE202505 and machine.smbios is None:
-        return None, None, ()
+    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
+        return None, None, () if machine.smbios is None else (uefi.NO_SMBIOS_EVENT_NOTE,)
+    if machine.smbios is None:
+        # The reference's constant stands; its note is uefi's, so smbios is not imported.
+        return None, None, (uefi.smbios_seed_note(machine.memory_size, opts.version),)
     from . import smbios as smbios_mod
 
-    if machine.ovmf_variant is not OvmfVariant.STABLE202505:
-        return None, None, (smbios_mod.NO_SMBIOS_EVENT_NOTE,)
     inputs = machine.smbios_inputs()
-    if inputs is None:
-        return None, None, (smbios_mod.seed_note(machine.memory_size, opts.version),)
+    assert inputs is not None  # machine.smbios is set
     return inputs, smbios_mod.event_digest(inputs), (smbios_mod.computed_note(inputs),)
+
+
+def kernel_warnings_of(kernel: bytes) -> tuple[str, ...]:
+    """What a result says about the kernel file itself (a truncated download)."""
+    return tuple(w for w in (kernel_mod.truncation_warning(kernel),) if w)
 
 
 def checked_cmdline_digest(cmdline: str) -> bytes:

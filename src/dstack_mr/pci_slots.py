@@ -40,6 +40,10 @@ class PciDevice:
     bus_nr: int | None = None  # pxb-pcie only
 
 
+#: The PCI device ``-virtfs`` adds (QEMU builds a virtio-9p-pci on the root bus for it).
+VIRTFS_DEVICE = PciDevice("virtio-9p-pci", ROOT_BUS)
+
+
 class SlotError(ConfigError):
     """The devices do not fit the slots of ``bus``: QEMU would refuse to start.
 
@@ -157,6 +161,6 @@ def devices_in_argv(argv: Sequence[str]) -> tuple[PciDevice, ...]:
         if opt == "-device" and i + 1 < len(argv):
             out.append(parse_device(argv[i + 1]))
         elif opt == "-virtfs":
-            out.append(PciDevice("virtio-9p-pci", ROOT_BUS))
+            out.append(VIRTFS_DEVICE)
         i += 2
     return tuple(out)

@@ -35,6 +35,10 @@ from .errors import ConfigError, SmbiosError
 from .host_cpu import DEFAULT_HOST_CPU, HostCpu, host_cpu_for
 from .registry import SMBIOS3_TABLE, SMBIOS_TABLE
 
+# The notes on the reference's constant live in uefi, so a measure keeping it needs no smbios.
+from .uefi import NO_SMBIOS_EVENT_NOTE as NO_SMBIOS_EVENT_NOTE
+from .uefi import format_size as format_size
+
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
@@ -178,13 +182,6 @@ class SmbiosInputs:
             f"host CPU {self.host_cpu}, {strings}, memory {format_size(self.memory_size)}, "
             f"QEMU {'.'.join(map(str, self.qemu_version))} ({self.machine_type})"
         )
-
-
-def format_size(n: int) -> str:
-    for unit, size in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB)):
-        if n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} bytes"
 
 
 # --- 1. QEMU's structures ------------------------------------------------------------------
@@ -785,9 +782,6 @@ def annotated_hex(table: bytes) -> str:
 
 # --- measuring a machine -----------------------------------------------------------------
 
-#: The configuration the reference's constant holds for (with any vCPU count).
-SEED_CONFIGURATION = (2 * GIB, (8, 2, 2))
-
 
 def _host_cpu(value: object) -> str | None:
     if isinstance(value, HostCpu):
@@ -820,31 +814,6 @@ class SmbiosOptions:
             cpuid_edx=self.host_cpu.edx,
             cpu_count=max(1, min(cpu_count, 0xFFFF)),
         )
-
-
-def seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
-    """What a stable202505 result says when event 13 is the reference's constant."""
-    note = (
-        "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event "
-        "(EV_EFI_HANDOFF_TABLES: SHA-384 of the filtered SMBIOS table), not a firmware "
-        "constant. Its expected digest here is the reference's constant, which holds only for "
-        f"{SmbiosInputs(SEED_CONFIGURATION[1], SEED_CONFIGURATION[0]).describe()} "
-        "(any vCPU count)"
-    )
-    if (memory_size, qemu_version) == SEED_CONFIGURATION:
-        return note + "; this machine has that memory and QEMU version."
-    return (
-        note + f"; this machine has {format_size(memory_size)} on QEMU "
-        f"{'.'.join(map(str, qemu_version))}, so it will not match. Compute the event instead: "
-        "`measure --smbios-computed` (library: Machine(..., smbios=SmbiosOptions()))."
-    )
-
-
-#: What a pre-202505 result says when it was asked to compute the SMBIOS event.
-NO_SMBIOS_EVENT_NOTE = (
-    "the SMBIOS options have no effect: pre-202505 OVMF measures no SMBIOS event (only the "
-    "17-event stable202505 layout has one)"
-)
 
 
 def computed_note(inputs: SmbiosInputs) -> str:

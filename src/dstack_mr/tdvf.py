@@ -252,7 +252,7 @@ def parse(firmware: bytes) -> Tdvf:
         raise FirmwareError(f"unsupported TDVF descriptor version {version} (expected 1)")
     table = desc + TDVF_DESCRIPTOR.size
     # Check the whole table fits before reading it, so a hostile count allocates nothing.
-    take(
+    section_table = take(
         fw, table, TDVF_SECTION.size * count, f"TDVF section table ({count} sections)",
         FirmwareError,
     )  # fmt: skip
@@ -260,9 +260,7 @@ def parse(firmware: bytes) -> Tdvf:
     sections = []
     added_pages = 0
     extended_pages = 0
-    for i, fields in enumerate(
-        TDVF_SECTION.iter_unpack(fw[table : table + TDVF_SECTION.size * count])
-    ):
+    for i, fields in enumerate(TDVF_SECTION.iter_unpack(section_table)):
         s = TdvfSection(*fields)
         where = f"TDVF section {i} ({s.type_name} at {s.memory_address:#x})"
         if s.memory_address % PAGE_SIZE:

@@ -30,6 +30,46 @@ STABLE202505_VARIABLE_AUTHORITY_DIGEST = bytes.fromhex(
     "8e7fba53a1564522f5c6f0dc9e1f41a6"
 )
 
+#: (memory, QEMU version) the reference's constant above holds for (any vCPU count).
+SMBIOS_SEED_CONFIGURATION = (2 * 1024**3, (8, 2, 2))
+#: ``smbios.SmbiosInputs(...).describe()`` of that configuration, spelled out so a measure
+#: that keeps the constant never imports ``smbios`` (a test checks the two agree).
+SMBIOS_SEED_DESCRIPTION = (
+    "host CPU Emerald Rapids stepping 2 (CPUID.1 EAX=0x000c06f2 EDX=0x2fabfbff), dstack SMBIOS "
+    "strings (manufacturer=dstack, product=dstack), memory 2 GiB, QEMU 8.2.2 (pc-q35-8.2)"
+)
+#: What a pre-202505 result says when it was asked to compute the SMBIOS event.
+NO_SMBIOS_EVENT_NOTE = (
+    "the SMBIOS options have no effect: pre-202505 OVMF measures no SMBIOS event (only the "
+    "17-event stable202505 layout has one)"
+)
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes in the largest of TiB, GiB, MiB that divides it, else in bytes."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def smbios_seed_note(memory_size: int, qemu_version: tuple[int, int, int]) -> str:
+    """What a stable202505 result says when event 13 is the reference's constant."""
+    note = (
+        "RTMR0 event 13 ('variable_authority') is the SMBIOS handoff-table event "
+        "(EV_EFI_HANDOFF_TABLES: SHA-384 of the filtered SMBIOS table), not a firmware "
+        "constant. Its expected digest here is the reference's constant, which holds only for "
+        f"{SMBIOS_SEED_DESCRIPTION} (any vCPU count)"
+    )
+    if (memory_size, qemu_version) == SMBIOS_SEED_CONFIGURATION:
+        return note + "; this machine has that memory and QEMU version."
+    return (
+        note + f"; this machine has {format_size(memory_size)} on QEMU "
+        f"{'.'.join(map(str, qemu_version))}, so it will not match. Compute the event instead: "
+        "`measure --smbios-computed` (library: Machine(..., smbios=SmbiosOptions()))."
+    )
+
+
 LINUXBOOT_BOOTORDER = b"/rom@genroms/linuxboot_dma.bin\0"
 
 SEPARATOR = bytes(4)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import attrs
 
 from ..errors import ConfigError
+from ..pci_slots import EXPANDER, ROOT_PORT, VIRTFS_DEVICE, device_options, parse_device
 from ..pci_slots import PciDevice as PciDevice  # re-exported: the model's device type
-from ..pci_slots import device_options, parse_device
 
 #: Endpoint devices the dumper adds; none of them carries AML of its own and all are
 #: hot-pluggable, so only their slot matters to the tables.
@@ -100,15 +100,15 @@ def from_argv(argv: tuple[str, ...] | list[str], compat_ver: str = "") -> Machin
             numa = True
         elif opt == "-device":
             dev = parse_device(v)
-            if dev.driver == "pxb-pcie":
+            if dev.driver == EXPANDER:
                 assert dev.bus_nr is not None
                 if not 1 <= dev.bus_nr <= 255:
                     raise ConfigError(f"dumper argv: pxb-pcie bus_nr {dev.bus_nr} is not 1-255")
-            elif dev.driver != "pcie-root-port" and dev.driver not in ENDPOINTS:
+            elif dev.driver != ROOT_PORT and dev.driver not in ENDPOINTS:
                 raise ConfigError(f"dumper argv: device {dev.driver!r} is not modelled")
             devices.append(dev)
         elif opt == "-virtfs":
-            devices.append(PciDevice("virtio-9p-pci", "pcie.0"))
+            devices.append(VIRTFS_DEVICE)
         elif opt == "-global":
             if v == "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off":
                 hotplug = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import attrs
 
-from ..errors import ConfigError
 from ..pci_slots import CHIPSET, EXPANDER, ROOT_BUS, ROOT_PORT, assign_slots
 from .config import MachineConfig
 
@@ -46,13 +45,10 @@ class Bus:
     devices: dict[int, Dev] = attrs.Factory(dict)
     children: list[Bus] = attrs.Factory(list)
     bsel: int | None = None
-    one_slot: bool = False  # a root port's secondary bus: slot 0 only
 
     def place(self, dev: Dev) -> None:
-        if dev.devfn in self.devices:
-            raise ConfigError(
-                f"PCI address {dev.devfn >> 3:#x}.{dev.devfn & 7} on {self.name} is taken"
-            )
+        # pci_slots.assign_slots gave each device a free slot (it raises where QEMU would)
+        assert dev.devfn not in self.devices, (self.name, dev.devfn)
         self.devices[dev.devfn] = dev
 
 
@@ -76,7 +72,7 @@ def build_topology(cfg: MachineConfig) -> Topology:
         dev = Dev(d.driver, devfn, hotpluggable=d.driver != EXPANDER)
         bus.place(dev)
         if d.driver == ROOT_PORT:
-            sec = Bus(d.id, parent_devfn=devfn, one_slot=True)
+            sec = Bus(d.id, parent_devfn=devfn)
             dev.secondary = sec
             bus.children.insert(0, sec)
             buses[d.id] = sec
