@@ -471,5 +471,4 @@ def build_document_with_warnings(image_dir: str) -> BuiltDocument:
         mrtd_two_pass=image.mrtd(True),
         td_hob_witness=TdHobWitness.from_tdvf(image.tdvf).encode(),
     )
-    warning = kernel_mod.truncation_warning(image.kernel)
-    return BuiltDocument(document, (warning,) if warning else ())
+    return BuiltDocument(document, image.kernel_warnings)
